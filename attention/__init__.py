@@ -1,0 +1,35 @@
+"""Sparse and structured attention: the regularized framework of Niculae & Blondel (NeurIPS 2017).
+
+    Π_Ω(x) = argmax_{y ∈ Δ} <y, x> - γ Ω(y)
+
+with Ω the negative entropy (softmax), ½‖y‖² (sparsemax), ½‖y‖² + λ TV(y) (fusedmax) or
+½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|) (oscarmax). Exact forward, closed-form backward, any dim, masks, CPU and CUDA.
+
+    >>> import torch, attention
+    >>> attention.fusedmax(torch.tensor([1.0, 1.1, 0.2, -1.0]), lam=0.2)
+    >>> attn = attention.build("oscarmax", lam=0.05)     # an nn.Module: attn(scores, mask=None)
+"""
+
+from .framework import MAPPINGS, max_omega, regularizer, unknown_name
+from .functions import fusedmax, oscarmax, softmax, sparsemax
+from .modules import Fusedmax, Oscarmax, Softmax, Sparsemax
+
+MODULES = {"softmax": Softmax, "sparsemax": Sparsemax, "fusedmax": Fusedmax, "oscarmax": Oscarmax}
+NAMES = tuple(MODULES)
+
+
+def build(name: str, **params):
+    """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.1, gamma=1.0)``."""
+    if name not in MODULES:
+        raise unknown_name(name)
+    try:
+        return MODULES[name](**params)
+    except TypeError as error:
+        raise TypeError(f"attention.build({name!r}): {error}") from None
+
+
+__all__ = [
+    "softmax", "sparsemax", "fusedmax", "oscarmax",
+    "Softmax", "Sparsemax", "Fusedmax", "Oscarmax",
+    "max_omega", "regularizer", "build", "NAMES", "MAPPINGS",
+]
