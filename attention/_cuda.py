@@ -1,0 +1,128 @@
+"""GPU kernels for the prox forward passes: the row algorithms of ``_rows.py`` compiled by numba-cuda, one thread
+per row, reading and writing torch's CUDA memory in place (``__cuda_array_interface__``) on torch's current stream.
+
+Optional: needs ``pip install numba-cuda`` (``structured-attention[cuda]``). Without it, ``functions.py`` runs the
+prox forward on the CPU kernels. The sorting that the oscar prox needs is done by ``torch.sort`` on the GPU before
+the kernel; everything else (the prox, sparsemax, group labels) happens in one kernel launch. The backward passes
+are plain torch (``_torch.py``). Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in numba's CUDA simulator
+on CPU tensors, which is how the test suite checks them on machines without a GPU.
+"""
+
+import functools
+import os
+
+import torch
+
+try:  # a module global, not a local: the CUDA simulator swaps the `cuda` global seen by kernels
+    from numba import cuda
+except ImportError:  # numba-cuda not installed
+    cuda = None
+
+from . import _rows
+from ._cpu import PROX_OWL, PROX_TV
+
+THREADS_PER_BLOCK = 64
+
+
+def simulated() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+@functools.cache
+def available() -> bool:
+    if cuda is None:
+        return False
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver or toolkit: fall back to the CPU kernels rather than fail
+        return False
+
+
+@functools.cache
+def _kernels():
+    sparsemax_row = cuda.jit(device=True)(_rows.sparsemax_row)
+    tv_prox_row = cuda.jit(device=True)(_rows.tv_prox_row)
+    pav_decreasing_row = cuda.jit(device=True)(_rows.pav_decreasing_row)
+
+    @cuda.jit
+    def tv_sparsemax(z, lengths, lam, u, y, groups, scale):
+        r = cuda.grid(1)
+        if r >= z.shape[0]:
+            return
+        m = lengths[r]
+        tv_prox_row(z[r], u[r], groups[r], m, lam)
+        for i in range(m):
+            scale[r, i] = 1.0
+        sparsemax_row(u[r], y[r], m)
+        for i in range(m, z.shape[1]):
+            y[r, i] = 0.0
+            groups[r, i] = -1
+            scale[r, i] = 0.0
+
+    @cuda.jit
+    def sorted_sparsemax(z, z_sorted, order, lengths, lam, variant, u, pooled, blocks, y, groups, scale):
+        # z_sorted[r, :m]: z (or |z| for OWL) in decreasing order; order[r, k]: its position in z
+        r = cuda.grid(1)
+        if r >= z.shape[0]:
+            return
+        m = lengths[r]
+        for k in range(m):
+            u[r, k] = z_sorted[r, k] - lam * (m - 1 - k)
+        pav_decreasing_row(u[r], pooled[r], blocks[r], m)
+        for k in range(m):
+            i = order[r, k]
+            value = pooled[r, k]
+            groups[r, i] = blocks[r, k]
+            if variant == PROX_OWL:
+                if value <= 0.0:
+                    u[r, i] = 0.0
+                    scale[r, i] = 0.0
+                else:
+                    sign = 1.0 if z[r, i] >= 0.0 else -1.0
+                    u[r, i] = sign * value
+                    scale[r, i] = sign
+            else:
+                u[r, i] = value
+                scale[r, i] = 1.0
+        sparsemax_row(u[r], y[r], m)
+        for i in range(m, z.shape[1]):
+            y[r, i] = 0.0
+            groups[r, i] = -1
+            scale[r, i] = 0.0
+
+    return tv_sparsemax, sorted_sparsemax
+
+
+def _launch(kernel, n, *tensors_and_scalars):
+    if simulated():
+        args = [a.numpy() if isinstance(a, torch.Tensor) else a for a in tensors_and_scalars]
+        kernel[(n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, THREADS_PER_BLOCK](*args)
+        return
+    args = [cuda.as_cuda_array(a.detach()) if isinstance(a, torch.Tensor) else a for a in tensors_and_scalars]
+    stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
+    kernel[(n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, THREADS_PER_BLOCK, stream](*args)
+
+
+def prox_sparsemax_forward(z, lengths, lam, variant):
+    """Same contract as ``_cpu.prox_sparsemax_forward``: returns (y, groups, scale) on z's device."""
+    tv_sparsemax, sorted_sparsemax = _kernels()
+    z = z.detach().contiguous()
+    n, d = z.shape
+    u = torch.empty_like(z)
+    y = torch.empty_like(z)
+    groups = torch.empty(z.shape, dtype=torch.int64, device=z.device)
+    scale = torch.empty_like(z)
+    if n == 0:
+        return y, groups, scale
+    if variant == PROX_TV:
+        _launch(tv_sparsemax, n, z, lengths, float(lam), u, y, groups, scale)
+        return y, groups, scale
+    valid = torch.arange(d, device=z.device) < lengths.unsqueeze(-1)
+    key = z.abs() if variant == PROX_OWL else z
+    key = torch.where(valid, key, -torch.inf)
+    z_sorted, order = torch.sort(key, dim=-1, descending=True, stable=True)
+    pooled = torch.empty_like(z)
+    blocks = torch.empty(z.shape, dtype=torch.int64, device=z.device)
+    _launch(sorted_sparsemax, n, z, z_sorted.contiguous(), order.contiguous(), lengths, float(lam), int(variant),
+            u, pooled, blocks, y, groups, scale)
+    return y, groups, scale

@@ -1,0 +1,62 @@
+"""The GPU kernels of attention/_cuda.py: on numba's CUDA simulator here, on the device where there is one."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import attention
+
+SIMULATOR_CHECK = textwrap.dedent(
+    """
+    import torch
+    from attention import _cpu, _cuda
+    from attention.functions import _cpu_prox_forward
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        z = torch.randn(9, 11, dtype=dtype) * 2
+        z[3, :4] = z[3, 4]  # ties
+        lengths = torch.tensor([11, 0, 1, 5, 11, 3, 8, 2, 11])
+        for variant in (_cpu.PROX_TV, _cpu.PROX_SORTED, _cpu.PROX_OWL):
+            for lam in (0.0, 0.05, 0.4):
+                gpu = _cuda.prox_sparsemax_forward(z, lengths, lam, variant)
+                cpu = _cpu_prox_forward(z, lengths, lam, variant)
+                # the simulator computes in Python floats, numba in the array's dtype: float32 may round apart
+                if dtype == torch.float64:
+                    for name, a, b in zip(("y", "groups", "scale"), gpu, cpu):
+                        assert torch.equal(a, b), (variant, lam, name, a, b)
+                else:
+                    torch.testing.assert_close(gpu[0], cpu[0], atol=1e-6, rtol=1e-5)
+    print("simulated kernels agree")
+    """
+)
+
+
+def test_cuda_kernels_match_cpu_kernels_in_the_simulator():
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, "-c", SIMULATOR_CHECK], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "simulated kernels agree" in done.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["softmax", "sparsemax", "fusedmax", "oscarmax"])
+def test_cuda_matches_cpu(name):
+    torch.manual_seed(0)
+    x = torch.randn(64, 37, dtype=torch.float64)
+    mask = torch.rand(64, 37) > 0.2
+    grad = torch.randn(64, 37, dtype=torch.float64)
+    results = []
+    for device in ("cpu", "cuda"):
+        xd = x.to(device).requires_grad_()
+        y = attention.MAPPINGS[name](xd, mask=mask.to(device))
+        (y * grad.to(device)).sum().backward()
+        results.append((y.detach().cpu(), xd.grad.cpu()))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
