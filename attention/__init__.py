@@ -5,9 +5,9 @@
 with Ω the negative entropy (softmax), ½‖y‖² (sparsemax), ½‖y‖² + λ TV(y) (fusedmax) or
 ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|) (oscarmax). Exact forward, closed-form backward, any dim, masks, CPU and CUDA.
 
-    >>> import torch, attention
-    >>> attention.fusedmax(torch.tensor([1.0, 1.1, 0.2, -1.0]), lam=0.2)
-    >>> attn = attention.build("oscarmax", lam=0.05)     # an nn.Module: attn(scores, mask=None)
+    import torch, attention
+    attention.fusedmax(torch.tensor([1.0, 1.1, 0.2, -1.0]), lam=0.2)   # tensor([0.5, 0.5, 0.0, 0.0])
+    attn = attention.build("oscarmax", lam=0.05)    # an nn.Module: attn(scores, mask=None)
 """
 
 from .framework import MAPPINGS, max_omega, regularizer, unknown_name
