@@ -8,6 +8,7 @@ unrelated functions.
 """
 
 import torch
+from torch.autograd import Function
 
 from . import functions
 from ._layout import check_parameter, to_rows
@@ -59,6 +60,22 @@ def regularizer(weights, name, dim=-1, lam=None, mask=None):
     return value.reshape(rows.shape[:-1]).to(rows.dtype)
 
 
+class _Envelope(Function):
+    """Returns ``value``; its gradient w.r.t. ``scores`` is ``y`` (Danskin), and, since ``y`` keeps its graph, the
+    second derivative is the mapping's Jacobian."""
+
+    @staticmethod
+    def forward(ctx, scores, y, value, dim):
+        ctx.dim = dim
+        ctx.save_for_backward(y)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_value):
+        (y,) = ctx.saved_tensors
+        return grad_value.unsqueeze(ctx.dim) * y, None, None, None
+
+
 def max_omega(scores, name, dim=-1, gamma=1.0, mask=None, **params):
     """max_{y ∈ Δ} <y, x> - γ Ω(y) of each slice along ``dim``; its gradient w.r.t. ``scores`` is Π_Ω(scores).
 
@@ -66,12 +83,14 @@ def max_omega(scores, name, dim=-1, gamma=1.0, mask=None, **params):
     """
     if name not in MAPPINGS:
         raise unknown_name(name)
+    if params.get("variant", "exact") != "exact":
+        raise ValueError(
+            f"max_omega: variant={params['variant']!r} is not the argmax of <y, x> - γΩ(y), so it is not the "
+            "gradient of max_Ω; use variant='exact'"
+        )
     gamma = check_parameter("gamma", name, gamma, positive=True)
     y = MAPPINGS[name](scores, dim=dim, gamma=gamma, mask=mask, **params)
-    lam = params.get("lam")
     with torch.no_grad():
         inner = torch.where(y > 0, y * scores, 0).sum(dim)
-        value = inner - gamma * regularizer(y, name, dim=dim, lam=lam, mask=mask)
-    # Danskin's envelope: the value is computed without a graph, and <y, x - stopgrad(x)> (zero in value) carries
-    # the gradient y; since y keeps its own graph, double backward gives the mapping's Jacobian
-    return value.to(scores.dtype) + torch.where(y > 0, y * (scores - scores.detach()), 0).sum(dim)
+        value = inner - gamma * regularizer(y, name, dim=dim, lam=params.get("lam"), mask=mask)
+    return _Envelope.apply(scores, y, value.to(scores.dtype), dim % scores.dim())

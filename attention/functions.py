@@ -170,8 +170,10 @@ def oscarmax(scores, dim=-1, gamma=1.0, lam=0.01, mask=None, variant="exact"):
        z - y = (z - u) + (u - y) ∈ λ∂S(y) + N_Δ(y).
 
     ``variant="owl"`` is the authors' composition (Niculae & Blondel's ``oscarmax``): proj_Δ of the OWL prox,
-    whose penalty Σ_k w_k |u|_(k) disagrees with S off the non-negative orthant. It differs from the argmax
-    above when some scores are negative (about one random input in three); keep it to compare with their results.
+    whose penalty Σ_k w_k |u|_(k) disagrees with S off the non-negative orthant and whose prox clips at 0 before
+    the projection. It differs from the argmax above mostly when some scores are negative, sometimes also with
+    small non-negative scores (tests/test_against_solver.py measures both); keep it to compare with their results.
+    It is not shift-invariant, and ``max_omega`` refuses it (it is not the gradient of max_Ω).
     """
     gamma = check_parameter("gamma", "oscarmax", gamma, positive=True)
     lam = check_parameter("lam", "oscarmax", lam, positive=False)

@@ -1,0 +1,129 @@
+"""The device-agnostic torch kernels (attention/_torch.py, the CUDA path) against the numba CPU kernels.
+
+Both take (rows, d) inputs with ``lengths[r]`` valid entries at the front of row r; on this CPU-only machine the
+torch kernels are called directly, so the code that runs on CUDA tensors is exercised here.
+"""
+
+import pytest
+import torch
+
+from attention import _cpu, _torch
+from attention.functions import SparsemaxFunction, _cpu_prox_forward
+
+VARIANTS = {"tv": _cpu.PROX_TV, "sorted": _cpu.PROX_SORTED, "owl": _cpu.PROX_OWL}
+
+
+def batch(seed, n=40, d=9, dtype=torch.float64, scale=1.5):
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(n, d, generator=g, dtype=torch.float64) * scale).to(dtype)
+    lengths = torch.randint(0, d + 1, (n,), generator=g)
+    lengths[:3] = torch.tensor([0, d, 1])  # always include the empty, full and single-entry rows
+    grad = torch.randn(n, d, generator=g, dtype=torch.float64).to(dtype)
+    return z, lengths, grad
+
+
+def tol(dtype):
+    return dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 2, 5, 17])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sparsemax_forward(dtype, d, seed):
+    z, lengths, _ = batch(seed, d=d, dtype=dtype)
+    cpu = SparsemaxFunction.apply(z, lengths)
+    dev = _torch.sparsemax_forward(z, lengths)
+    torch.testing.assert_close(dev, cpu, **tol(dtype))
+    valid = _torch.valid_positions(lengths, d)
+    assert (dev[~valid] == 0).all() and (dev >= 0).all()
+    sums = dev.sum(-1)
+    torch.testing.assert_close(sums[lengths > 0], torch.ones_like(sums[lengths > 0]), **tol(dtype))
+    assert (sums[lengths == 0] == 0).all()
+
+
+def test_sparsemax_forward_garbage_past_length():
+    """Entries past a row's length are ignored, whatever they hold (huge, -inf, nan would be masked ones)."""
+    z, lengths, _ = batch(3, d=6)
+    valid = _torch.valid_positions(lengths, 6)
+    junk = torch.where(valid, z, 1e30)
+    torch.testing.assert_close(_torch.sparsemax_forward(junk, lengths), _torch.sparsemax_forward(z, lengths))
+    out = torch.empty_like(z)
+    _cpu.sparsemax_forward(junk.numpy(), lengths.numpy(), out.numpy())
+    torch.testing.assert_close(out, _torch.sparsemax_forward(z, lengths))
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e5])
+def test_sparsemax_forward_large_offset(offset):
+    z, lengths, _ = batch(4, d=8, scale=1.0)
+    torch.testing.assert_close(
+        _torch.sparsemax_forward(z + offset, lengths), _torch.sparsemax_forward(z, lengths), atol=1e-9, rtol=0
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sparsemax_backward(dtype, seed):
+    z, lengths, grad = batch(seed, dtype=dtype)
+    y = SparsemaxFunction.apply(z, lengths)
+    cpu = torch.empty_like(grad)
+    _cpu.sparsemax_backward(grad.numpy(), y.numpy(), lengths.numpy(), cpu.numpy())
+    torch.testing.assert_close(_torch.sparsemax_backward(grad, y), cpu, **tol(dtype))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("lam", [0.0, 0.1, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 4, 11])
+def test_prox_sparsemax_backward(variant, lam, dtype, d):
+    z, lengths, grad = batch(int(10 * lam) + d, d=d, dtype=dtype)
+    y, groups, scale = _cpu_prox_forward(z, lengths, lam, VARIANTS[variant])
+    cpu = torch.empty_like(grad)
+    _cpu.prox_sparsemax_backward(
+        grad.numpy(), y.numpy(), groups.numpy(), scale.numpy(), lengths.numpy(), cpu.numpy()
+    )
+    dev = _torch.prox_sparsemax_backward(grad, y, groups, scale, lengths)
+    torch.testing.assert_close(dev, cpu, **tol(dtype))
+    assert (dev[~_torch.valid_positions(lengths, d)] == 0).all()
+
+
+def test_prox_forward_labels():
+    """The groups/scale contract the torch backward relies on: -1 / 0 past each row's length, labels in [0, m)."""
+    z, lengths, _ = batch(7, d=10)
+    for variant in VARIANTS.values():
+        y, groups, scale = _cpu_prox_forward(z, lengths, 0.3, variant)
+        valid = _torch.valid_positions(lengths, 10)
+        assert (groups[~valid] == -1).all() and (scale[~valid] == 0).all() and (y[~valid] == 0).all()
+        assert (groups[valid] >= 0).all()
+        assert (groups < lengths.unsqueeze(-1).clamp_min(1)).all()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_torch_backward_is_the_jacobian(variant):
+    """The torch prox backward, fed with the CPU forward's groups, is the transpose Jacobian of the CPU forward
+    (checked against finite differences of the forward, row by row)."""
+    z, lengths, grad = batch(8, n=6, d=7)
+    lam = 0.2
+    y, groups, scale = _cpu_prox_forward(z, lengths, lam, VARIANTS[variant])
+    vjp = _torch.prox_sparsemax_backward(grad, y, groups, scale, lengths)
+    eps = 1e-6
+    numeric = torch.zeros_like(z)
+    for j in range(z.shape[1]):
+        step = torch.zeros_like(z)
+        step[:, j] = eps
+        plus = _cpu_prox_forward(z + step, lengths, lam, VARIANTS[variant])[0]
+        minus = _cpu_prox_forward(z - step, lengths, lam, VARIANTS[variant])[0]
+        numeric[:, j] = ((plus - minus) / (2 * eps) * grad).sum(-1)
+    torch.testing.assert_close(vjp, numeric, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_prox_forward_fallback_copy_path(variant):
+    """The non-CPU prox forward without numba-cuda copies to the CPU kernel and back: same results."""
+    from attention import functions
+
+    z, lengths, _ = batch(11, d=8)
+    got = functions._prox_forward_elsewhere(z, lengths, 0.25, VARIANTS[variant])
+    want = _cpu_prox_forward(z, lengths, 0.25, VARIANTS[variant])
+    for a, b in zip(got, want):
+        assert a.device == z.device
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
