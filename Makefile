@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-slow bench
+.PHONY: install test test-slow bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode
 
 install: $(INSTALLED)
 
@@ -23,3 +23,39 @@ test-slow: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python scripts/bench_attention.py
+
+# ---- experiments (tasks/train.py, configs/): make snli ATTN=fusedmax ARGS="experiment=snli_cpu seed=2"
+ATTN ?= softmax
+TASK ?= snli
+ATTENTIONS ?= softmax,sparsemax,fusedmax,oscarmax
+SEEDS ?= 1,2,3
+LAUNCHER ?= local
+SMOKE_TASKS ?= $(patsubst configs/experiment/smoke_%.yaml,%,$(wildcard configs/experiment/smoke_*.yaml))
+
+snli: $(INSTALLED)
+	$(BIN)/python -m tasks.train task=snli attention=$(ATTN) $(ARGS)
+
+sweep: $(INSTALLED)
+	$(BIN)/python -m tasks.train -m task=$(TASK) attention=$(ATTENTIONS) seed=$(SEEDS) launcher=$(LAUNCHER) $(ARGS)
+
+# seq2seq (tasks/seq2seq/): make multi30k ATTN=fusedmax ARGS="experiment=multi30k_cpu shared=../shared/data"
+multi30k: $(INSTALLED)
+	$(BIN)/python -m tasks.train task=multi30k attention=$(ATTN) $(ARGS)
+
+iwslt: $(INSTALLED)
+	$(BIN)/python -m tasks.train task=iwslt attention=$(ATTN) $(ARGS)
+
+gigaword: $(INSTALLED)
+	$(BIN)/python -m tasks.train task=gigaword attention=$(ATTN) $(ARGS)
+
+bench-decode: $(INSTALLED)
+	$(BIN)/python scripts/bench_decode.py $(ARGS)
+
+smoke: $(INSTALLED)
+	@for t in $(SMOKE_TASKS); do \
+	  echo "== smoke: $$t x $(ATTENTIONS)"; \
+	  $(BIN)/python -m tasks.train -m experiment=smoke_$$t attention=$(ATTENTIONS) $(ARGS) || exit 1; \
+	done
+
+bench-train: $(INSTALLED)
+	$(BIN)/python scripts/bench_train_step.py $(ARGS)

@@ -19,35 +19,118 @@ PROX_SORTED = 1  # oscarmax, exact: prox of sum_k w_k u_(k), w_k = lam (m - k), 
 PROX_OWL = 2  # oscarmax as the authors computed it: prox of sum_k w_k |u|_(k), then sparsemax
 
 
+_MAX_CHUNKS = 128
+
+
+@njit(cache=True)
+def _chunks(n):
+    """Split n rows into at most _MAX_CHUNKS contiguous chunks for prange; each allocates its scratch once.
+
+    (A constant rather than numba.get_num_threads(): that would stop the kernels from being cached on disk.)
+    """
+    return max(1, min(n, _MAX_CHUNKS))
+
+
 @njit(cache=True, parallel=True)
 def sparsemax_forward(z, lengths, out):
     n, d = z.shape
-    for r in prange(n):
-        m = lengths[r]
-        _sparsemax_row(z[r], out[r], m)
-        for i in range(m, d):
-            out[r, i] = 0.0
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            _sparsemax_row(z[r], out[r], m)
+            for i in range(m, d):
+                out[r, i] = 0.0
 
 
 @njit(cache=True, parallel=True)
 def sparsemax_backward(grad, y, lengths, out):
     # J = diag(s) - s s^T / |S| with s the support indicator: centre the gradient on the support
     n, d = grad.shape
-    for r in prange(n):
-        m = lengths[r]
-        total = 0.0
-        count = 0
-        for i in range(m):
-            if y[r, i] > 0.0:
-                total += grad[r, i]
-                count += 1
-        mean = total / count if count > 0 else 0.0
-        for i in range(d):
-            out[r, i] = grad[r, i] - mean if (i < m and y[r, i] > 0.0) else 0.0
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            total = 0.0
+            count = 0
+            for i in range(m):
+                if y[r, i] > 0.0:
+                    total += grad[r, i]
+                    count += 1
+            mean = total / count if count > 0 else 0.0
+            for i in range(d):
+                out[r, i] = grad[r, i] - mean if (i < m and y[r, i] > 0.0) else 0.0
+
+
+_INSERTION_SORT_MAX = 96  # below this length a stable insertion sort beats the radix sort's fixed cost
+_SIGN = np.uint64(1) << np.uint64(63)
 
 
 @njit(cache=True, nogil=True)
-def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blocks):
+def _stable_argsort(v, m, order, keys, keys_tmp, order_tmp, hist):
+    """order[:m] = the stable ascending argsort of v[:m] (what np.argsort(v[:m], kind="mergesort") returns).
+
+    Short rows: insertion sort. Long rows: LSD radix sort, 8 bits a pass, on the float64 bit patterns made
+    order-preserving as unsigned integers (-0.0 first turned into 0.0, so that the two tie as they compare);
+    passes where every key has the same byte are skipped (float32 inputs leave the low 29 bits zero).
+    """
+    if m <= _INSERTION_SORT_MAX:
+        for j in range(m):
+            vj = v[j]
+            i = j - 1
+            while i >= 0 and v[order[i]] > vj:
+                order[i + 1] = order[i]
+                i -= 1
+            order[i + 1] = j
+        return
+    fkeys = keys[:m].view(np.float64)
+    for i in range(m):
+        x = np.float64(v[i])
+        fkeys[i] = x if x != 0.0 else 0.0
+    hist[:, :] = 0
+    for i in range(m):
+        key = keys[i]
+        key = ~key if key & _SIGN else key | _SIGN
+        keys[i] = key
+        for b in range(8):
+            hist[b, (key >> np.uint64(8 * b)) & np.uint64(255)] += 1
+        order[i] = i
+    src_k, dst_k, src_o, dst_o = keys, keys_tmp, order, order_tmp
+    swapped = False
+    for b in range(8):
+        h = hist[b]
+        trivial = False
+        for j in range(256):
+            if h[j] == m:
+                trivial = True
+                break
+            if h[j] != 0:
+                break
+        if trivial:
+            continue
+        total = 0
+        for j in range(256):
+            count = h[j]
+            h[j] = total
+            total += count
+        shift = np.uint64(8 * b)
+        for i in range(m):
+            key = src_k[i]
+            digit = (key >> shift) & np.uint64(255)
+            at = h[digit]
+            h[digit] = at + 1
+            dst_k[at] = key
+            dst_o[at] = src_o[i]
+        src_k, dst_k, src_o, dst_o = dst_k, src_k, dst_o, src_o
+        swapped = not swapped
+    if swapped:
+        for i in range(m):
+            order[i] = src_o[i]
+
+
+@njit(cache=True, nogil=True)
+def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blocks, keys, keys_tmp, order_tmp,
+                     hist):
     """u[:m] = prox of the sorted weighted sum sum_k lam (m - k) x_(k) at z (see ``oscarmax``'s proof).
 
     ``variant == PROX_OWL`` gives the authors' OWL prox instead: the same on |z|, clipped at 0, signs restored.
@@ -59,7 +142,7 @@ def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blo
     else:
         for i in range(m):
             v[i] = -z[i]
-    order[:m] = np.argsort(v[:m], kind="mergesort")  # decreasing order of z (or |z|), ties by position
+    _stable_argsort(v, m, order, keys, keys_tmp, order_tmp, hist)  # decreasing z (or |z|), ties by position
     for k in range(m):  # u holds the sorted, shifted values until the last loop overwrites it
         u[k] = -v[order[k]] - lam * (m - 1 - k)
     _pav_decreasing_row(u, pooled, blocks, m)
@@ -84,24 +167,34 @@ def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blo
 def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
     """y = sparsemax(prox(z)) row by row; groups and scale describe the prox's Jacobian for the backward."""
     n, d = z.shape
-    for r in prange(n):
-        m = lengths[r]
-        u = np.empty(m, dtype=z.dtype)
-        if variant == PROX_TV:
-            _tv_prox_row(z[r], u, groups[r], m, lam)
-            for i in range(m):
-                scale[r, i] = 1.0
-        else:
-            order = np.empty(m, dtype=np.int64)
-            v = np.empty(m, dtype=z.dtype)
-            pooled = np.empty(m, dtype=z.dtype)
-            blocks = np.empty(m, dtype=groups.dtype)
-            _sorted_prox_row(z[r], u, groups[r], scale[r], m, lam, variant, order, v, pooled, blocks)
-        _sparsemax_row(u, y[r], m)
-        for i in range(m, d):
-            y[r, i] = 0.0
-            groups[r, i] = -1
-            scale[r, i] = 0.0
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        # scratch buffers, once per chunk: the sorted prox's only where it runs, the radix sort's for long rows
+        u = np.empty(d, dtype=z.dtype)
+        ds = 0 if variant == PROX_TV else d
+        dr = ds if d > _INSERTION_SORT_MAX else 0
+        order = np.empty(ds, dtype=np.int64)
+        v = np.empty(ds, dtype=z.dtype)
+        pooled = np.empty(ds, dtype=z.dtype)
+        blocks = np.empty(ds, dtype=groups.dtype)
+        keys = np.empty(dr, dtype=np.uint64)
+        keys_tmp = np.empty(dr, dtype=np.uint64)
+        order_tmp = np.empty(dr, dtype=np.int64)
+        hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            if variant == PROX_TV:
+                _tv_prox_row(z[r], u, groups[r], m, lam)
+                for i in range(m):
+                    scale[r, i] = 1.0
+            else:
+                _sorted_prox_row(z[r], u, groups[r], scale[r], m, lam, variant, order, v, pooled, blocks, keys,
+                                 keys_tmp, order_tmp, hist)
+            _sparsemax_row(u, y[r], m)
+            for i in range(m, d):
+                y[r, i] = 0.0
+                groups[r, i] = -1
+                scale[r, i] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -112,22 +205,36 @@ def prox_sparsemax_backward(grad, y, groups, scale, lengths, out):
     prox output (fused run or pooled block) and D = diag(scale) (1, or the signs and zeros of the OWL prox).
     """
     n, d = grad.shape
-    for r in prange(n):
-        m = lengths[r]
-        total = 0.0
-        count = 0
-        for i in range(m):
-            if y[r, i] > 0.0:
-                total += grad[r, i]
-                count += 1
-        mean = total / count if count > 0 else 0.0
-        sums = np.zeros(m, dtype=grad.dtype)
-        sizes = np.zeros(m, dtype=np.int64)
-        for i in range(m):
-            g = grad[r, i] - mean if y[r, i] > 0.0 else 0.0
-            sums[groups[r, i]] += scale[r, i] * g
-            sizes[groups[r, i]] += 1
-        for i in range(m):
-            out[r, i] = scale[r, i] * sums[groups[r, i]] / sizes[groups[r, i]]
-        for i in range(m, d):
-            out[r, i] = 0.0
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sums = np.empty(d, dtype=grad.dtype)
+        sizes = np.empty(d, dtype=np.int64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            total = 0.0
+            count = 0
+            for i in range(m):
+                if y[r, i] > 0.0:
+                    total += grad[r, i]
+                    count += 1
+            mean = total / count if count > 0 else 0.0
+            n_groups = 0
+            for i in range(m):
+                if groups[r, i] >= n_groups:
+                    n_groups = groups[r, i] + 1
+            for k in range(n_groups):
+                sums[k] = 0.0
+                sizes[k] = 0
+            for i in range(m):
+                g = grad[r, i] - mean if y[r, i] > 0.0 else 0.0
+                k = groups[r, i]
+                sums[k] += scale[r, i] * g
+                sizes[k] += 1
+            # one division a group; scale is 1, -1 or 0, so scale * (s / n) is (scale * s) / n bit for bit
+            for k in range(n_groups):
+                if sizes[k] > 0:
+                    sums[k] = sums[k] / sizes[k]
+            for i in range(m):
+                out[r, i] = scale[r, i] * sums[groups[r, i]]
+            for i in range(m, d):
+                out[r, i] = 0.0

@@ -1,0 +1,415 @@
+"""Forward + backward time of the attention mappings, against entmax and the authors' per-row loop.
+
+    python scripts/bench_attention.py                 # what `make bench` runs
+    python scripts/bench_attention.py --quick         # fewer repeats, a smoke run
+    python scripts/bench_attention.py --authors port  # skip building the authors' package
+
+For every size (rows x d, float32) and every method, one timed call is ``y = f(x); y.backward(g)`` with a fixed
+random ``g``. Each method is warmed up first (numba compiles, or loads its cache, on the first call); the timed
+calls then run round-robin, one call of each method per round in a rotating order, so that load from other
+processes on the machine falls on all methods alike. Reported: the median over rounds, in ms, and the ratio to
+our sparsemax measured in the same rounds.
+
+The authors' baseline ("authors ...") is Niculae & Blondel's own package, ``torchsparseattn`` 0.2 from PyPI
+(github.com/vene/sparse-structured-attention), Cython extensions built from its sdist into a cache directory
+outside the repository. Its autograd Functions are legacy ones (non-static ``forward``), which torch >= 1.5
+refuses to call, so a small new-style Function below replays their ``_BaseBatchProjection`` loop: a Python
+loop over rows calling their unchanged per-row ``project`` in the forward and ``project_jv`` in the backward;
+fusedmax/oscarmax are their prox Function followed by their sparsemax Function, as in their ``Fusedmax`` and
+``Oscarmax`` modules. If the package cannot be built (no compiler, no network), ``--authors port`` (or the
+automatic fallback) times the same loop over a port of their per-row routines, with their Cython kernels
+replaced by numba ones called once per row; the output says which one ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import attention  # noqa: E402
+
+SIZES = [(1920, 50), (256, 1000), (16, 10000)]
+FUSED_LAM = 0.1  # attention.fusedmax's default; the authors' FusedProxFunction(alpha=0.1)
+OSCAR_LAM = 0.01  # attention.oscarmax's default; the authors' OscarProxFunction(beta=0.01)
+AUTHORS_VERSION = "0.2"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "structured-attention"
+OUT = ROOT / "results" / "bench" / "attention.json"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The authors' package: fetch the sdist, build its Cython extensions in place, import it from there.
+
+
+def _build_authors(log) -> Path:
+    """Download torchsparseattn's sdist from PyPI and build it in place under CACHE; return the source dir."""
+    src = CACHE / f"torchsparseattn-{AUTHORS_VERSION}"
+    built = list((src / "torchsparseattn").glob("_fused.*.so")) if src.exists() else []
+    if built:
+        return src
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log(f"building the authors' torchsparseattn {AUTHORS_VERSION} under {CACHE} (once) ...")
+    meta = json.load(urllib.request.urlopen("https://pypi.org/pypi/torchsparseattn/json", timeout=60))
+    sdist = next(f for f in meta["releases"][AUTHORS_VERSION] if f["packagetype"] == "sdist")
+    archive = CACHE / sdist["filename"]
+    urllib.request.urlretrieve(sdist["url"], archive)
+    shutil.unpack_archive(archive, CACHE)
+    cython = CACHE / "cython"
+    if not (cython / "Cython").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(cython), "cython"],
+                       check=True)
+    env = dict(os.environ, PYTHONPATH=str(cython))
+    subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=src, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return src
+
+
+def _import_authors(log):
+    try:
+        import torchsparseattn  # an installed copy, if there is one
+
+        return torchsparseattn
+    except ImportError:
+        pass
+    src = _build_authors(log)
+    sys.path.insert(0, str(src))
+    import torchsparseattn
+
+    return torchsparseattn
+
+
+class _AuthorsRows(torch.autograd.Function):
+    """The authors' ``_BaseBatchProjection`` loop (base.py), as a new-style Function around their row methods."""
+
+    @staticmethod
+    def forward(ctx, x, proj):
+        y = x.new_zeros(x.shape)
+        for i in range(x.shape[0]):  # no lengths: every row has max_dim entries
+            y[i, :] = proj.project(x[i, :])
+        ctx.proj = proj
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dout):
+        (y,) = ctx.saved_tensors
+        din = dout.new_zeros(y.shape)
+        for i in range(y.shape[0]):
+            din[i, :] = ctx.proj.project_jv(dout[i, :], y[i, :])
+        return din, None
+
+
+class _PortSparsemax:
+    """Their sparsemax.py: sort-based simplex projection and support-centred gradient, one row at a time."""
+
+    def project(self, v):
+        v_sorted, _ = torch.sort(v, dim=0, descending=True)
+        cssv = torch.cumsum(v_sorted, dim=0) - 1
+        ind = torch.arange(1, 1 + len(v)).to(dtype=v.dtype)
+        cond = v_sorted - cssv / ind > 0
+        rho = ind.masked_select(cond)[-1]
+        tau = cssv.masked_select(cond)[-1] / rho
+        return torch.clamp(v - tau, min=0)
+
+    def project_jv(self, dout, y):
+        supp = y > 0
+        masked = dout.masked_select(supp)
+        masked -= masked.sum() / supp.to(dtype=dout.dtype).sum()
+        out = dout.new_zeros(dout.size())
+        out[supp] = masked
+        return out
+
+
+@numba.njit(cache=False)
+def _port_fused_jv(y_hat, dout):
+    # their _fused_jv.pyx: average dout over each run of equal y_hat, in place
+    n = dout.shape[0]
+    last = 0
+    acc = dout[0]
+    count = 1
+    for i in range(1, n + 1):
+        if i == n or y_hat[i] != y_hat[i - 1]:
+            for j in range(last, i):
+                dout[j] = acc / count
+            if i < n:
+                last = i
+                acc = dout[i]
+                count = 1
+        else:
+            acc += dout[i]
+            count += 1
+
+
+class _PortFusedProx:
+    """Their fused.py FusedProxFunction: numpy copy + Condat's prox_tv1d (numba, one call per row)."""
+
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+    def project(self, x):
+        from attention import _cpu
+
+        x_np = x.detach().numpy().copy()
+        out = np.empty_like(x_np)
+        _cpu._tv_prox_row(x_np, out, np.empty(len(x_np), np.int64), len(x_np), self.alpha)
+        return torch.from_numpy(out)
+
+    def project_jv(self, dout, y_hat):
+        dout = dout.clone()
+        _port_fused_jv(y_hat.detach().numpy(), dout.numpy())
+        return dout
+
+
+class _PortOscarProx:
+    """Their oscar.py OscarProxFunction: numpy OWL prox (sort, isotonic regression, clip), np.unique backward."""
+
+    def __init__(self, beta):
+        self.beta = beta
+
+    def project(self, x):
+        from attention import _cpu
+
+        v = x.detach().numpy().copy()
+        w = np.arange(len(v) - 1, -1, -1, dtype=np.float32) * self.beta
+        v_abs = np.abs(v)
+        ix = np.argsort(v_abs)[::-1]
+        fit = np.empty_like(v_abs)
+        _cpu._pav_decreasing_row(np.ascontiguousarray(v_abs[ix] - w), fit, np.empty(len(v), np.int64), len(v))
+        np.clip(fit, 0, np.inf, fit)
+        inv_ix = np.zeros_like(ix)
+        inv_ix[ix] = np.arange(len(v))
+        return torch.from_numpy(np.sign(v) * fit[inv_ix])
+
+    def project_jv(self, dout, y_hat):
+        y_hat = y_hat.detach().numpy()
+        din = dout.clone().zero_()
+        sign = np.sign(y_hat)
+        uniq, inv, counts = np.unique(np.abs(y_hat), return_inverse=True, return_counts=True)
+        tmp = np.zeros((len(uniq),), dtype=y_hat.dtype)
+        np.add.at(tmp, inv, dout.numpy() * sign)
+        tmp /= counts
+        tmp.take(inv, mode="clip", out=din.numpy())
+        din.numpy()[:] *= sign
+        return din
+
+
+def authors_methods(kind: str, log):
+    """(description, {name: f}) for the authors' sparsemax, fusedmax and oscarmax."""
+    if kind in ("auto", "package"):
+        try:
+            import warnings
+
+            tsa = _import_authors(log)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "should not be instantiated": we only call their row methods
+                sparsemax, fused, oscar = (tsa.SparsemaxFunction(), tsa.FusedProxFunction(alpha=FUSED_LAM),
+                                           tsa.OscarProxFunction(beta=OSCAR_LAM))
+            where = Path(tsa.__file__).parent
+            desc = (f"torchsparseattn {getattr(tsa, '__version__', '?')} (the authors' package, Cython built from "
+                    f"the PyPI sdist, {where}); their per-row project/project_jv methods driven by their "
+                    "_BaseBatchProjection loop, replayed in a new-style autograd Function")
+        except Exception as error:  # noqa: BLE001 -- any build/import failure falls back to the port
+            if kind == "package":
+                raise
+            log(f"could not build/import torchsparseattn ({type(error).__name__}: {error}); using the port")
+            kind = "port"
+    if kind == "port":
+        sparsemax, fused, oscar = _PortSparsemax(), _PortFusedProx(FUSED_LAM), _PortOscarProx(OSCAR_LAM)
+        desc = ("a port of torchsparseattn 0.2's per-row loop: their Python loop over rows, torch sort-based "
+                "sparsemax per row, numpy OWL prox per row, with their Cython prox_tv1d / isotonic / fused-jv "
+                "kernels replaced by numba kernels called once per row")
+
+    def rows(x, proj):
+        return _AuthorsRows.apply(x, proj)
+
+    return desc, {
+        "authors sparsemax": lambda x: rows(x, sparsemax),
+        "authors fusedmax": lambda x: rows(rows(x, fused), sparsemax),
+        "authors oscarmax": lambda x: rows(rows(x, oscar), sparsemax),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def our_methods():
+    import entmax
+
+    return {
+        "softmax": lambda x: attention.softmax(x),
+        "sparsemax": lambda x: attention.sparsemax(x),
+        "fusedmax": lambda x: attention.fusedmax(x, lam=FUSED_LAM),
+        "oscarmax": lambda x: attention.oscarmax(x, lam=OSCAR_LAM),
+        "entmax.sparsemax": lambda x: entmax.sparsemax(x, dim=-1),
+    }
+
+
+def step(f, x, g):
+    x.grad = None
+    t0 = time.perf_counter()
+    f(x).backward(g)
+    return time.perf_counter() - t0
+
+
+def bench_size(n, d, fast, slow, rounds, slow_rounds, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float32).requires_grad_()
+    g = torch.randn(n, d, generator=gen, dtype=torch.float32)
+    methods = {**fast, **slow}
+    for f in fast.values():  # warm-up: compile / load numba caches, fill allocator pools
+        for _ in range(3):
+            step(f, x, g)
+    for f in slow.values():
+        step(f, x, g)
+    times = {name: [] for name in methods}
+    names = list(methods)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            if name in slow and len(times[name]) >= slow_rounds:
+                continue
+            times[name].append(step(methods[name], x, g))
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}, {n: len(ts) for n, ts in times.items()}
+
+
+def machine_info():
+    info = {
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numba_threads": numba.get_num_threads(),
+    }
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
+    parser.add_argument("--authors", choices=["auto", "package", "port", "none"], default="auto")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per size (default 40; quick 5)")
+    parser.add_argument("--slow-rounds", type=int, default=None, help="timed calls of the authors' loops (5)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (5 if args.quick else 40)
+    slow_rounds = args.slow_rounds or (2 if args.quick else 5)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    fast = our_methods()
+    authors_desc, slow = ("not measured", {}) if args.authors == "none" else authors_methods(args.authors, log)
+    info = machine_info()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+    results = []
+    for n, d in SIZES:
+        log(f"{n}x{d} ...")
+        ms, counts = bench_size(n, d, fast, slow, rounds, slow_rounds)
+        results.append({"rows": n, "d": d, "ms": ms, "timed_calls": counts})
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if numba.threading_layer:
+        try:
+            info["numba_threading_layer"] = numba.threading_layer()
+        except ValueError:
+            pass
+    info["loadavg_before"] = load_before
+    info["loadavg_after"] = load_after
+
+    names = list(fast) + list(slow)
+    header = ["method"] + [f"{n}x{d}" for n, d in SIZES]
+    lines = [
+        f"forward+backward, float32, median of {rounds} round-robin rounds ({slow_rounds} for the authors' loops)",
+        f"torch {info['torch']} ({info['torch_threads']} threads), numba {info['numba']} "
+        f"({info['numba_threads']} threads, {info.get('numba_threading_layer', '?')}), "
+        f"{info['cpu_count']} CPUs: {info.get('cpu_model', info['processor'])}",
+        f"load average before/after: {_fmt_load(load_before)} / {_fmt_load(load_after)}",
+        f"authors = {authors_desc}",
+        "",
+        "ratio to our sparsemax (absolute ms in brackets)",
+    ]
+    widths = [max(len(s) for s in names + ["method"])] + [22] * len(SIZES)
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for name in names:
+        cells = [name.ljust(widths[0])]
+        for res in results:
+            ms = res["ms"][name]
+            ratio = ms / res["ms"]["sparsemax"]
+            cells.append(f"{ratio:8.2f}x ({ms:9.3f} ms)".ljust(widths[1]))
+        lines.append("  ".join(cells))
+
+    targets = []
+    for res in results:
+        size = f"{res['rows']}x{res['d']}"
+        ms = res["ms"]
+        checks = [
+            ("sparsemax <= 1.0x entmax.sparsemax", ms["sparsemax"] / ms["entmax.sparsemax"], 1.0),
+            ("fusedmax <= 2x sparsemax", ms["fusedmax"] / ms["sparsemax"], 2.0),
+            ("oscarmax <= 3x sparsemax", ms["oscarmax"] / ms["sparsemax"], 3.0),
+        ]
+        if slow and (res["rows"], res["d"]) == (1920, 50):
+            for m in ("sparsemax", "fusedmax", "oscarmax"):
+                checks.append((f"{m} >= 50x faster than authors {m}", ms[m] / ms[f"authors {m}"], 1 / 50))
+        for label, value, bound in checks:
+            targets.append({"size": size, "target": label, "value": value, "bound": bound, "met": value <= bound})
+    lines.append("")
+    lines.append("targets")
+    for t in targets:
+        shown = f"{1 / t['value']:.0f}x faster" if "faster" in t["target"] else f"{t['value']:.2f}x"
+        lines.append(f"  {'met   ' if t['met'] else 'MISSED'} {t['size']:>9}  {t['target']:<42} {shown}")
+    print("\n".join(lines))
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "what": "forward+backward time (ms), median over round-robin rounds; ratio = time / our sparsemax",
+        "dtype": "float32",
+        "params": {"fusedmax_lam": FUSED_LAM, "oscarmax_lam": OSCAR_LAM, "oscarmax_variant": "exact",
+                   "gamma": 1.0, "scores": "standard normal, seed 0", "grad": "standard normal"},
+        "rounds": rounds,
+        "authors_rounds": slow_rounds,
+        "authors_baseline": authors_desc,
+        "machine": info,
+        "results": [
+            {**res, "ratio_to_sparsemax": {k: v / res["ms"]["sparsemax"] for k, v in res["ms"].items()}}
+            for res in results
+        ],
+        "targets": targets,
+    }
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+def _fmt_load(load):
+    return "?" if load is None else " ".join(f"{v:.2f}" for v in load)
+
+
+if __name__ == "__main__":
+    main()

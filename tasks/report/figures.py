@@ -1,0 +1,479 @@
+"""The paper's figures: attention maps of real runs, and the geometry of the mappings.
+
+    python scripts/figures.py [--results results] [--out results/figures] [--snli-example auto|INDEX]
+                              [--sentence auto|INDEX]
+
+Written as PNG and PDF into ``--out``:
+
+- ``snli_attention``: one SNLI test pair under the four mappings side by side: the weight that the last
+  hypothesis state puts on each premise word (from ``<run_dir>/attention_test.json``, which ``tasks/snli`` writes
+  at the end of every run).
+- ``translation_alignment`` / ``summarization_alignment``: the attention matrix (output × source) of one test
+  sentence per mapping, fused groups outlined (from ``<run_dir>/attention_test.pt``, written by
+  ``tasks/seq2seq`` at the end of every run).
+- ``mapping_curves``: Π_Ω([t, 0])₁ as a function of t for every mapping (``attention.plot.mapping_curves``).
+- ``simplex``: Π_Ω([t₁, t₂, 0]) for sparsemax, fusedmax and oscarmax over a grid of scores: the score plane
+  coloured by the structure of the output (support size, number of fused segments / clusters) and the outputs
+  on the probability simplex (d = 3), coloured the same way.
+
+A figure whose inputs are missing is skipped with a message naming the run or file it needs; nothing crashes.
+A run's files are looked for in its record's ``run_dir``, then next to the record (``<record stem>/`` or
+``<record stem>.<file>``), then under ``outputs/<task>/<attention>/<run>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .runs import (
+    ATTENTION_ORDER,
+    attention_name,
+    attention_params,
+    finished_key,
+    load_local,
+    seed_of,
+    task_of,
+)
+
+FORMATS = ("png", "pdf")
+SNLI_FILE = "attention_test.json"
+SEQ2SEQ_FILE = "attention_test.pt"
+TRANSLATION_TASKS = ("multi30k", "iwslt", "iwslt14", "wmt16")
+SUMMARIZATION_TASKS = ("gigaword", "gigaword_duc2004", "duc")
+SIMPLEX_MAPPINGS = (("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.1}))
+
+
+def say(message: str) -> None:
+    print(f"[figures] {message}", file=sys.stderr)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = out / f"{stem}.{fmt}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    _pyplot().close(fig)
+    return paths
+
+
+# ---- finding a run's saved files
+
+
+def run_file(record: dict, name: str, results: Path | None = None) -> Path | None:
+    """The file ``name`` that a run saved, or None (see the module docstring for where it is looked for)."""
+    candidates = []
+    if record.get("run_dir"):
+        candidates.append(Path(record["run_dir"]) / name)
+    if record.get("path"):
+        path = Path(record["path"])
+        candidates += [path.with_suffix("") / name, path.with_name(f"{path.stem}.{name}")]
+    run = record.get("run") or (Path(record["path"]).stem if record.get("path") else None)
+    if run:
+        candidates.append(Path("outputs") / task_of(record) / attention_name(record) / str(run) / name)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def pick_runs(records: list, tasks: tuple) -> dict:
+    """One run per attention for these tasks: the lowest seed, the latest finished among equals."""
+    chosen: dict = {}
+    for record in sorted(records, key=finished_key):
+        if task_of(record) not in tasks:
+            continue
+        name = attention_name(record)
+        best = chosen.get(name)
+        seed = seed_of(record)
+        seed = seed if isinstance(seed, (int, float)) else float("inf")
+        if best is None or seed <= (seed_of(best) if isinstance(seed_of(best), (int, float)) else float("inf")):
+            chosen[name] = record
+    return dict(sorted(chosen.items(), key=lambda kv: _order(kv[0])))
+
+
+def _order(name: str) -> int:
+    return ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
+
+
+def _describe(record: dict) -> str:
+    return f"{task_of(record)}/{attention_name(record)}/{record.get('run') or Path(record.get('path', '?')).stem}"
+
+
+# ---- structure of attention rows (the same definitions as tasks/stats.py)
+
+
+def groups_kind(name: str) -> str:
+    return "clusters" if name == "oscarmax" else "segments"
+
+
+def row_groups(weights: np.ndarray, kind: str, atol: float = 1e-10, rtol: float = 1e-6) -> list[tuple[int, int]]:
+    """The groups of one attention row as (start, end) index ranges (end exclusive): maximal runs of equal nonzero
+    weights (``segments``); for ``clusters`` the runs of adjacent positions that share a cluster value."""
+    w = np.asarray(weights, dtype=float)
+    out, start = [], None
+    for i, value in enumerate(w):
+        nonzero = value > atol
+        if start is not None and (not nonzero or not _close(value, w[i - 1], rtol)):
+            out.append((start, i))
+            start = None
+        if nonzero and start is None:
+            start = i
+    if start is not None:
+        out.append((start, len(w)))
+    return [(a, b) for a, b in out if b - a > 1]
+
+
+def _close(a, b, rtol):
+    return abs(a - b) <= rtol * max(abs(a), abs(b))
+
+
+def structure_class(y: np.ndarray, kind: str, atol: float = 1e-9, rtol: float = 1e-6) -> tuple[int, int]:
+    """(support size, number of groups) of one output: groups are fused segments or clusters (``kind``)."""
+    nz = y > atol
+    support = int(nz.sum())
+    if kind == "segments":
+        groups, prev = 0, None
+        for i in range(len(y)):
+            if nz[i] and not (prev is not None and nz[prev] and prev == i - 1 and _close(y[i], y[prev], rtol)):
+                groups += 1
+            prev = i
+    elif kind == "clusters":
+        values = sorted(y[nz], reverse=True)
+        groups = sum(1 for i, v in enumerate(values) if i == 0 or not _close(v, values[i - 1], rtol))
+    else:
+        groups = support
+    return support, groups
+
+
+# ---- the heatmap with fused groups outlined: attention.plot when it is there
+
+
+def _plot_module():
+    try:
+        from attention import plot  # noqa: PLC0415
+    except ImportError:
+        return None
+    return plot
+
+
+def draw_heatmap(ax, matrix: np.ndarray, xlabels, ylabels, kind: str, title: str = "") -> None:
+    """``matrix`` (rows × columns) on ``ax``, with each row's groups (``kind``) outlined."""
+    plot = _plot_module()
+    if plot is not None and hasattr(plot, "heatmap"):
+        try:
+            plot.heatmap(matrix, ax=ax, xlabels=list(xlabels), ylabels=list(ylabels), groups=kind, title=title)
+            return
+        except TypeError as error:  # a different signature: fall back to the plain drawing
+            say(f"attention.plot.heatmap: {error}; drawing a plain heatmap")
+    _plain_heatmap(ax, matrix, xlabels, ylabels, kind, title)
+
+
+def _plain_heatmap(ax, matrix, xlabels, ylabels, kind, title):
+    from matplotlib.patches import Rectangle
+
+    matrix = np.asarray(matrix, dtype=float)
+    ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=max(float(matrix.max()), 1e-12), aspect="auto",
+              interpolation="nearest")
+    for r, row in enumerate(matrix):
+        for a, b in row_groups(row, kind):
+            ax.add_patch(Rectangle((a - 0.5, r - 0.5), b - a, 1, fill=False, edgecolor="tab:red", linewidth=1.5))
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.set_xticklabels(list(xlabels), rotation=90, fontsize=7)
+    ax.set_yticks(range(matrix.shape[0]))
+    ax.set_yticklabels(list(ylabels), fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+# ---- SNLI: one test pair under the four mappings
+
+
+def load_snli_attention(path: Path) -> list[dict]:
+    data = json.loads(Path(path).read_text())
+    return data.get("examples", data) if isinstance(data, dict) else data
+
+
+def choose_snli_example(per_run: dict, wanted: str | int = "auto") -> int | None:
+    """An index present in every run, with the same premise: ``wanted``, or (auto) the first with a premise of
+    6-15 words that every model classifies correctly, else the first common one."""
+    lengths = min(len(v) for v in per_run.values())
+    same = [i for i in range(lengths) if len({tuple(v[i]["premise"]) for v in per_run.values()}) == 1]
+    if not same:
+        return None
+    if wanted != "auto":
+        return int(wanted) if int(wanted) in same else None
+    for i in same:
+        exs = [v[i] for v in per_run.values()]
+        if 6 <= len(exs[0]["premise"]) <= 15 and all(e.get("prediction") == e.get("label") for e in exs):
+            return i
+    return same[0]
+
+
+def snli_figure(records: list, out: Path, example="auto") -> list[Path]:
+    runs = pick_runs(records, ("snli",))
+    if not runs:
+        say(f"snli_attention skipped: no SNLI run records (results/snli/<attention>/<run>.json); "
+            "run `make sweep TASK=snli` (or `make snli ATTN=<name>`) first")
+        return []
+    per_run = {}
+    for name, record in runs.items():
+        path = run_file(record, SNLI_FILE)
+        if path is None:
+            say(f"snli_attention: run {_describe(record)} has no {SNLI_FILE} (looked in its run_dir "
+                f"{record.get('run_dir')!r} and next to its record): its column is left out")
+            continue
+        per_run[name] = load_snli_attention(path)
+    if not per_run:
+        say(f"snli_attention skipped: none of the SNLI runs has {SNLI_FILE}")
+        return []
+    index = choose_snli_example(per_run, example)
+    if index is None:
+        say(f"snli_attention skipped: example {example} is not the same test pair in every run")
+        return []
+    missing = [a for a in ATTENTION_ORDER if a not in per_run]
+    if missing:
+        say(f"snli_attention: no run with attention maps for {', '.join(missing)}: drawn without")
+    names = list(per_run)
+    ex = per_run[names[0]][index]
+    premise = ex["premise"]
+    matrix = np.array([per_run[n][index]["attention"][: len(premise)] for n in names], dtype=float).T
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(1.1 * len(names) + 1.6, 0.28 * len(premise) + 1.4),
+                             sharey=True, squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[0], names)):
+        col = matrix[:, j : j + 1]
+        _plain_heatmap(ax, col.T, [], [], groups_kind(name), "")  # rows are positions: draw transposed below
+        ax.clear()
+        ax.imshow(col, cmap="Greys", vmin=0, vmax=max(float(col.max()), 1e-12), aspect="auto",
+                  interpolation="nearest")
+        from matplotlib.patches import Rectangle
+
+        for a, b in row_groups(col[:, 0], groups_kind(name)):
+            ax.add_patch(Rectangle((-0.5, a - 0.5), 1, b - a, fill=False, edgecolor="tab:red", linewidth=1.5))
+        for i, w in enumerate(col[:, 0]):
+            if w > 1e-10:
+                ax.text(0, i, f"{w:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if w > 0.5 * col.max() else "black")
+        ax.set_xticks([])
+        ax.set_title(name, fontsize=9)
+        pred = per_run[name][index].get("prediction")
+        if pred:
+            ax.set_xlabel(pred, fontsize=7)
+        ax.set_yticks(range(len(premise)))
+        ax.set_yticklabels(premise if j == 0 else [], fontsize=8)
+    fig.suptitle(f"premise attention | hypothesis: {' '.join(ex['hypothesis'])} (gold: {ex.get('label', '?')})",
+                 fontsize=8)
+    return save(fig, out, "snli_attention")
+
+
+# ---- translation and summarization alignments
+
+
+def load_seq2seq_attention(path: Path) -> list[dict]:
+    import torch
+
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    return data.get("items", []) if isinstance(data, dict) else list(data)
+
+
+def choose_sentence(per_run: dict, wanted="auto", max_len: int = 18) -> int | None:
+    lengths = min(len(v) for v in per_run.values())
+    same = [i for i in range(lengths) if len({tuple(v[i]["src"]) for v in per_run.values()}) == 1]
+    if not same:
+        return None
+    if wanted != "auto":
+        return int(wanted) if int(wanted) in same else None
+    for i in same:
+        items = [v[i] for v in per_run.values()]
+        if 6 <= len(items[0]["src"]) <= max_len and all(3 <= len(it["hyp"]) <= max_len for it in items):
+            return i
+    return same[0]
+
+
+def alignment_figure(records: list, out: Path, tasks: tuple, stem: str, what: str, sentence="auto") -> list[Path]:
+    runs = pick_runs(records, tasks)
+    if not runs:
+        say(f"{stem} skipped: no {what} run records (results/{{{','.join(tasks)}}}/<attention>/<run>.json)")
+        return []
+    # one task only (the first that has runs with attention files, e.g. multi30k before iwslt)
+    per_task: dict = {}
+    for name, record in runs.items():
+        path = run_file(record, SEQ2SEQ_FILE)
+        if path is None:
+            say(f"{stem}: run {_describe(record)} has no {SEQ2SEQ_FILE} (looked in its run_dir "
+                f"{record.get('run_dir')!r} and next to its record)")
+            continue
+        per_task.setdefault(task_of(record), {})[name] = load_seq2seq_attention(path)
+    per_task = {t: v for t, v in per_task.items() if v and all(len(items) for items in v.values())}
+    if not per_task:
+        say(f"{stem} skipped: no {what} run has {SEQ2SEQ_FILE} with saved test attention")
+        return []
+    task = next(t for t in tasks if t in per_task)
+    per_run = dict(sorted(per_task[task].items(), key=lambda kv: _order(kv[0])))
+    index = choose_sentence(per_run, sentence)
+    if index is None:
+        say(f"{stem} skipped: sentence {sentence} is not the same source sentence in every {task} run")
+        return []
+    plt = _pyplot()
+    names = list(per_run)
+    src = per_run[names[0]][index]["src"]
+    heights = [len(per_run[n][index]["hyp"]) for n in names]
+    fig, axes = plt.subplots(1, len(names), figsize=(0.3 * len(src) * len(names) + 2, 0.3 * max(heights) + 2),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        item = per_run[name][index]
+        matrix = np.asarray(item["attention"], dtype=float)[: len(item["hyp"]), : len(src)]
+        draw_heatmap(ax, matrix, src, item["hyp"], groups_kind(name), name)
+    fig.suptitle(f"{task}: test sentence {index} ({'; '.join(f'{n}: {_params(runs[n])}' for n in names)})",
+                 fontsize=8)
+    fig.tight_layout()
+    return save(fig, out, stem)
+
+
+def _params(record: dict) -> str:
+    params = attention_params(record)
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+# ---- the mappings themselves
+
+
+def mapping_curves_figure(out: Path) -> list[Path]:
+    plot = _plot_module()
+    if plot is None or not hasattr(plot, "mapping_curves"):
+        say("mapping_curves skipped: attention.plot.mapping_curves is not available")
+        return []
+    result = plot.mapping_curves()
+    fig = result[0] if isinstance(result, tuple) else result
+    if hasattr(fig, "figure") and not hasattr(fig, "savefig"):  # an Axes
+        fig = fig.figure
+    return save(fig, out, "mapping_curves")
+
+
+CLASS_LABELS = {
+    (1, 1): "vertex (1 nonzero)",
+    (2, 2): "edge (2 nonzero, distinct)",
+    (2, 1): "edge, 2 equal",
+    (3, 3): "interior (3 distinct)",
+    (3, 2): "interior, 2 equal",
+    (3, 1): "centre (3 equal)",
+}
+CLASS_COLOURS = {
+    (1, 1): "#1b9e77", (2, 2): "#7570b3", (2, 1): "#e7298a", (3, 3): "#d9d9d9", (3, 2): "#e6ab02", (3, 1): "#d95f02",
+}
+
+
+def simplex_grid(name: str, params: dict, lim: float = 2.0, steps: int = 201):
+    """Scores [t1, t2, 0] on a grid, their images Π(x) (steps², 3) and the structure class of each."""
+    import torch
+
+    import attention
+
+    t = np.linspace(-lim, lim, steps)
+    t1, t2 = np.meshgrid(t, t)
+    x = np.stack([t1.ravel(), t2.ravel(), np.zeros(t1.size)], axis=1)
+    y = attention.MAPPINGS[name](torch.tensor(x, dtype=torch.float64), **params).numpy()
+    kind = groups_kind(name) if name != "sparsemax" else "support"
+    classes = [structure_class(row, kind) for row in y]
+    return t, y, classes
+
+
+def to_ternary(y: np.ndarray) -> np.ndarray:
+    """Barycentric (y1, y2, y3) -> 2-d points of the triangle with vertices e1=(0,0), e2=(1,0), e3=(½,√3/2)."""
+    return np.stack([y[:, 1] + 0.5 * y[:, 2], (np.sqrt(3) / 2) * y[:, 2]], axis=1)
+
+
+def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> list[Path]:
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = _pyplot()
+    keys = list(CLASS_LABELS)
+    cmap = ListedColormap([CLASS_COLOURS[k] for k in keys])
+    fig, axes = plt.subplots(2, len(mappings), figsize=(3.4 * len(mappings), 6.6), squeeze=False)
+    seen = set()
+    for j, (name, params) in enumerate(mappings):
+        t, y, classes = simplex_grid(name, params, steps=steps)
+        codes = np.array([keys.index(c) if c in keys else -1 for c in classes]).reshape(len(t), len(t))
+        seen |= set(classes)
+        top = axes[0][j]
+        top.imshow(np.ma.masked_less(codes, 0), origin="lower", extent=(t[0], t[-1], t[0], t[-1]), cmap=cmap,
+                   vmin=-0.5, vmax=len(keys) - 0.5, interpolation="nearest")
+        label = ", ".join(f"λ={v}" if k == "lam" else f"{k}={v}" for k, v in params.items())
+        top.set_title(f"{name}" + (f" ({label})" if label else ""), fontsize=10)
+        top.set_xlabel("$t_1$")
+        if j == 0:
+            top.set_ylabel("$t_2$   (scores $x = [t_1, t_2, 0]$)")
+        bottom = axes[1][j]
+        pts = to_ternary(y)
+        colours = [CLASS_COLOURS.get(c, "black") for c in classes]
+        order = np.argsort([keys.index(c) if c in keys else -1 for c in classes])[::-1]  # rare classes on top
+        bottom.scatter(pts[order, 0], pts[order, 1], c=[colours[i] for i in order], s=4, linewidths=0)
+        tri = np.array([[0, 0], [1, 0], [0.5, np.sqrt(3) / 2], [0, 0]])
+        bottom.plot(tri[:, 0], tri[:, 1], color="black", linewidth=0.8)
+        for (px, py), text, ha in (((0, 0), "$y_1$", "right"), ((1, 0), "$y_2$", "left"),
+                                   ((0.5, np.sqrt(3) / 2), "$y_3$", "center")):
+            bottom.text(px, py + (0.03 if text == "$y_3$" else -0.05), text, ha=ha, fontsize=9)
+        bottom.set_aspect("equal")
+        bottom.axis("off")
+        bottom.set_title(f"$\\Pi_\\Omega(x)$ on the simplex", fontsize=9)
+    handles = [Patch(color=CLASS_COLOURS[k], label=CLASS_LABELS[k]) for k in keys if k in seen]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Structure of $\\Pi_\\Omega$ for d = 3: sparsity (support) and fused / clustered (equal) weights",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
+    return save(fig, out, "simplex")
+
+
+# ---- all of them
+
+
+def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> dict:
+    made: dict = {}
+    steps = (
+        ("simplex", lambda: simplex_figure(out)),
+        ("mapping_curves", lambda: mapping_curves_figure(out)),
+        ("snli_attention", lambda: snli_figure(records, out, snli_example)),
+        ("translation_alignment", lambda: alignment_figure(records, out, TRANSLATION_TASKS, "translation_alignment",
+                                                           "translation", sentence)),
+        ("summarization_alignment", lambda: alignment_figure(records, out, SUMMARIZATION_TASKS,
+                                                             "summarization_alignment", "summarization", sentence)),
+    )
+    for name, step in steps:
+        try:
+            made[name] = step()
+        except Exception as error:  # noqa: BLE001 - one broken input never stops the other figures
+            say(f"{name} failed: {type(error).__name__}: {error}")
+            made[name] = []
+    return made
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="root of the local run records")
+    parser.add_argument("--out", default=None, help="output directory (default: <results>/figures)")
+    parser.add_argument("--snli-example", default="auto", help="index of the SNLI test pair (default: auto)")
+    parser.add_argument("--sentence", default="auto", help="index of the translation/summarization test sentence")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.results) / "figures"
+    made = make_all(load_local(args.results), out, args.snli_example, args.sentence)
+    for name, paths in made.items():
+        print(f"{name:24s} " + (", ".join(str(p) for p in paths) if paths else "skipped (see above)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Loading run records and reading the fields the report needs from them.
+
+A run record is ``results/<task>/<attention>/<run>.json`` (see ``tasks/records.py``):
+``{"task", "attention": {"name", ...params}, "seed", "config", "metrics": {"valid": {...}, "test": {...}},
+"epochs", "time_per_epoch_s", "wall_time_s", "git_commit", "started", "finished"}``.
+The readers here are lenient about where a field lives (top level or inside ``config``), so records written by
+the harness, by an older harness, or mapped from W&B all work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+ATTENTION_ORDER = ("softmax", "sparsemax", "fusedmax", "oscarmax")
+# parameters that never distinguish two rows of a table
+_IGNORED_PARAMS = {"name", "_target_"}
+
+
+def warn(message: str) -> None:
+    print(f"[report] {message}", file=sys.stderr)
+
+
+def load_local(results: str | Path) -> list[dict]:
+    """Every run record under ``results/<task>/<attention>/*.json``; unreadable files are reported and skipped."""
+    results = Path(results)
+    records = []
+    if not results.is_dir():
+        warn(f"no results directory {results}: no local runs")
+        return records
+    for path in sorted(results.glob("*/*/*.json")):
+        if path.parts[-3] in ("tables", "figures", "cpu"):
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            warn(f"skipping {path}: {error}")
+            continue
+        if isinstance(record, dict) and "task" in record and "attention" in record:
+            record.setdefault("path", str(path))
+            records.append(record)
+    return records
+
+
+def get(mapping: Any, dotted: str, default=None):
+    for key in dotted.split("."):
+        if not isinstance(mapping, dict) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
+def attention_name(record: dict) -> str:
+    attention = record.get("attention")
+    return attention if isinstance(attention, str) else str(get(attention, "name", "?"))
+
+
+def attention_params(record: dict) -> dict:
+    attention = record.get("attention")
+    if not isinstance(attention, dict):
+        return {}
+    # tasks/records.py: {"name", "params": {...}}; W&B configs and older records: {"name", ...params}
+    flat = {**{k: v for k, v in attention.items() if k != "params"}, **(attention.get("params") or {})}
+    return {k: v for k, v in flat.items() if k not in _IGNORED_PARAMS and not str(k).startswith("_")}
+
+
+def task_of(record: dict) -> str:
+    task = record.get("task")
+    if isinstance(task, dict):
+        task = task.get("name")
+    return str(task)
+
+
+_LANG_KEYS = (("src_lang", "tgt_lang"), ("src", "tgt"), ("source", "target"), ("source_lang", "target_lang"))
+
+
+def pair_of(record: dict) -> str | None:
+    """The language pair of a translation run as ``"de-en"``, from the record or its config, or None."""
+    for where in (record, record.get("config") or {}, get(record, "config.task") or {}, get(record, "config.data") or {},
+                  get(record, "config.task.data") or {}):
+        if not isinstance(where, dict):
+            continue
+        pair = where.get("pair") or where.get("lang_pair") or where.get("language_pair")
+        if isinstance(pair, str) and pair:
+            return pair.replace("→", "-").replace("_", "-")
+        if isinstance(pair, (list, tuple)) and len(pair) == 2:
+            return f"{pair[0]}-{pair[1]}"
+        for src, tgt in _LANG_KEYS:
+            if isinstance(where.get(src), str) and isinstance(where.get(tgt), str) and len(where[src]) <= 5:
+                return f"{where[src]}-{where[tgt]}"
+    return None
+
+
+def seed_of(record: dict):
+    return record.get("seed", get(record, "config.seed"))
+
+
+def test_metric(record: dict, metric: str):
+    """``metrics.test.<metric>`` as a float, or None (missing, null, NaN)."""
+    value = get(record, f"metrics.test.{metric}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def finished_key(record: dict) -> tuple:
+    """Sort key: the latest finished run last (records without a time sort first)."""
+    return (str(record.get("finished") or ""), str(record.get("started") or ""), str(record.get("path") or ""))
+
+
+def row_labels(records: Iterable[dict]) -> dict[int, str]:
+    """A table row label per record (by ``id``): the attention name, plus the parameters that differ between
+    runs of that attention (``fusedmax (lam=0.05)``), so that a λ sweep gives one row per value."""
+    records = list(records)
+    params_by_name: dict[str, list[dict]] = {}
+    for record in records:
+        params_by_name.setdefault(attention_name(record), []).append(attention_params(record))
+    varying = {}
+    for name, all_params in params_by_name.items():
+        keys = sorted({k for p in all_params for k in p})
+        varying[name] = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in all_params}) > 1]
+    labels = {}
+    for record in records:
+        name = attention_name(record)
+        params = attention_params(record)
+        extra = ", ".join(f"{k}={params.get(k)}" for k in varying[name])
+        labels[id(record)] = f"{name} ({extra})" if extra else name
+    return labels
+
+
+def attention_sort_key(label: str) -> tuple:
+    name = label.split(" ")[0]
+    rank = ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
+    return (rank, label)

@@ -1,0 +1,271 @@
+"""The translation and summarization tasks for the harness (``tasks.trainer.Task``).
+
+    python -m tasks.train task=multi30k attention=fusedmax experiment=multi30k_cpu task.data.root=../shared/data/multi30k
+
+``Seq2SeqTask`` does everything; ``Multi30kTask``, ``IWSLTTask`` and ``GigawordTask`` fix the corpus and its metric.
+
+- training: teacher forcing, summed token NLL normalised per sentence (OpenNMT-py's default ``-normalization sents``)
+  or per token;
+- ``evaluate("valid")``: perplexity (teacher forcing), and, with ``eval.valid_decode: greedy`` (or ``beam``), BLEU /
+  ROUGE of the decoded output; attention statistics (support, groups) of the attention rows;
+- ``evaluate("test")``: beam search (``decode.beam``, 5 by default), detokenized sacreBLEU (signature kept in the
+  metrics) and tokenized BLEU, or ROUGE-1/2/L F1 (Gigaword) / 75-byte recall (DUC-2004);
+- ``on_test_end``: the test hypotheses (``test_hypotheses.txt``) and, for the first ``save_attention`` sentences,
+  source tokens, output tokens, reference and the attention matrix (target × source) in ``attention_test.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from tasks.stats import AttentionStats, groups_kind
+from tasks.vocab import Vocab
+
+from . import data as D
+from . import metrics as M
+from .model import Seq2Seq, nll_loss
+from .search import beam_search, greedy_search, replace_unk
+
+
+def set_threads(n: int) -> None:
+    """torch and numba (the CPU kernels of the sparse mappings run numba-parallel loops) on ``n`` threads."""
+    torch.set_num_threads(n)
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def make_attention(spec):
+    """An attention ``nn.Module`` from the attention config ({_target_: attention.build, name, ...})."""
+    if isinstance(spec, torch.nn.Module):
+        return spec
+    spec = dict(spec)
+    if "_target_" in spec:
+        import hydra
+
+        return hydra.utils.instantiate(spec)
+    import attention
+
+    return attention.build(**spec)
+
+
+def _plain(obj):
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+class _Cfg(dict):
+    """A dict with attribute access (what data.py reads: cfg.root, cfg.get(...))."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+MODEL_DEFAULTS = {"layers": 2, "rnn_size": 500, "word_vec_size": 500, "dropout": 0.3, "input_feed": True,
+                  "param_init": 0.1, "share_embeddings": False}
+DECODE_DEFAULTS = {"beam": 5, "batch_size": 50, "max_len_a": 2.0, "max_len_b": 10, "max_length": 100,
+                   "length_penalty": 0.0, "replace_unk": False}
+EVAL_DEFAULTS = {"valid_decode": "greedy", "batch_size": 64, "save_attention": 100, "test_decode": "beam"}
+VOCAB_DEFAULTS = {"src_size": 50000, "tgt_size": 50000, "min_freq": 1}
+TRAIN_DEFAULTS = {"batch_size": 64, "max_src_len": 50, "max_tgt_len": 50, "normalization": "sents"}
+
+
+class Seq2SeqTask:
+    corpus = ""
+    kind = "translation"  # or "summarization"
+    default_metric = "bleu"
+
+    def __init__(self, name: str, data: dict, attention, model: dict | None = None, vocab: dict | None = None,
+                 train: dict | None = None, decode: dict | None = None, eval: dict | None = None,
+                 metric: str | None = None, duc: dict | None = None, test_set: str | None = None, seed: int = 1,
+                 data_dir: str = "data", corpus: str | None = None, kind: str | None = None,
+                 threads: int | None = None, **unused):
+        if unused:
+            raise TypeError(f"{type(self).__name__}: unknown task options {sorted(unused)}")
+        self.name = name
+        self.corpus = corpus or self.corpus
+        self.kind = kind or self.kind
+        self.metric = metric or self.default_metric
+        self.attention_cfg = _plain(attention)
+        self.attention_name = (self.attention_cfg or {}).get("name", "softmax") if isinstance(self.attention_cfg, dict) \
+            else getattr(attention, "name", "softmax")
+        self.data_cfg = _Cfg(_plain(data) or {})
+        self.data_cfg.setdefault("cache", str(Path(data_dir) / self.corpus))
+        self.model_cfg = {**MODEL_DEFAULTS, **(_plain(model) or {})}
+        self.vocab_cfg = {**VOCAB_DEFAULTS, **(_plain(vocab) or {})}
+        self.train_cfg = {**TRAIN_DEFAULTS, **(_plain(train) or {})}
+        self.decode_cfg = {**DECODE_DEFAULTS, **(_plain(decode) or {})}
+        self.eval_cfg = {**EVAL_DEFAULTS, **(_plain(eval) or {})}
+        self.duc_cfg = _Cfg(_plain(duc) or {})
+        self.test_set = test_set or self.corpus
+        self.seed = seed
+        self.threads = threads  # torch.set_num_threads: 1 is much faster than 2 on a shared 2-core machine
+        self.device = torch.device("cpu")
+        self.last_outputs: dict[str, list] = {}
+
+    # ------------------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        if self.threads:
+            set_threads(int(self.threads))
+        self.splits = D.load_splits(self.corpus, self.data_cfg)
+        if self.test_set == "duc2004":
+            self.splits["test"] = D.load_duc2004(self.duc_cfg)
+        train = self.splits["train"]
+        if len(train) == 0:
+            raise ValueError(f"{self.name}: empty training set")
+        v = self.vocab_cfg
+        self.src_vocab = Vocab.build(train.src, min_freq=v["min_freq"], max_size=v["src_size"])
+        self.tgt_vocab = Vocab.build(train.tgt, min_freq=v["min_freq"], max_size=v["tgt_size"])
+        self.encoded = {k: D.encode_pairs(p, self.src_vocab, self.tgt_vocab) for k, p in self.splits.items()}
+        sizes = ", ".join(f"{k} {len(p)}" for k, p in self.splits.items())
+        print(f"[{self.name}] {sizes} pairs; vocab src {len(self.src_vocab)}, tgt {len(self.tgt_vocab)}")
+
+    def build_model(self) -> torch.nn.Module:
+        m = self.model_cfg
+        return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), make_attention(self.attention_cfg),
+                       layers=m["layers"], rnn_size=m["rnn_size"], word_vec_size=m["word_vec_size"],
+                       dropout=m["dropout"], input_feed=m["input_feed"], param_init=m["param_init"],
+                       pad=Vocab.pad_id, share_embeddings=m["share_embeddings"])
+
+    # ------------------------------------------------------------------------------------------------- training
+    def train_batches(self, epoch: int, generator: torch.Generator):
+        t = self.train_cfg
+        return D.length_batches(self.encoded["train"], t["batch_size"], generator, shuffle=True,
+                                max_src_len=t["max_src_len"], max_tgt_len=t["max_tgt_len"])
+
+    def training_loss(self, model, batch):
+        log_probs, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss, ntok = nll_loss(log_probs, batch.tgt_out, pad=Vocab.pad_id)
+        per_token = loss.detach() / max(ntok, 1)
+        norm = len(batch) if self.train_cfg["normalization"] == "sents" else max(ntok, 1)
+        return loss / norm, {"nll_token": float(per_token), "ppl": float(math.exp(min(float(per_token), 50)))}
+
+    # ------------------------------------------------------------------------------------------------- evaluation
+    def _eval_batches(self, split: str, batch_size: int):
+        return D.length_batches(self.encoded[split], batch_size, shuffle=False)
+
+    def perplexity(self, model, split: str, stats: AttentionStats | None = None) -> float:
+        total, count = 0.0, 0
+        for batch in self._eval_batches(split, self.eval_cfg["batch_size"]):
+            batch = batch.to(self.device)
+            log_probs, attn = model(batch.src, batch.src_lengths, batch.tgt_in)
+            loss, ntok = nll_loss(log_probs, batch.tgt_out, pad=Vocab.pad_id)
+            total, count = total + float(loss), count + ntok
+            if stats is not None:
+                src_mask = torch.arange(batch.src.size(1), device=self.device)[None] < batch.src_lengths[:, None]
+                mask = (batch.tgt_out != Vocab.pad_id)[:, :, None] & src_mask[:, None, :]
+                stats.update(attn, mask)
+        return math.exp(min(total / max(count, 1), 50.0))
+
+    def decode(self, model, split: str, method: str = "beam") -> tuple[list[list[str]], list[torch.Tensor]]:
+        """Outputs (tokens, UNK-replaced when asked) and attention matrices of every pair of ``split``, in order."""
+        d = self.decode_cfg
+        parallel, encoded = self.splits[split], self.encoded[split]
+        outputs: list = [None] * len(encoded)
+        attns: list = [None] * len(encoded)
+        for batch in D.length_batches(encoded, d["batch_size"], shuffle=False):
+            batch = batch.to(self.device)
+            kw = dict(bos=Vocab.bos_id, eos=Vocab.eos_id, max_len_a=d["max_len_a"], max_len_b=d["max_len_b"],
+                      max_length=d["max_length"])
+            if method == "greedy":
+                hyps = greedy_search(model, batch.src, batch.src_lengths, **kw)
+            else:
+                hyps = beam_search(model, batch.src, batch.src_lengths, beam=d["beam"],
+                                   length_penalty=d["length_penalty"], **kw)
+            for i, hyp in zip(batch.index, hyps):
+                tokens = [self.tgt_vocab.itos[t] for t in hyp.tokens]
+                if d["replace_unk"]:
+                    tokens = replace_unk(tokens, parallel.src[i], hyp.attention, unk="<unk>")
+                outputs[i] = [t for t in tokens if t not in ("<pad>", "<bos>", "<eos>")]
+                attns[i] = hyp.attention
+        return outputs, attns
+
+    def score(self, split: str, outputs: list[list[str]]) -> dict:
+        parallel = self.splits[split]
+        if self.kind == "translation":
+            lang = self.data_cfg.get("tgt_lang", "en")
+            hyps = [M.detokenize(o, lang) for o in outputs]
+            refs = parallel.tgt_raw if parallel.tgt_raw is not None else [M.detokenize(t, lang) for t in parallel.tgt]
+            bleu, signature = M.bleu(hyps, refs)
+            return {"bleu": bleu, "tok_bleu": M.tokenized_bleu(outputs, parallel.tgt), "bleu_signature": signature}
+        hyps = [" ".join(o) for o in outputs]
+        if parallel.refs is not None:  # DUC-2004: 75-byte recall over 4 references
+            return M.rouge_recall_75b(hyps, [[" ".join(r) for r in refs] for refs in parallel.refs])
+        return M.rouge_f1(hyps, [" ".join(t) for t in parallel.tgt])
+
+    def evaluate(self, model, split: str) -> dict:
+        stats = AttentionStats(groups=groups_kind(self.attention_name))
+        out: dict = {}
+        if self.splits[split].refs is None:  # DUC has no single-target perplexity worth reporting
+            out["ppl"] = self.perplexity(model, split, stats if split == "valid" else None)
+            out["neg_ppl"] = -out["ppl"]
+        method = self.eval_cfg["valid_decode"] if split == "valid" else self.eval_cfg["test_decode"]
+        if method and method != "none":
+            outputs, attns = self.decode(model, split, method)
+            out.update(self.score(split, outputs))
+            if split != "valid" or not stats.rows:
+                stats.reset()
+                for a in attns:
+                    if a.numel():
+                        stats.update(a)
+            self.last_outputs[split] = [outputs, attns]
+            out["decode"] = method
+        out.update(stats.compute())
+        if "bleu_signature" in out:
+            print(f"[{self.name}] {split} BLEU {out['bleu']:.2f} (tokenized {out['tok_bleu']:.2f}) "
+                  f"sacrebleu {out['bleu_signature']}")
+        return out
+
+    def on_test_end(self, model, run_dir) -> None:
+        if "test" not in self.last_outputs:
+            return
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        outputs, attns = self.last_outputs["test"]
+        parallel = self.splits["test"]
+        (run_dir / "test_hypotheses.txt").write_text("".join(" ".join(o) + "\n" for o in outputs), encoding="utf-8")
+        n = min(int(self.eval_cfg["save_attention"]), len(outputs))
+        items = [{"src": parallel.src[i], "hyp": outputs[i], "ref": parallel.tgt[i],
+                  "attention": attns[i].float().clone()} for i in range(n)]
+        torch.save({"task": self.name, "attention": self.attention_cfg, "items": items}, run_dir / "attention_test.pt")
+        print(f"[{self.name}] test outputs: {run_dir / 'test_hypotheses.txt'}, attention of {n} sentences: "
+              f"{run_dir / 'attention_test.pt'}")
+
+
+class Multi30kTask(Seq2SeqTask):
+    corpus = "multi30k"
+    kind = "translation"
+    default_metric = "bleu"
+
+
+class IWSLTTask(Seq2SeqTask):
+    corpus = "iwslt14"
+    kind = "translation"
+    default_metric = "bleu"
+
+
+class GigawordTask(Seq2SeqTask):
+    corpus = "gigaword"
+    kind = "summarization"
+    default_metric = "rougeL_f1"

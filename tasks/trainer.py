@@ -1,0 +1,405 @@
+"""The training loop, shared by every task. Read it top to bottom.
+
+    trainer = Trainer(task, cfg.trainer, run_dir, seed=1, logger=logger)
+    summary = trainer.fit()      # {"valid": {...best...}, "test": {...}, "epochs": n, "time_per_epoch_s": ...}
+
+What it does, in order:
+1. seeds python/numpy/torch, picks the device (``trainer.device=auto``: CUDA when present, else CPU),
+   ``task.setup()``, ``task.build_model()``, the optimizer (Adam or SGD) and the LR-on-plateau scheduler;
+2. resumes from ``run_dir/checkpoints/last.pt`` when it exists (``trainer.resume=true``, the default): model,
+   optimizer, scheduler, every RNG state, epoch, position inside the epoch, global step, best metric, early-stopping
+   counter, history. The same command run again therefore continues where the killed run stopped;
+3. for each epoch: the task's shuffled batches (``task.train_batches(epoch, generator)``, the generator seeded from
+   (seed, epoch) so the order is the same after a resume; batches already done in this epoch are skipped),
+   loss -> backward -> gradient clipping -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps
+   (0: off) and at the end of every epoch, written atomically (tmp file + ``os.replace``);
+4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
+   ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1); early stopping after ``patience`` epochs without
+   improvement;
+5. at the end: the best checkpoint is loaded and evaluated on "valid" and "test"; ``task.on_test_end`` runs.
+
+Same seed, same result on CPU (tests/test_harness_trainer.py asserts it, and that kill + resume gives the same
+weights as an uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the trainer drives. A task owns its data, its model and its metrics.
+
+    ``device`` is set by the trainer before ``setup()``; tasks move their evaluation batches there. Training batches
+    are moved by the trainer (``move_to``: tensors inside dicts, lists, tuples and dataclasses).
+    """
+
+    name: str    # "snli", "multi30k", ...: results/<name>/...
+    metric: str  # the validation metric to maximise (a key of evaluate()'s dict), e.g. "accuracy" or "bleu"
+    device: torch.device
+
+    def setup(self) -> None:
+        """Load (or download) the data, build the vocabulary. Called once, before build_model()."""
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model (the trainer moves it to the device and may load a checkpoint into it)."""
+
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Iterable:
+        """The training batches of one epoch, shuffled with ``generator`` only (never the global RNG), so that
+        the order is reproducible and a resumed epoch can skip the batches already done."""
+
+    def training_loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
+        """The loss to minimise on ``batch`` (a scalar tensor) and scalars to log (floats)."""
+
+    def evaluate(self, model: torch.nn.Module, split: str) -> dict:
+        """Metrics on ``split`` in {"valid", "test"}: {metric: float, "support": ..., "groups": ..., ...}.
+        Called with the model in eval mode under torch.no_grad()."""
+
+    def on_test_end(self, model: torch.nn.Module, run_dir: Path) -> None:
+        """Optional: save attention maps, predictions... after the final test evaluation (best model)."""
+
+
+# ---------------------------------------------------------------------------------------------------- defaults
+DEFAULTS: dict[str, Any] = {
+    "device": "auto",            # auto | cpu | cuda | cuda:1
+    "epochs": 10,                # upper bound on epochs
+    "max_steps": None,           # stop after this many optimizer steps (None: no limit)
+    "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "betas": [0.9, 0.999]},
+    "lr_decay": {"factor": 1.0, "patience": 0, "min_lr": 0.0},  # factor < 1: multiply the LR when valid stalls
+    "grad_clip": 5.0,            # max global gradient norm (None or 0: no clipping)
+    "patience": 3,               # early stopping: epochs without improvement (None or 0: never stop early)
+    "checkpoint_every_steps": 0,  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
+    "resume": True,              # continue from run_dir/checkpoints/last.pt when it exists
+    "progress": True,            # tqdm progress bars
+    "log_every_steps": 50,       # send training scalars to the logger every N steps
+    "deterministic": False,      # torch.use_deterministic_algorithms (CUDA reproducibility, slower)
+    "threads": None,             # CPU threads for torch and numba (None: leave as is; 1 on a shared/loaded CPU)
+    "eval_test": True,           # evaluate the best checkpoint on test at the end
+}
+
+
+def merged(defaults: dict, cfg: dict | None) -> dict:
+    out = dict(defaults)
+    for key, value in (cfg or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(n: int | None) -> None:
+    """Intra-op CPU threads for torch and for the attention library's numba kernels. On a loaded machine more
+    threads than free cores make every step many times slower (OpenMP spinning): use 1 there."""
+    if not n:
+        return
+    torch.set_num_threads(int(n))
+    try:
+        import numba
+
+        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+    except Exception:  # numba absent or its pool already sized: torch's setting still holds
+        pass
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def move_to(obj: Any, device: torch.device) -> Any:
+    """Tensors inside (nested) dicts, lists, tuples, namedtuples and dataclasses, moved to ``device``."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return type(obj)((k, move_to(v, device)) for k, v in obj.items())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: move_to(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj) if f.init})
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(move_to(v, device) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to(v, device) for v in obj)
+    return obj
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace: never a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    name = cfg["name"].lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                                weight_decay=cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                                 weight_decay=cfg.get("weight_decay", 0.0))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
+                               weight_decay=cfg.get("weight_decay", 0.0))
+    raise ValueError(f"unknown optimizer {cfg['name']!r} (adam, adamw or sgd)")
+
+
+class NullLogger:
+    def log(self, scalars: dict, step: int) -> None: ...
+    def summary(self, scalars: dict) -> None: ...
+    def finish(self) -> None: ...
+
+
+class Stop(Exception):
+    """Raised by a ``on_step`` hook to stop training at once, as a kill would (no checkpoint is written)."""
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, task: Task, cfg: dict | None, run_dir: str | os.PathLike, seed: int = 1, logger=None,
+                 on_step: Callable[[int], None] | None = None):
+        self.task, self.seed = task, seed
+        self.cfg = merged(DEFAULTS, cfg)
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.logger = logger or NullLogger()
+        self.on_step = on_step  # test hook: called after every optimizer step with the global step
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+            "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+            "history": self.history, "epoch_times": self.epoch_times, "epoch_partial": self.epoch_partial,
+            "finished": self.finished, "stopped_early": self.stopped_early, "seed": self.seed,
+        }
+
+    def save_checkpoint(self) -> None:
+        atomic_save(self.state(), self.ckpt_dir / "last.pt")
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for key in ("epoch", "batch_in_epoch", "step", "best_metric", "best_epoch", "bad_epochs", "history",
+                    "epoch_times", "epoch_partial", "finished"):
+            setattr(self, key, state[key])
+        set_rng_state(state["rng"])
+        # a finished run continues if it was stopped by the epoch/step budget and the budget is now larger
+        self.stopped_early = state.get("stopped_early", False)
+        self.finished = self.stopped_early or self.epoch >= self.cfg["epochs"] or self.should_stop_steps()
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg, task = self.cfg, self.task
+        seed_everything(self.seed)
+        set_threads(cfg["threads"])
+        if cfg["deterministic"]:
+            torch.use_deterministic_algorithms(True)
+        self.device = pick_device(cfg["device"])
+        task.device = self.device
+        task.setup()
+        self.model = task.build_model().to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg["optimizer"])
+        decay = cfg["lr_decay"]
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=decay["factor"] if decay["factor"] < 1 else 0.5,  # only stepped when < 1
+            patience=decay["patience"], min_lr=decay["min_lr"], threshold=0.0, eps=0.0)
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.best_metric, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
+        self.history: list[dict] = []
+        self.epoch_times: list[float] = []
+        self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
+        self.finished = self.stopped_early = False
+        last = self.ckpt_dir / "last.pt"
+        self.resumed_from = None
+        if cfg["resume"] and last.exists():
+            self.load_checkpoint(last)
+            self.resumed_from = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step}
+            log.info(f"resumed from {last}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
+                  f"step {self.step}")
+        n_params = sum(p.numel() for p in params)
+        log.info(f"{task.name} on {self.device}, {n_params:,} trainable parameters, run dir {self.run_dir}")
+
+        while not self.finished:
+            self.train_one_epoch()  # (returns at the epoch end, or raises Stop)
+            if self.finished:
+                break
+            self.end_of_epoch()
+
+        return self.final_evaluation()
+
+    def should_stop_steps(self) -> bool:
+        return self.cfg["max_steps"] is not None and self.step >= self.cfg["max_steps"]
+
+    def train_one_epoch(self) -> None:
+        cfg, task, model = self.cfg, self.task, self.model
+        if self.epoch >= cfg["epochs"] or self.should_stop_steps():
+            self.finished = True
+            self.save_checkpoint()
+            return
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        batches = task.train_batches(self.epoch, generator)
+        total = len(batches) if hasattr(batches, "__len__") else None
+        model.train()
+        start = time.perf_counter() - self.epoch_partial["seconds"]
+        bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
+                   disable=not cfg["progress"], leave=False, dynamic_ncols=True)
+        part = self.epoch_partial
+        for i, batch in enumerate(batches):
+            if i < self.batch_in_epoch:
+                continue  # done before the checkpoint this run resumed from
+            batch = move_to(batch, self.device)
+            loss, scalars = task.training_loss(model, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg["grad_clip"]:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                scalars = {**scalars, "grad_norm": float(grad_norm)}
+            self.optimizer.step()
+            self.step += 1
+            self.batch_in_epoch = i + 1
+            part["loss_sum"] += float(loss.detach())
+            part["batches"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{part['loss_sum'] / part['batches']:.4f}",
+                            best=f"{self.best_metric:.4f}" if self.best_epoch >= 0 else "-")
+            if cfg["log_every_steps"] and self.step % cfg["log_every_steps"] == 0:
+                self.logger.log({"train/loss": float(loss.detach()), "train/lr": self.lr,
+                                 **{f"train/{k}": v for k, v in scalars.items()}}, step=self.step)
+            if self.on_step is not None:
+                self.on_step(self.step)  # may raise Stop (a simulated kill)
+            stop_now = self.should_stop_steps()
+            if stop_now or (cfg["checkpoint_every_steps"] and self.step % cfg["checkpoint_every_steps"] == 0):
+                part["seconds"] = time.perf_counter() - start
+                self.save_checkpoint()
+            if stop_now:
+                break
+        bar.close()
+        part["seconds"] = time.perf_counter() - start
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def evaluate(self, split: str) -> dict:
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate(self.model, split)
+        self.model.train()
+        return {k: float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v
+                for k, v in metrics.items()}
+
+    def end_of_epoch(self) -> None:
+        cfg, part = self.cfg, self.epoch_partial
+        train_loss = part["loss_sum"] / max(part["batches"], 1)
+        train_seconds = part["seconds"]
+        eval_start = time.perf_counter()
+        valid = self.evaluate("valid")
+        metric = valid[self.task.metric]
+        improved = metric > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.bad_epochs = metric, self.epoch, 0
+            atomic_save({"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid},
+                        self.ckpt_dir / "best.pt")
+        else:
+            self.bad_epochs += 1
+        if cfg["lr_decay"]["factor"] < 1:
+            self.scheduler.step(metric)
+        seconds = train_seconds + time.perf_counter() - eval_start
+        self.epoch_times.append(seconds)
+        record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": train_loss, "lr": self.lr,
+                  "train_seconds": train_seconds, "epoch_seconds": seconds, "valid": valid}
+        self.history.append(record)
+        self.logger.log({"epoch": self.epoch + 1, "train/epoch_loss": train_loss, "epoch_seconds": seconds,
+                         **{f"valid/{k}": v for k, v in valid.items() if isinstance(v, float)}}, step=self.step)
+        stats = " ".join(f"{k} {valid[k]:.3f}" for k in ("support", "groups") if k in valid)
+        log.info(f"epoch {self.epoch + 1}: train loss {train_loss:.4f}, valid {self.task.metric} "
+              f"{metric:.4f}{' (best)' if improved else ''} {stats}, {seconds:.1f}s")
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
+        patience = cfg["patience"]
+        if patience and self.bad_epochs >= patience:
+            log.info(f"early stopping: no improvement for {self.bad_epochs} epochs")
+            self.finished = self.stopped_early = True
+        if self.epoch >= cfg["epochs"] or self.should_stop_steps():
+            self.finished = True
+        self.save_checkpoint()
+
+    def final_evaluation(self) -> dict:
+        best = self.ckpt_dir / "best.pt"
+        if best.exists():
+            self.model.load_state_dict(torch.load(best, map_location=self.device, weights_only=False)["model"])
+        elif not self.history:  # stopped before the first epoch end (max_steps): evaluate what we have
+            log.info("no epoch finished: evaluating the current model")
+        valid = self.evaluate("valid")
+        test = self.evaluate("test") if self.cfg["eval_test"] else {}
+        self.task_end()
+        summary = {
+            "valid": valid, "test": test, "best_epoch": self.best_epoch + 1, "epochs": len(self.history),
+            "steps": self.step,
+            "time_per_epoch_s": float(np.mean(self.epoch_times)) if self.epoch_times else None,
+            "history": self.history, "resumed_from": self.resumed_from, "device": str(self.device),
+        }
+        self.logger.summary({**{f"best_valid/{k}": v for k, v in valid.items() if isinstance(v, float)},
+                             **{f"test/{k}": v for k, v in test.items() if isinstance(v, float)}})
+        metric = self.task.metric
+        log.info(f"best epoch {summary['best_epoch']}: valid {metric} {valid.get(metric, float('nan')):.4f}"
+              + (f", test {metric} {test.get(metric, float('nan')):.4f}" if test else ""))
+        return summary
+
+    def task_end(self) -> None:
+        hook = getattr(self.task, "on_test_end", None)
+        if hook is not None:
+            self.model.eval()
+            with torch.no_grad():
+                hook(self.model, self.run_dir)

@@ -1,0 +1,83 @@
+"""The Hydra app through its real entry point: `make smoke` (every task x every attention on the fixtures, also
+part of `make test`), the run record, resume from the command line, a submitit_local multirun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.records import KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTENTIONS = ("softmax", "sparsemax", "fusedmax", "oscarmax")
+SMOKE = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("smoke_*.yaml"))
+
+
+def train(*args, timeout=600):
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    done = subprocess.run([sys.executable, "-m", "tasks.train", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("experiment", SMOKE)
+def test_smoke_every_attention(tmp_path, experiment):
+    """What `make smoke` runs, for one task: a multirun over the four attentions on the tiny fixtures."""
+    train("-m", f"experiment={experiment}", f"attention={','.join(ATTENTIONS)}",
+          f"hydra.sweep.dir={tmp_path}/multirun", f"results_dir={tmp_path}/results")
+    records = sorted((tmp_path / "results").glob("*/*/*.json"))
+    assert len(records) == len(ATTENTIONS), records
+    for path in records:
+        record = json.loads(path.read_text())
+        assert set(KEYS) <= set(record), set(KEYS) - set(record)
+        task, attention = path.parts[-3], path.parts[-2]
+        assert record["task"] == task and record["attention"]["name"] == attention
+        metric = record["metric"]
+        for split in ("valid", "test"):
+            assert 0 <= record["metrics"][split][metric] and "support" in record["metrics"][split]
+            assert "groups" in record["metrics"][split]
+        assert record["epochs"] >= 1 and record["time_per_epoch_s"] > 0 and record["wall_time_s"] > 0
+        assert record["git"]["commit"] and record["config"]["attention"]["name"] == attention
+        assert Path(record["run_dir"]).is_dir()
+
+
+def test_same_command_resumes(tmp_path):
+    """Run 1 epoch; the same command with more epochs is a new run dir; the very same command resumes."""
+    args = ["experiment=smoke_snli", "attention=sparsemax", "trainer.resume=true", "trainer.epochs=1",
+            f"hydra.run.dir={tmp_path}/run", f"results_dir={tmp_path}/results"]
+    out1 = train(*args)
+    assert "resumed" not in out1
+    out2 = train(*args[:-3], "trainer.epochs=2", *args[-2:])
+    assert "resumed from" in out2 and "epoch 2:" in out2 and "epoch 1:" not in out2
+    record = json.loads(next((tmp_path / "results").glob("snli/sparsemax/*epochs=2.json")).read_text())
+    assert record["epochs"] == 2 and record["resumed_from"]["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_submitit_local_multirun(tmp_path):
+    """Two tiny jobs through hydra-submitit-launcher's local executor (what launcher=slurm does on a cluster)."""
+    out = train("-m", "experiment=smoke_snli", "attention=softmax,fusedmax", "trainer.epochs=1",
+                "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}/mr",
+                f"results_dir={tmp_path}/results", timeout=900)
+    assert "submitit" in out.lower() or (tmp_path / "mr" / ".submitit").exists()
+    records = sorted((tmp_path / "results").glob("snli/*/*.json"))
+    assert [p.parts[-2] for p in records] == ["fusedmax", "softmax"]
+    assert (tmp_path / "mr" / ".submitit").is_dir()
+
+
+def test_launcher_configs_compose():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        slurm = compose("train", overrides=["launcher=slurm", "hydra.launcher.partition=gpu"],
+                        return_hydra_config=True)
+        assert "submitit_slurm" in slurm.hydra.launcher._target_.lower() or "Slurm" in slurm.hydra.launcher._target_
+        assert slurm.hydra.launcher.partition == "gpu" and slurm.hydra.launcher.gpus_per_node == 1
+        local = compose("train", overrides=["launcher=local"], return_hydra_config=True)
+        assert "BasicLauncher" in local.hydra.launcher._target_
+        cfg = compose("train", overrides=["task=snli", "attention=oscarmax", "embeddings=glove6b_50d"])
+        assert cfg.attention.name == "oscarmax" and cfg.embeddings.dim == 50 and cfg.trainer.optimizer.lr == 3e-4

@@ -1,0 +1,112 @@
+"""The trainer: same seed -> same weights; kill + resume -> the weights of an uninterrupted run; W&B offline."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.trainer import Stop, Trainer, atomic_save, move_to
+from tasks.snli.task import SNLITask
+
+DATA = Path(__file__).parent / "data"
+
+
+def make_task(attention="fusedmax"):
+    params = {"name": attention, "lam": 0.1} if attention in ("fusedmax", "oscarmax") else {"name": attention}
+    return SNLITask(attention=params, data={"root": str(DATA / "snli"), "max_examples": {"train": 80}},
+                    embeddings={"path": str(DATA / "glove" / "glove.tiny.16d.txt"), "dim": 16},
+                    model={"hidden": 8}, batch_size=10, attention_examples=2, progress=False)
+
+
+CFG = {"threads": 1, "epochs": 2, "patience": 0, "checkpoint_every_steps": 3, "progress": False, "device": "cpu",
+       "optimizer": {"name": "adam", "lr": 0.01, "weight_decay": 1e-4}, "log_every_steps": 1}
+
+
+def weights(run_dir):
+    return torch.load(Path(run_dir) / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_seed_same_result(tmp_path):
+    s1 = Trainer(make_task(), CFG, tmp_path / "a", seed=3).fit()
+    s2 = Trainer(make_task(), CFG, tmp_path / "b", seed=3).fit()
+    assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    assert s1["valid"] == s2["valid"] and s1["history"][-1]["train_loss"] == s2["history"][-1]["train_loss"]
+    Trainer(make_task(), CFG, tmp_path / "c", seed=4).fit()
+    assert not all(torch.equal(x, y) for x, y in zip(weights(tmp_path / "a").values(),
+                                                      weights(tmp_path / "c").values()))
+
+
+@pytest.mark.parametrize("kill_at", [5, 8, 10])  # mid-epoch after a step checkpoint; just after an epoch end (8 steps)
+def test_kill_and_resume_equals_uninterrupted(tmp_path, kill_at):
+    full = Trainer(make_task(), CFG, tmp_path / "full", seed=1).fit()
+
+    def kill(step):
+        if step == kill_at:
+            raise Stop  # no checkpoint for the steps after the last one saved: they are redone
+
+    with pytest.raises(Stop):
+        Trainer(make_task(), CFG, tmp_path / "killed", seed=1, on_step=kill).fit()
+    resumed_trainer = Trainer(make_task(), CFG, tmp_path / "killed", seed=1)
+    resumed = resumed_trainer.fit()
+    assert resumed["resumed_from"] is not None and resumed["resumed_from"]["step"] < kill_at
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "killed"))
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+    assert resumed["steps"] == full["steps"] == 16
+
+
+def test_finished_run_is_not_retrained(tmp_path):
+    first = Trainer(make_task(), CFG, tmp_path / "r", seed=1).fit()
+    steps = []
+    again = Trainer(make_task(), CFG, tmp_path / "r", seed=1, on_step=steps.append).fit()
+    assert steps == [] and again["valid"] == first["valid"] and again["epochs"] == first["epochs"]
+
+
+def test_early_stopping_max_steps_and_sgd_halving(tmp_path):
+    cfg = {**CFG, "epochs": 20, "patience": 1, "optimizer": {"name": "sgd", "lr": 1e-9},
+           "lr_decay": {"factor": 0.5, "patience": 0}}
+    summary = Trainer(make_task(), cfg, tmp_path / "es", seed=1).fit()
+    assert summary["epochs"] < 20  # an lr of 1e-9 cannot improve the validation accuracy
+    lrs = [h["lr"] for h in summary["history"]]
+    assert lrs[-1] == pytest.approx(1e-9 * 0.5 ** (len(lrs) - 1))
+    capped = Trainer(make_task(), {**CFG, "max_steps": 5}, tmp_path / "cap", seed=1).fit()
+    assert capped["steps"] == 5
+
+
+def test_atomic_save_and_move_to(tmp_path):
+    atomic_save({"x": torch.ones(2)}, tmp_path / "c.pt")
+    assert os.listdir(tmp_path) == ["c.pt"]
+    moved = move_to({"a": [torch.ones(1), (torch.zeros(1), 3)]}, torch.device("cpu"))
+    assert moved["a"][1][1] == 3
+
+
+def test_test_end_writes_attention_maps(tmp_path):
+    Trainer(make_task("sparsemax"), {**CFG, "epochs": 1}, tmp_path / "m", seed=1).fit()
+    assert (tmp_path / "m" / "attention_test.json").exists()
+
+
+def test_wandb_offline_writes_run_without_network(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # any network attempt would fail at once
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    from tasks.loggers import build_logger
+
+    logger = build_logger({"kind": "wandb", "mode": "offline", "project": "test"}, tmp_path / "run", {"a": 1})
+    logger.log({"loss": 1.0}, step=1)
+    logger.summary({"accuracy": 0.5})
+    logger.finish()
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    with pytest.raises(RuntimeError, match="WANDB_API_KEY"):
+        build_logger({"kind": "wandb", "mode": "online"}, tmp_path / "run2", {})

@@ -1,0 +1,213 @@
+"""The report's tables from fabricated run records: exact means, stds, n, formats and the paper column."""
+
+import csv
+import io
+import json
+import math
+
+import pytest
+import yaml
+
+from tasks.report import paper as paper_mod
+from tasks.report.runs import load_local, pair_of, row_labels
+from tasks.report.tables import EXPERIMENTS, build_table, main, to_csv, to_latex, to_markdown, write_tables
+
+EXP = {e.key: e for e in EXPERIMENTS}
+
+
+def record(task, attention, seed, test, *, finished="2026-01-01T00:00:00", config=None, **attn_params):
+    return {
+        "task": task,
+        "attention": {"name": attention, "params": attn_params},  # tasks/records.py's layout
+        "seed": seed,
+        "config": config or {"task": {"name": task}},
+        "metrics": {"valid": {}, "test": test},
+        "epochs": 3,
+        "time_per_epoch_s": 10.0,
+        "wall_time_s": 30.0,
+        "git_commit": "abc",
+        "started": finished,
+        "finished": finished,
+    }
+
+
+def write(root, rec, name):
+    path = root / rec["task"] / rec["attention"]["name"] / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return path
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    recs = [
+        # softmax: three seeds, accuracy as fractions -> percent; mean 82, sample std 2
+        record("snli", "softmax", 1, {"accuracy": 0.80, "support": 10.0, "groups": 10.0}),
+        record("snli", "softmax", 2, {"accuracy": 0.82, "support": 12.0, "groups": 12.0}),
+        record("snli", "softmax", 3, {"accuracy": 0.84, "support": 14.0, "groups": 14.0}),
+        # sparsemax: one seed -> no std
+        record("snli", "sparsemax", 1, {"accuracy": 0.81, "support": 3.0, "groups": 3.0}),
+        # fusedmax: seed 1 ran twice; the later run counts, the older one is ignored
+        record("snli", "fusedmax", 1, {"accuracy": 0.10, "support": 1.0, "groups": 1.0}, finished="2026-01-01T00:00:00", lam=0.1),
+        record("snli", "fusedmax", 1, {"accuracy": 0.83, "support": 4.0, "groups": 2.0}, finished="2026-01-02T00:00:00", lam=0.1),
+        record("snli", "fusedmax", 2, {"accuracy": 0.85, "support": 6.0, "groups": 2.0}, lam=0.1),
+        # an unfinished run (no test metrics): skipped
+        record("snli", "oscarmax", 1, {}),
+        # translation: BLEU as recorded, pair from the config
+        record("multi30k", "softmax", 1, {"bleu": 30.0, "support": 20.0, "groups": 20.0},
+               config={"task": {"name": "multi30k", "src": "de", "tgt": "en"}}),
+        record("multi30k", "softmax", 2, {"bleu": 32.0, "support": 22.0, "groups": 22.0},
+               config={"task": {"name": "multi30k", "src": "de", "tgt": "en"}}),
+        record("iwslt", "oscarmax", 1, {"bleu": 25.5}, config={"task": {"name": "iwslt", "pair": "de-en"}}),
+        # summarization, as tasks/seq2seq records it (percent): F1 on Gigaword, recall on DUC-2004 (task=duc)
+        record("gigaword", "sparsemax", 1, {"rouge1_f1": 30.0, "rouge2_f1": 10.0, "rougeL_f1": 25.0}),
+        record("gigaword", "sparsemax", 2, {"rouge1_f1": 34.0, "rouge2_f1": 14.0, "rougeL_f1": 27.0}),
+        record("gigaword_duc2004", "fusedmax", 1, {"rouge1_recall": 25.0, "rouge2_recall": 8.0, "rougeL_recall": 22.0,
+                                                   "rouge1_f1": 99.0}, lam=0.1),
+    ]
+    for i, rec in enumerate(recs):
+        write(root, rec, f"run{i}")
+    paper = {
+        "snli": {"table": "Table T1", "datasets": {"snli": {
+            "softmax": {"accuracy": {"value": 81.5, "table": "Table X"}},
+            "fusedmax": {"accuracy": 82.25},  # bare number: the experiment's table
+            "oscarmax": {"accuracy": {"value": None, "table": None}},
+        }}},
+        "translation": {"datasets": {"multi30k de-en": {"softmax": {"bleu": {"value": 33.1, "table": "Table Y"}}},
+                                     "multi30k en-de": {}}},
+    }
+    (root / "paper.yaml").write_text(yaml.safe_dump(paper))
+    return root
+
+
+def test_snli_table_exact(results):
+    records = load_local(results)
+    paper = paper_mod.load(results / "paper.yaml")
+    table = build_table(EXP["snli"], records, paper)
+    assert table.rows == ["softmax", "sparsemax", "fusedmax", "oscarmax"]
+    soft = table.cells[("softmax", "snli", "accuracy")]
+    assert soft.n == 3 and soft.mean == pytest.approx(82.0) and soft.std == pytest.approx(2.0)
+    assert table.cells[("softmax", "snli", "support")].mean == pytest.approx(12.0)
+    sparse = table.cells[("sparsemax", "snli", "accuracy")]
+    assert sparse.n == 1 and sparse.mean == pytest.approx(81.0) and sparse.std is None
+    fused = table.cells[("fusedmax", "snli", "accuracy")]
+    assert fused.values == pytest.approx([83.0, 85.0])  # the older re-run of seed 1 is ignored
+    assert fused.std == pytest.approx(math.sqrt(2.0))
+    assert table.cells[("fusedmax", "snli", "groups")].mean == pytest.approx(2.0)
+    assert table.n == {("softmax", "snli"): 3, ("sparsemax", "snli"): 1, ("fusedmax", "snli"): 2}
+    assert ("oscarmax", "snli", "accuracy") not in table.cells
+    assert table.paper[("softmax", "snli", "accuracy")] == (81.5, "Table X")
+    assert table.paper[("fusedmax", "snli", "accuracy")] == (82.25, "Table T1")
+    assert table.paper[("oscarmax", "snli", "accuracy")] == (None, None)
+
+    md = to_markdown(table).splitlines()
+    assert "| attention | Accuracy | Accuracy (paper) | n | support | groups |" in md
+    assert "| softmax | 82.00 ± 2.00 | 81.50 | 3 | 12.00 | 12.00 |" in md
+    assert "| sparsemax | 81.00 | — | 1 | 3.00 | 3.00 |" in md
+    assert "| fusedmax | 84.00 ± 1.41 | 82.25 | 2 | 5.00 | 2.00 |" in md
+    assert "| oscarmax | — | — | 0 | — | — |" in md
+
+    tex = to_latex(table)
+    assert r"softmax & $82.00 \pm 2.00$ & 81.50 & 3 & 12.00 & 12.00 \\" in tex
+    assert r"oscarmax & -- & -- & 0 & -- & -- \\" in tex
+    assert r"\begin{tabular}{lrrrrr}" in tex and "Table T1, Table X" in tex
+
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    soft_acc = next(r for r in rows if r["attention"] == "softmax" and r["quantity"] == "accuracy")
+    assert soft_acc == {"experiment": "snli", "dataset": "snli", "attention": "softmax", "quantity": "accuracy",
+                        "mean": "82.0", "std": "2.0", "n": "3", "paper": "81.5", "paper_table": "Table X"}
+    osc = next(r for r in rows if r["attention"] == "oscarmax" and r["quantity"] == "accuracy")
+    assert osc["mean"] == "" and osc["n"] == "0" and osc["paper"] == ""
+
+
+def test_translation_columns_per_pair(results):
+    table = build_table(EXP["translation"], load_local(results), paper_mod.load(results / "paper.yaml"))
+    # datasets listed in paper.yaml first (even without runs), then those found in the records
+    assert [d.key for d in table.datasets] == ["multi30k de-en", "multi30k en-de", "iwslt de-en"]
+    assert [d.label for d in table.datasets] == ["Multi30k de→en", "Multi30k en→de", "IWSLT14 de→en"]
+    bleu = table.cells[("softmax", "multi30k de-en", "bleu")]
+    assert bleu.mean == pytest.approx(31.0) and bleu.std == pytest.approx(math.sqrt(2.0))
+    assert table.scale["bleu"] == 1.0  # BLEU is never rescaled
+    assert table.cells[("oscarmax", "iwslt de-en", "bleu")].values == [25.5]
+    md = to_markdown(table)
+    assert "| softmax | 31.00 ± 1.41 | 33.10 | 2 | 21.00 | 21.00 | — | — | 0 | — | — | — | — | 0 | — | — |" in md
+    tex = to_latex(table)
+    assert r"\multicolumn{5}{c}{Multi30k de$\to$en}" in tex
+
+
+def test_summarization_two_datasets(results):
+    table = build_table(EXP["summarization"], load_local(results), {})
+    assert table.scale == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}  # already percent: never rescaled
+    r1 = table.cells[("sparsemax", "gigaword", "rouge1")]
+    assert r1.mean == pytest.approx(32.0) and r1.std == pytest.approx(math.sqrt(8.0))
+    assert table.cells[("fusedmax", "duc", "rouge2")].values == pytest.approx([8.0])
+    assert table.cells[("fusedmax", "duc", "rouge1")].values == pytest.approx([25.0])  # recall, not F1, on DUC
+    md = to_markdown(table)
+    assert "Gigaword R-1 | Gigaword R-2 | Gigaword R-L | Gigaword R-1 (paper)" in md
+    assert "| sparsemax | 32.00 ± 2.83 | 12.00 ± 2.83 | 26.00 ± 1.41 | — | — | — | 2 |" in md
+
+
+def test_rows_split_by_varying_parameter():
+    recs = [record("snli", "fusedmax", 1, {"accuracy": 0.5}, lam=0.1),
+            record("snli", "fusedmax", 1, {"accuracy": 0.7}, lam=0.2),
+            record("snli", "softmax", 1, {"accuracy": 0.6}, gamma=1.0)]
+    recs[1]["attention"] = {"name": "fusedmax", "lam": 0.2}  # the flat layout (W&B configs) reads the same
+    table = build_table(EXP["snli"], recs, {})
+    assert table.rows == ["softmax", "sparsemax", "fusedmax (lam=0.1)", "fusedmax (lam=0.2)", "oscarmax"]
+    assert table.cells[("fusedmax (lam=0.2)", "snli", "accuracy")].values == pytest.approx([70.0])
+    labels = row_labels(recs)
+    assert sorted(labels.values()) == ["fusedmax (lam=0.1)", "fusedmax (lam=0.2)", "softmax"]
+
+
+def test_percent_only_when_fractions():
+    recs = [record("snli", "softmax", s, {"accuracy": a}) for s, a in ((1, 81.0), (2, 83.0))]
+    table = build_table(EXP["snli"], recs, {})
+    assert table.scale["accuracy"] == 1.0
+    assert table.cells[("softmax", "snli", "accuracy")].mean == pytest.approx(82.0)
+
+
+def test_pair_of_variants():
+    assert pair_of({"pair": "de-en"}) == "de-en"
+    assert pair_of({"config": {"task": {"src_lang": "en", "tgt_lang": "de"}}}) == "en-de"
+    assert pair_of({"config": {"task": {"pair": ["fr", "en"]}}}) == "fr-en"
+    assert pair_of({"config": {"task": {"name": "snli"}}}) is None
+
+
+def test_write_tables_and_cli(results, tmp_path, capsys):
+    out = tmp_path / "tables"
+    assert main(["--results", str(results), "--out", str(out)]) == 0
+    for key in ("snli", "translation", "summarization"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{key}.{ext}").stat().st_size > 100
+    combined = (out / "tables.md").read_text()
+    assert combined.count("### ") == 3
+    printed = capsys.readouterr().out
+    assert "| softmax | 82.00 ± 2.00 | 81.50 | 3 | 12.00 | 12.00 |" in printed
+
+
+def test_empty_results_still_write_tables(tmp_path):
+    tables = write_tables([], tmp_path / "out", {})
+    assert (tmp_path / "out" / "snli.md").exists()
+    assert all(sum(t.n.values()) == 0 for t in tables.values())
+
+
+def test_paper_check(tmp_path):
+    assert paper_mod.check({"snli": {"datasets": {"snli": {"softmax": {"accuracy": {"value": 80.0}}}}}}) == [
+        "snli/snli/softmax/accuracy: value 80.0 has no 'table' saying where the paper prints it"]
+    assert paper_mod.check({"snli": {"datasets": {"snli": {"softmax": {"accuracy": "x"}}}}})[0].endswith("is not a number")
+    assert paper_mod.check({"snli": {"table": "Table 1", "datasets": {"snli": {"softmax": {"accuracy": 80.0}}}}}) == []
+
+
+def test_shipped_paper_yaml_is_valid_and_has_every_cell():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results" / "paper.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert paper_mod.check(data) == []
+    for exp, ds, metrics in (("snli", "snli", ["accuracy"]), ("translation", "multi30k de-en", ["bleu"]),
+                             ("summarization", "gigaword", ["rouge1", "rouge2", "rougeL"]),
+                             ("summarization", "duc", ["rouge1", "rouge2", "rougeL"])):
+        for attn in ("softmax", "sparsemax", "fusedmax", "oscarmax"):
+            for m in metrics:
+                assert "value" in data[exp]["datasets"][ds][attn][m] and "table" in data[exp]["datasets"][ds][attn][m]
