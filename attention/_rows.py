@@ -4,14 +4,15 @@ numba-cuda for the GPU (``_cuda.py``), one thread per row.
 They allocate nothing (CUDA device functions cannot), write their results into the arrays they are given, and
 read only the first ``m`` entries of a row: the unmasked positions, moved to the front by the caller. Each prox
 also labels every entry with the index of its group (``groups``): a run of fused equal values for TV, a block of
-pooled values for the sorted prox. Those labels are all the backward pass needs (``_backward.py``).
+pooled values for the sorted prox. Those labels are all the backward pass needs.
 """
 
 def sparsemax_row(z, out, m):
     """out[:m] = argmin_{y in simplex} ||y - z[:m]||^2, by Michelot's algorithm.
 
     The threshold tau only increases and the active set only shrinks, so the loop ends after at most m passes,
-    each O(m); on real scores it takes a handful. It is exact: it stops when the set {i : z_i > tau} reproduces tau.
+    each O(m); on real scores it takes a handful. It is exact: it stops when the set {i : z_i > tau} stops
+    shrinking, i.e. reproduces tau (up to rounding).
     """
     if m == 0:
         return
@@ -32,7 +33,9 @@ def sparsemax_row(z, out, m):
             if z[i] - top > tau:
                 total += z[i] - top
                 new_count += 1
-        if new_count == count or new_count == 0:
+        # exact arithmetic only ever shrinks the set; with rounding, an entry sitting on tau can flip back in, and
+        # "stop when the count repeats" would then cycle forever (2, 3, 2, 3, ...): stop unless it shrinks
+        if new_count >= count or new_count == 0:
             break
         count = new_count
         tau = (total - 1.0) / count

@@ -223,3 +223,14 @@ def test_large_offset_keeps_small_differences(case):
     if case == "oscarmax-owl":
         return  # not shift invariant
     torch.testing.assert_close(a, b, atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "fusedmax", "oscarmax"])
+def test_threshold_rounding_does_not_cycle(name):
+    """An entry sitting on the threshold used to flip in and out of Michelot's active set under float64 rounding
+    (counts 2, 3, 2, 3, ...) and the kernel never returned: prox_TV of this input is [0.633.., -0.333.., -0.3]."""
+    x = torch.tensor([[0.9333333333333331, -0.9333333333333333, 0.0]], dtype=torch.float64)
+    kw = {} if name == "sparsemax" else {"lam": 0.3}
+    u = torch.tensor([[0.9333333333333331 - 0.3, -0.9333333333333333 + 0.6, 0.0 - 0.3]], dtype=torch.float64)
+    y = attention.MAPPINGS[name](u if name == "sparsemax" else x, **kw)
+    assert torch.isfinite(y).all() and abs(float(y.sum()) - 1) < 1e-12 and (y >= 0).all()
