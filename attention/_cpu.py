@@ -75,12 +75,15 @@ def _stable_argsort(v, m, order, keys, keys_tmp, order_tmp, hist):
     passes where every key has the same byte are skipped (float32 inputs leave the low 29 bits zero).
     """
     if m <= _INSERTION_SORT_MAX:
+        sorted_v = keys[:m].view(np.float64)  # the values in sorted order, next to order: no gathers
         for j in range(m):
-            vj = v[j]
+            vj = np.float64(v[j])
             i = j - 1
-            while i >= 0 and v[order[i]] > vj:
+            while i >= 0 and sorted_v[i] > vj:
+                sorted_v[i + 1] = sorted_v[i]
                 order[i + 1] = order[i]
                 i -= 1
+            sorted_v[i + 1] = vj
             order[i + 1] = j
         return
     fkeys = keys[:m].view(np.float64)
@@ -177,7 +180,7 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
         v = np.empty(ds, dtype=z.dtype)
         pooled = np.empty(ds, dtype=z.dtype)
         blocks = np.empty(ds, dtype=groups.dtype)
-        keys = np.empty(dr, dtype=np.uint64)
+        keys = np.empty(ds, dtype=np.uint64)
         keys_tmp = np.empty(dr, dtype=np.uint64)
         order_tmp = np.empty(dr, dtype=np.int64)
         hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
