@@ -1,4 +1,4 @@
-"""GPU kernels for the prox forward passes: the row algorithms of ``_rows.py`` compiled by numba-cuda, one thread
+"""GPU kernels for the prox forward passes: the row algorithms of ``_cpu.py`` compiled by numba-cuda, one thread
 per row, reading and writing torch's CUDA memory in place (``__cuda_array_interface__``) on torch's current stream.
 
 Optional: needs ``pip install numba-cuda`` (``structured-attention[cuda]``). Without it, ``functions.py`` runs the
@@ -18,7 +18,7 @@ try:  # a module global, not a local: the CUDA simulator swaps the `cuda` global
 except ImportError:  # numba-cuda not installed
     cuda = None
 
-from . import _rows
+from . import _cpu
 from ._cpu import PROX_OWL, PROX_TV
 
 THREADS_PER_BLOCK = 64
@@ -40,9 +40,9 @@ def available() -> bool:
 
 @functools.cache
 def _kernels():
-    sparsemax_row = cuda.jit(device=True)(_rows.sparsemax_row)
-    tv_prox_row = cuda.jit(device=True)(_rows.tv_prox_row)
-    pav_decreasing_row = cuda.jit(device=True)(_rows.pav_decreasing_row)
+    sparsemax_row = cuda.jit(device=True)(_cpu.sparsemax_row)
+    tv_prox_row = cuda.jit(device=True)(_cpu.tv_prox_row)
+    pav_decreasing_row = cuda.jit(device=True)(_cpu.pav_decreasing_row)
 
     @cuda.jit
     def tv_sparsemax(z, lengths, lam, u, y, groups, scale):
