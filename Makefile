@@ -49,7 +49,7 @@ gigaword: $(INSTALLED)
 	$(BIN)/python -m tasks.train task=gigaword attention=$(ATTN) $(ARGS)
 
 bench-decode: $(INSTALLED)
-	$(BIN)/python scripts/bench_decode.py $(ARGS)
+	$(BIN)/python scripts/bench_decode.py --json results/bench/decode.json $(ARGS)
 
 smoke: $(INSTALLED)
 	@for t in $(SMOKE_TASKS); do \
@@ -59,3 +59,36 @@ smoke: $(INSTALLED)
 
 bench-train: $(INSTALLED)
 	$(BIN)/python scripts/bench_train_step.py $(ARGS)
+
+# ---- the report (tasks/report/): tables, figures, and the whole sweep behind them
+# make tables [SOURCE=wandb PROJECT=entity/project|DIR-of-offline-runs] [RESULTS=results]   -> $(RESULTS)/tables/
+# make figures [RESULTS=results]                                                            -> $(RESULTS)/figures/
+# make reproduce [LAUNCHER=slurm] [PRESET=cpu] [SEEDS=1,2,3] [DUC_ROOT=DIR] [ARGS="shared=../shared/data"]
+SOURCE ?= local
+RESULTS ?= results
+PROJECT ?=
+PRESET ?=
+DUC_ROOT ?=
+# task[:src-tgt] for each `make sweep`; DUC-2004 (licensed, local only) joins when DUC_ROOT is set
+REPRODUCE_TASKS ?= snli multi30k:de-en multi30k:en-de iwslt gigaword $(if $(DUC_ROOT),duc)
+
+.PHONY: tables figures reproduce
+
+tables: $(INSTALLED)
+	$(BIN)/python scripts/tables.py --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
+
+figures: $(INSTALLED)
+	$(BIN)/python scripts/figures.py --results $(RESULTS)
+
+reproduce: $(INSTALLED)
+	@set -e; for spec in $(REPRODUCE_TASKS); do \
+	  task=$${spec%%:*}; extra=""; \
+	  case $$spec in *:*) pair=$${spec#*:}; extra="task.data.src_lang=$${pair%-*} task.data.tgt_lang=$${pair#*-}";; esac; \
+	  if [ $$task = duc ]; then extra="$$extra task.duc.root=$(DUC_ROOT)"; fi; \
+	  if [ -n "$(PRESET)" ] && [ -f configs/experiment/$${task}_$(PRESET).yaml ]; then extra="$$extra experiment=$${task}_$(PRESET)"; fi; \
+	  if [ "$(RESULTS)" != results ]; then extra="$$extra results_dir=$(abspath $(RESULTS))"; fi; \
+	  echo "== reproduce: make sweep TASK=$$task ARGS=\"$$extra $(ARGS)\""; \
+	  $(MAKE) --no-print-directory sweep TASK=$$task ARGS="$$extra $(ARGS)"; \
+	done
+	$(MAKE) --no-print-directory tables
+	$(MAKE) --no-print-directory figures

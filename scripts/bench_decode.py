@@ -1,7 +1,7 @@
 """Decoding speed of the seq2seq model with each attention mapping, as a ratio to softmax, measured in one run.
 
     python scripts/bench_decode.py [--batch 50] [--beam 5] [--steps 30] [--reps 5] [--threads 1] [--json out.json]
-    make bench-decode ARGS="--reps 7"
+    make bench-decode ARGS="--reps 7"          (writes results/bench/decode.json)
 
 The model is the CPU preset's (1 layer, 128 units, 10k/10k vocabularies, like configs/experiment/*_cpu.yaml) with
 random weights and <eos> disabled, so every mapping decodes exactly ``--steps`` target steps on the same source batch:

@@ -11,13 +11,20 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
-@pytest.fixture
-def offline_runs(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def offline_runs(tmp_path_factory):
     wandb = pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    tmp_path = tmp_path_factory.mktemp("wandb_offline")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_SILENT", "true")
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+        monkeypatch.delenv("WANDB_API_KEY", raising=False)
+        _make_runs(wandb, tmp_path)
+    return tmp_path
+
+
+def _make_runs(wandb, tmp_path):
     runs = [("softmax", 1, 0.80, 10.0), ("softmax", 2, 0.84, 12.0), ("fusedmax", 1, 0.83, 3.5)]
     for name, seed, acc, support in runs:
         config = {"task": {"name": "snli", "batch_size": 25}, "attention": {"name": name, "gamma": 1.0}, "seed": seed}
@@ -33,7 +40,6 @@ def offline_runs(tmp_path, monkeypatch):
         run.summary["epochs"] = 2
         run.finish()
     wandb.teardown()  # stops the service, which flushes the last run's transaction log before it is read
-    return tmp_path
 
 
 def test_read_offline_run(offline_runs):
@@ -102,7 +108,8 @@ def test_api_records_mapping():
     api = FakeApi([
         # nested config and "test/..." summary keys
         FakeRun("a", {"task": {"name": "multi30k", "src": "de", "tgt": "en"}, "attention": {"name": "oscarmax", "lam": 0.01},
-                      "seed": 3}, {"test/bleu": 31.5, "test/support": 4.0, "_runtime": 12}),
+                      "seed": 3}, {"valid/bleu": 20.0, "best_valid/bleu": 25.0, "test/bleu": 31.5, "test/support": 4.0,
+                                   "_runtime": 12}),
         # a flattened config and a nested summary
         FakeRun("b", {"task.name": "snli", "attention.name": "sparsemax", "seed": 1}, {"test": {"accuracy": 0.8}}),
         # still running: skipped
@@ -116,6 +123,7 @@ def test_api_records_mapping():
     a, b = records
     assert a["task"] == "multi30k" and a["attention"] == {"name": "oscarmax", "lam": 0.01} and a["seed"] == 3
     assert a["metrics"]["test"] == {"bleu": 31.5, "support": 4.0}
+    assert a["metrics"]["valid"] == {"bleu": 25.0}  # the best checkpoint's, not the last epoch's
     assert b["task"] == "snli" and b["attention"]["name"] == "sparsemax" and b["metrics"]["test"] == {"accuracy": 0.8}
 
 

@@ -119,23 +119,6 @@ def groups_kind(name: str) -> str:
     return "clusters" if name == "oscarmax" else "segments"
 
 
-def row_groups(weights: np.ndarray, kind: str, atol: float = 1e-10, rtol: float = 1e-6) -> list[tuple[int, int]]:
-    """The groups of one attention row as (start, end) index ranges (end exclusive): maximal runs of equal nonzero
-    weights (``segments``); for ``clusters`` the runs of adjacent positions that share a cluster value."""
-    w = np.asarray(weights, dtype=float)
-    out, start = [], None
-    for i, value in enumerate(w):
-        nonzero = value > atol
-        if start is not None and (not nonzero or not _close(value, w[i - 1], rtol)):
-            out.append((start, i))
-            start = None
-        if nonzero and start is None:
-            start = i
-    if start is not None:
-        out.append((start, len(w)))
-    return [(a, b) for a, b in out if b - a > 1]
-
-
 def _close(a, b, rtol):
     return abs(a - b) <= rtol * max(abs(a), abs(b))
 
@@ -161,41 +144,17 @@ def structure_class(y: np.ndarray, kind: str, atol: float = 1e-9, rtol: float = 
 # ---- the heatmap with fused groups outlined: attention.plot when it is there
 
 
-def _plot_module():
-    try:
-        from attention import plot  # noqa: PLC0415
-    except ImportError:
-        return None
-    return plot
+def outline_kind(name: str):
+    """What ``attention.plot.heatmap`` outlines for a mapping: fused runs, clusters, or nothing."""
+    return {"fusedmax": "runs", "oscarmax": "clusters"}.get(name, False)
 
 
-def draw_heatmap(ax, matrix: np.ndarray, xlabels, ylabels, kind: str, title: str = "") -> None:
-    """``matrix`` (rows × columns) on ``ax``, with each row's groups (``kind``) outlined."""
-    plot = _plot_module()
-    if plot is not None and hasattr(plot, "heatmap"):
-        try:
-            plot.heatmap(matrix, ax=ax, xlabels=list(xlabels), ylabels=list(ylabels), groups=kind, title=title)
-            return
-        except TypeError as error:  # a different signature: fall back to the plain drawing
-            say(f"attention.plot.heatmap: {error}; drawing a plain heatmap")
-    _plain_heatmap(ax, matrix, xlabels, ylabels, kind, title)
+def draw_heatmap(ax, matrix: np.ndarray, xlabels, ylabels, name: str, title: str = "", colorbar=False) -> None:
+    """``matrix`` (rows × columns) on ``ax`` with ``attention.plot.heatmap``, the groups of ``name`` outlined."""
+    from attention import plot
 
-
-def _plain_heatmap(ax, matrix, xlabels, ylabels, kind, title):
-    from matplotlib.patches import Rectangle
-
-    matrix = np.asarray(matrix, dtype=float)
-    ax.imshow(matrix, cmap="Greys", vmin=0.0, vmax=max(float(matrix.max()), 1e-12), aspect="auto",
-              interpolation="nearest")
-    for r, row in enumerate(matrix):
-        for a, b in row_groups(row, kind):
-            ax.add_patch(Rectangle((a - 0.5, r - 0.5), b - a, 1, fill=False, edgecolor="tab:red", linewidth=1.5))
-    ax.set_xticks(range(matrix.shape[1]))
-    ax.set_xticklabels(list(xlabels), rotation=90, fontsize=7)
-    ax.set_yticks(range(matrix.shape[0]))
-    ax.set_yticklabels(list(ylabels), fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9)
+    plot.heatmap(np.asarray(matrix, dtype=float), row_labels=list(ylabels), col_labels=list(xlabels), ax=ax,
+                 outline_groups=outline_kind(name), title=title or None, colorbar=colorbar)
 
 
 # ---- SNLI: one test pair under the four mappings
@@ -233,7 +192,7 @@ def snli_figure(records: list, out: Path, example="auto") -> list[Path]:
         path = run_file(record, SNLI_FILE)
         if path is None:
             say(f"snli_attention: run {_describe(record)} has no {SNLI_FILE} (looked in its run_dir "
-                f"{record.get('run_dir')!r} and next to its record): its column is left out")
+                f"{record.get('run_dir')!r} and next to its record): its row is left out")
             continue
         per_run[name] = load_snli_attention(path)
     if not per_run:
@@ -249,33 +208,21 @@ def snli_figure(records: list, out: Path, example="auto") -> list[Path]:
     names = list(per_run)
     ex = per_run[names[0]][index]
     premise = ex["premise"]
-    matrix = np.array([per_run[n][index]["attention"][: len(premise)] for n in names], dtype=float).T
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(names), figsize=(1.1 * len(names) + 1.6, 0.28 * len(premise) + 1.4),
-                             sharey=True, squeeze=False)
-    for j, (ax, name) in enumerate(zip(axes[0], names)):
-        col = matrix[:, j : j + 1]
-        _plain_heatmap(ax, col.T, [], [], groups_kind(name), "")  # rows are positions: draw transposed below
-        ax.clear()
-        ax.imshow(col, cmap="Greys", vmin=0, vmax=max(float(col.max()), 1e-12), aspect="auto",
-                  interpolation="nearest")
-        from matplotlib.patches import Rectangle
-
-        for a, b in row_groups(col[:, 0], groups_kind(name)):
-            ax.add_patch(Rectangle((-0.5, a - 0.5), 1, b - a, fill=False, edgecolor="tab:red", linewidth=1.5))
-        for i, w in enumerate(col[:, 0]):
+    fig, axes = plt.subplots(len(names), 1, figsize=(0.55 * len(premise) + 2.2, 0.75 * len(names) + 1.6),
+                             sharex=True, squeeze=False)
+    for j, (ax, name) in enumerate(zip(axes[:, 0], names)):
+        item = per_run[name][index]
+        weights = np.asarray(item["attention"][: len(premise)], dtype=float)[None, :]
+        label = f"{name}\n→ {item['prediction']}" if item.get("prediction") else name
+        draw_heatmap(ax, weights, premise if j == len(names) - 1 else [""] * len(premise), [label], name)
+        for k, w in enumerate(weights[0]):
             if w > 1e-10:
-                ax.text(0, i, f"{w:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if w > 0.5 * col.max() else "black")
-        ax.set_xticks([])
-        ax.set_title(name, fontsize=9)
-        pred = per_run[name][index].get("prediction")
-        if pred:
-            ax.set_xlabel(pred, fontsize=7)
-        ax.set_yticks(range(len(premise)))
-        ax.set_yticklabels(premise if j == 0 else [], fontsize=8)
-    fig.suptitle(f"premise attention | hypothesis: {' '.join(ex['hypothesis'])} (gold: {ex.get('label', '?')})",
-                 fontsize=8)
+                ax.text(k, 0, f"{w:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if w > 0.5 * weights.max() else "black")
+    fig.suptitle(f"SNLI test pair {index}: attention of the hypothesis on the premise\n"
+                 f"hypothesis: {' '.join(ex['hypothesis'])}   (gold: {ex.get('label', '?')})", fontsize=9)
+    fig.tight_layout()
     return save(fig, out, "snli_attention")
 
 
@@ -336,7 +283,7 @@ def alignment_figure(records: list, out: Path, tasks: tuple, stem: str, what: st
     for ax, name in zip(axes[0], names):
         item = per_run[name][index]
         matrix = np.asarray(item["attention"], dtype=float)[: len(item["hyp"]), : len(src)]
-        draw_heatmap(ax, matrix, src, item["hyp"], groups_kind(name), name)
+        draw_heatmap(ax, matrix, src, item["hyp"], name, name)
     fig.suptitle(f"{task}: test sentence {index} ({'; '.join(f'{n}: {_params(runs[n])}' for n in names)})",
                  fontsize=8)
     fig.tight_layout()
@@ -352,14 +299,10 @@ def _params(record: dict) -> str:
 
 
 def mapping_curves_figure(out: Path) -> list[Path]:
-    plot = _plot_module()
-    if plot is None or not hasattr(plot, "mapping_curves"):
-        say("mapping_curves skipped: attention.plot.mapping_curves is not available")
-        return []
-    result = plot.mapping_curves()
-    fig = result[0] if isinstance(result, tuple) else result
-    if hasattr(fig, "figure") and not hasattr(fig, "savefig"):  # an Axes
-        fig = fig.figure
+    """Π_Ω([t, 0])₁ against t for the four mappings (``attention.plot.mapping_curves``)."""
+    from attention import plot
+
+    fig, _ = plot.mapping_curves()
     return save(fig, out, "mapping_curves")
 
 
@@ -376,6 +319,9 @@ CLASS_COLOURS = {
 }
 
 
+GRID_SHIFT = 1e-3 * np.sqrt(2)  # t2 is shifted off the grid of t1: no exactly opposite scores (t1 = -t2)
+
+
 def simplex_grid(name: str, params: dict, lim: float = 2.0, steps: int = 201):
     """Scores [t1, t2, 0] on a grid, their images Π(x) (steps², 3) and the structure class of each."""
     import torch
@@ -383,12 +329,34 @@ def simplex_grid(name: str, params: dict, lim: float = 2.0, steps: int = 201):
     import attention
 
     t = np.linspace(-lim, lim, steps)
-    t1, t2 = np.meshgrid(t, t)
+    t1, t2 = np.meshgrid(t, t + GRID_SHIFT)
     x = np.stack([t1.ravel(), t2.ravel(), np.zeros(t1.size)], axis=1)
     y = attention.MAPPINGS[name](torch.tensor(x, dtype=torch.float64), **params).numpy()
     kind = groups_kind(name) if name != "sparsemax" else "support"
     classes = [structure_class(row, kind) for row in y]
     return t, y, classes
+
+
+def _simplex_grids(mappings, steps):
+    return [simplex_grid(name, params, steps=steps) for name, params in mappings]
+
+
+def simplex_grids_guarded(mappings, steps: int, timeout: float = 300.0):
+    """``simplex_grid`` of every mapping, in a child process that is stopped after ``timeout`` seconds: a mapping
+    kernel that never returns on some input must not hang `make figures`."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+    try:
+        return pool.submit(_simplex_grids, tuple(mappings), steps).result(timeout=timeout)
+    except cf.TimeoutError:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # the child this call started
+            proc.terminate()
+        raise TimeoutError(f"the mappings did not return within {timeout:.0f} s on the score grid "
+                           "(a kernel that loops on some input?)") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def to_ternary(y: np.ndarray) -> np.ndarray:
@@ -405,12 +373,12 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
     cmap = ListedColormap([CLASS_COLOURS[k] for k in keys])
     fig, axes = plt.subplots(2, len(mappings), figsize=(3.4 * len(mappings), 6.6), squeeze=False)
     seen = set()
-    for j, (name, params) in enumerate(mappings):
-        t, y, classes = simplex_grid(name, params, steps=steps)
+    grids = simplex_grids_guarded(mappings, steps)
+    for j, ((name, params), (t, y, classes)) in enumerate(zip(mappings, grids)):
         codes = np.array([keys.index(c) if c in keys else -1 for c in classes]).reshape(len(t), len(t))
         seen |= set(classes)
         top = axes[0][j]
-        top.imshow(np.ma.masked_less(codes, 0), origin="lower", extent=(t[0], t[-1], t[0], t[-1]), cmap=cmap,
+        top.imshow(np.ma.masked_less(codes, 0), origin="lower", extent=(t[0], t[-1], t[0] + GRID_SHIFT, t[-1] + GRID_SHIFT), cmap=cmap,
                    vmin=-0.5, vmax=len(keys) - 0.5, interpolation="nearest")
         label = ", ".join(f"λ={v}" if k == "lam" else f"{k}={v}" for k, v in params.items())
         top.set_title(f"{name}" + (f" ({label})" if label else ""), fontsize=10)
@@ -419,9 +387,12 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
             top.set_ylabel("$t_2$   (scores $x = [t_1, t_2, 0]$)")
         bottom = axes[1][j]
         pts = to_ternary(y)
-        colours = [CLASS_COLOURS.get(c, "black") for c in classes]
-        order = np.argsort([keys.index(c) if c in keys else -1 for c in classes])[::-1]  # rare classes on top
-        bottom.scatter(pts[order, 0], pts[order, 1], c=[colours[i] for i in order], s=4, linewidths=0)
+        # a class with g groups fills a (g-1)-dimensional face of the simplex: draw the 2-d (interior) set first,
+        # then the segments (edges, equal pairs), then the points (vertices, centre, edge midpoints) on top
+        for c in sorted(set(classes), key=lambda c: -c[1]):
+            idx = [i for i, k in enumerate(classes) if k == c]
+            bottom.scatter(pts[idx, 0], pts[idx, 1], color=CLASS_COLOURS.get(c, "black"), s={3: 2, 2: 4}.get(c[1], 16),
+                           linewidths=0, zorder=4 - c[1])
         tri = np.array([[0, 0], [1, 0], [0.5, np.sqrt(3) / 2], [0, 0]])
         bottom.plot(tri[:, 0], tri[:, 1], color="black", linewidth=0.8)
         for (px, py), text, ha in (((0, 0), "$y_1$", "right"), ((1, 0), "$y_2$", "left"),

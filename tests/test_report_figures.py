@@ -1,0 +1,125 @@
+"""The report's figures rendered from fabricated runs (attention files in the formats the tasks write)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.report import figures
+from tasks.report.runs import load_local
+
+NAMES = ("softmax", "sparsemax", "fusedmax", "oscarmax")
+PREMISE = "a man in a red shirt is playing the guitar on stage".split()
+
+
+def _record(root, task, name, run_dir, seed=1, **extra):
+    rec = {"task": task, "attention": {"name": name, "params": {}}, "seed": seed, "run": f"seed={seed}",
+           "metrics": {"valid": {}, "test": {}}, "run_dir": str(run_dir), "finished": "2026-01-01T00:00:00", **extra}
+    path = root / task / name / f"seed={seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return rec
+
+
+def _weights(name, n, rng):
+    if name == "fusedmax":
+        w = np.zeros(n)
+        w[2:6] = 0.2
+        w[7] = 0.2
+        return w
+    if name == "oscarmax":
+        w = np.zeros(n)
+        w[[1, 4, 8]] = 0.25
+        w[5] = 0.25
+        return w
+    w = rng.random(n)
+    if name == "sparsemax":
+        w[w < 0.5] = 0
+    return w / w.sum()
+
+
+@pytest.fixture
+def runs(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results"
+    for name in NAMES:
+        run_dir = tmp_path / "outputs" / "snli" / name
+        run_dir.mkdir(parents=True)
+        examples = [{"premise": PREMISE, "hypothesis": "a man plays music".split(), "label": "entailment",
+                     "prediction": "entailment", "attention": [round(float(a), 6) for a in _weights(name, len(PREMISE), rng)]}
+                    for _ in range(3)]
+        (run_dir / figures.SNLI_FILE).write_text(json.dumps({"attention": {"name": name}, "examples": examples}))
+        _record(root, "snli", name, run_dir)
+        for task, src_len, tgt_len in (("multi30k", 9, 8), ("gigaword", 14, 6)):
+            run_dir = tmp_path / "outputs" / task / name
+            run_dir.mkdir(parents=True)
+            src = [f"s{i}" for i in range(src_len)]
+            items = [{"src": src, "hyp": [f"t{i}" for i in range(tgt_len)], "ref": ["r"],
+                      "attention": torch.tensor(np.stack([_weights(name, src_len, rng) for _ in range(tgt_len)]))}
+                     for _ in range(2)]
+            torch.save({"task": task, "attention": {"name": name}, "items": items}, run_dir / figures.SEQ2SEQ_FILE)
+            _record(root, task, name, run_dir, config={"task": {"name": task}})
+    return root
+
+
+def _assert_images(paths, stem, min_kb=5):
+    assert sorted(p.name for p in paths) == [f"{stem}.pdf", f"{stem}.png"]
+    for p in paths:
+        assert p.stat().st_size > min_kb * 1024, p
+
+
+def test_snli_and_alignment_figures(runs, tmp_path):
+    out = tmp_path / "figures"
+    records = load_local(runs)
+    _assert_images(figures.snli_figure(records, out), "snli_attention")
+    _assert_images(figures.alignment_figure(records, out, figures.TRANSLATION_TASKS, "translation_alignment",
+                                            "translation"), "translation_alignment")
+    _assert_images(figures.alignment_figure(records, out, figures.SUMMARIZATION_TASKS, "summarization_alignment",
+                                            "summarization", sentence=1), "summarization_alignment")
+
+
+def test_missing_inputs_are_skipped_with_a_message(runs, tmp_path, capsys):
+    out = tmp_path / "figures"
+    records = load_local(runs)
+    (tmp_path / "outputs" / "snli" / "oscarmax" / figures.SNLI_FILE).unlink()
+    paths = figures.snli_figure(records, out)  # drawn without oscarmax
+    assert len(paths) == 2
+    err = capsys.readouterr().err
+    assert "snli/oscarmax/seed=1 has no attention_test.json" in err and "for oscarmax: drawn without" in err
+    for name in NAMES:
+        (tmp_path / "outputs" / "multi30k" / name / figures.SEQ2SEQ_FILE).unlink()
+    assert figures.alignment_figure(records, out, figures.TRANSLATION_TASKS, "translation_alignment",
+                                    "translation") == []
+    assert "translation_alignment skipped: no translation run has attention_test.pt" in capsys.readouterr().err
+    assert figures.snli_figure([], out) == []
+    assert "no SNLI run records" in capsys.readouterr().err
+
+
+def test_files_next_to_the_record_are_found(tmp_path):
+    rec_path = tmp_path / "results" / "snli" / "softmax" / "seed=1.json"
+    rec_path.parent.mkdir(parents=True)
+    (rec_path.parent / "seed=1").mkdir()
+    (rec_path.parent / "seed=1" / figures.SNLI_FILE).write_text("{}")
+    record = {"task": "snli", "attention": {"name": "softmax"}, "run_dir": "/nonexistent", "path": str(rec_path)}
+    assert figures.run_file(record, figures.SNLI_FILE) == rec_path.parent / "seed=1" / figures.SNLI_FILE
+
+
+def test_structure_class():
+    assert figures.structure_class(np.array([0.5, 0.5, 0.0]), "segments") == (2, 1)
+    assert figures.structure_class(np.array([0.4, 0.2, 0.4]), "segments") == (3, 3)  # not adjacent: not fused
+    assert figures.structure_class(np.array([0.4, 0.2, 0.4]), "clusters") == (3, 2)
+    assert figures.structure_class(np.array([1.0, 0.0, 0.0]), "support") == (1, 1)
+
+
+def test_geometry_figures(tmp_path):
+    out = tmp_path / "figures"
+    _assert_images(figures.mapping_curves_figure(out), "mapping_curves")
+    _assert_images(figures.simplex_figure(out, steps=41), "simplex", min_kb=20)
+
+
+def test_main_never_crashes_on_empty_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(figures, "simplex_figure", lambda out: [])  # covered above; keep this test fast
+    assert figures.main(["--results", str(tmp_path / "none"), "--out", str(tmp_path / "figs")]) == 0
+    out = capsys.readouterr()
+    assert "snli_attention           skipped" in out.out and "no SNLI run records" in out.err
