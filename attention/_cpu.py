@@ -207,11 +207,44 @@ def pav_decreasing_row(v, out, groups, m):
     return
 
 
+def unsort_prox_row(z, pooled, blocks, order, u, groups, scale, m, variant):
+    """Put the sorted prox back in place: position order[k] gets pooled[k] and block blocks[k].
+
+    For ``PROX_OWL`` (the prox was computed on |z|) the value is clipped at 0 and takes z's sign; ``scale`` keeps
+    that sign (0 where clipped) for the backward pass. For the exact prox, ``scale`` is 1.
+    """
+    for k in range(m):
+        i = order[k]
+        value = pooled[k]
+        groups[i] = blocks[k]
+        if variant == PROX_OWL:
+            if value <= 0.0:
+                u[i] = 0.0
+                scale[i] = 0.0
+            else:
+                sign = 1.0 if z[i] >= 0.0 else -1.0
+                u[i] = sign * value
+                scale[i] = sign
+        else:
+            u[i] = value
+            scale[i] = 1.0
+
+
+def clear_tail_row(y, groups, scale, m, d):
+    """Entries past a row's length: weight 0, no group, no scale."""
+    for i in range(m, d):
+        y[i] = 0.0
+        groups[i] = -1
+        scale[i] = 0.0
+
+
 # ---------------------------------------------------------------- numba CPU kernels
 
 _sparsemax_row = njit(cache=True, nogil=True)(sparsemax_row)
 _tv_prox_row = njit(cache=True, nogil=True)(tv_prox_row)
 _pav_decreasing_row = njit(cache=True, nogil=True)(pav_decreasing_row)
+_unsort_prox_row = njit(cache=True, nogil=True)(unsort_prox_row)
+_clear_tail_row = njit(cache=True, nogil=True)(clear_tail_row)
 
 PROX_TV = 0  # fusedmax: prox of lam * sum |u_{i+1} - u_i|
 PROX_SORTED = 1  # oscarmax, exact: prox of sum_k w_k u_(k), w_k = lam (m - k), no absolute values
@@ -348,21 +381,7 @@ def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blo
     for k in range(m):  # u holds the sorted, shifted values until the last loop overwrites it
         u[k] = -v[order[k]] - lam * (m - 1 - k)
     _pav_decreasing_row(u, pooled, blocks, m)
-    for k in range(m):
-        i = order[k]
-        value = pooled[k]
-        groups[i] = blocks[k]
-        if variant == PROX_OWL:
-            if value <= 0.0:
-                u[i] = 0.0
-                scale[i] = 0.0
-            else:
-                sign = 1.0 if z[i] >= 0.0 else -1.0
-                u[i] = sign * value
-                scale[i] = sign
-        else:
-            u[i] = value
-            scale[i] = 1.0
+    _unsort_prox_row(z, pooled, blocks, order, u, groups, scale, m, variant)
 
 
 @njit(cache=True, parallel=True)
@@ -393,10 +412,7 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
                 _sorted_prox_row(z[r], u, groups[r], scale[r], m, lam, variant, order, v, pooled, blocks, keys,
                                  keys_tmp, order_tmp, hist)
             _sparsemax_row(u, y[r], m)
-            for i in range(m, d):
-                y[r, i] = 0.0
-                groups[r, i] = -1
-                scale[r, i] = 0.0
+            _clear_tail_row(y[r], groups[r], scale[r], m, d)
 
 
 @njit(cache=True, parallel=True)

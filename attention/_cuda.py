@@ -43,6 +43,8 @@ def _kernels():
     sparsemax_row = cuda.jit(device=True)(_cpu.sparsemax_row)
     tv_prox_row = cuda.jit(device=True)(_cpu.tv_prox_row)
     pav_decreasing_row = cuda.jit(device=True)(_cpu.pav_decreasing_row)
+    unsort_prox_row = cuda.jit(device=True)(_cpu.unsort_prox_row)
+    clear_tail_row = cuda.jit(device=True)(_cpu.clear_tail_row)
 
     @cuda.jit
     def tv_sparsemax(z, lengths, lam, u, y, groups, scale):
@@ -54,10 +56,7 @@ def _kernels():
         for i in range(m):
             scale[r, i] = 1.0
         sparsemax_row(u[r], y[r], m)
-        for i in range(m, z.shape[1]):
-            y[r, i] = 0.0
-            groups[r, i] = -1
-            scale[r, i] = 0.0
+        clear_tail_row(y[r], groups[r], scale[r], m, z.shape[1])
 
     @cuda.jit
     def sorted_sparsemax(z, z_sorted, order, lengths, lam, variant, u, pooled, blocks, y, groups, scale):
@@ -69,26 +68,9 @@ def _kernels():
         for k in range(m):
             u[r, k] = z_sorted[r, k] - lam * (m - 1 - k)
         pav_decreasing_row(u[r], pooled[r], blocks[r], m)
-        for k in range(m):
-            i = order[r, k]
-            value = pooled[r, k]
-            groups[r, i] = blocks[r, k]
-            if variant == PROX_OWL:
-                if value <= 0.0:
-                    u[r, i] = 0.0
-                    scale[r, i] = 0.0
-                else:
-                    sign = 1.0 if z[r, i] >= 0.0 else -1.0
-                    u[r, i] = sign * value
-                    scale[r, i] = sign
-            else:
-                u[r, i] = value
-                scale[r, i] = 1.0
+        unsort_prox_row(z[r], pooled[r], blocks[r], order[r], u[r], groups[r], scale[r], m, variant)
         sparsemax_row(u[r], y[r], m)
-        for i in range(m, z.shape[1]):
-            y[r, i] = 0.0
-            groups[r, i] = -1
-            scale[r, i] = 0.0
+        clear_tail_row(y[r], groups[r], scale[r], m, z.shape[1])
 
     return tv_sparsemax, sorted_sparsemax
 
