@@ -15,6 +15,7 @@ Jacobian centres on the support, and the chain rule divides by γ.
 
 import warnings
 
+import numba
 import torch
 from torch.autograd import Function
 
@@ -28,12 +29,30 @@ def _np(t: torch.Tensor):
     return t.detach().numpy()
 
 
+_NUMBA_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+def _follow_torch_threads():
+    """Run the numba kernels on as many threads as torch uses (torch.set_num_threads is the one knob).
+
+    Both may share one OpenMP runtime, where a numba launch with its own count would silently reset torch's.
+    """
+    torch_threads = torch.get_num_threads()
+    current = numba.get_num_threads()  # the first call starts numba's threads, which may reset OpenMP's count
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    wanted = max(1, min(torch_threads, _NUMBA_MAX_THREADS))
+    if current != wanted:
+        numba.set_num_threads(wanted)
+
+
 class SparsemaxFunction(Function):
     """y = proj_Δ(z) on the first ``lengths[r]`` entries of each row of a (rows, d) tensor; 0 elsewhere."""
 
     @staticmethod
     def forward(ctx, z, lengths):
         if z.device.type == "cpu":
+            _follow_torch_threads()
             y = torch.empty_like(z)
             _cpu.sparsemax_forward(_np(z), _np(lengths), y.numpy())
         else:
@@ -48,6 +67,7 @@ class SparsemaxFunction(Function):
         y, lengths = ctx.saved_tensors
         grad_y = grad_y.contiguous()
         if grad_y.device.type == "cpu":
+            _follow_torch_threads()
             grad_z = torch.empty_like(grad_y)
             _cpu.sparsemax_backward(_np(grad_y), _np(y), _np(lengths), grad_z.numpy())
         else:
@@ -80,6 +100,7 @@ def _prox_forward_elsewhere(z, lengths, lam, variant):
 
 
 def _cpu_prox_forward(z, lengths, lam, variant):
+    _follow_torch_threads()
     y = torch.empty_like(z)
     groups = torch.empty(z.shape, dtype=torch.int64)
     scale = torch.empty_like(z)
@@ -108,6 +129,7 @@ class ProxSparsemaxFunction(Function):
         y, groups, scale, lengths = ctx.saved_tensors
         grad_y = grad_y.contiguous()
         if grad_y.device.type == "cpu":
+            _follow_torch_threads()
             grad_z = torch.empty_like(grad_y)
             _cpu.prox_sparsemax_backward(
                 _np(grad_y), _np(y), _np(groups), _np(scale), _np(lengths), grad_z.numpy()

@@ -112,17 +112,10 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(n: int | None) -> None:
-    """Intra-op CPU threads for torch and for the attention library's numba kernels. On a loaded machine more
+    """Intra-op CPU threads (the attention library's numba kernels follow torch's count). On a loaded machine more
     threads than free cores make every step many times slower (OpenMP spinning): use 1 there."""
-    if not n:
-        return
-    torch.set_num_threads(int(n))
-    try:
-        import numba
-
-        numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
-    except Exception:  # numba absent or its pool already sized: torch's setting still holds
-        pass
+    if n:
+        torch.set_num_threads(int(n))
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -22,23 +22,13 @@ from pathlib import Path
 import torch
 
 from tasks.stats import AttentionStats, groups_kind
+from tasks.trainer import set_threads
 from tasks.vocab import Vocab
 
 from . import data as D
 from . import metrics as M
 from .model import Seq2Seq, nll_loss
 from .search import beam_search, greedy_search, replace_unk
-
-
-def set_threads(n: int) -> None:
-    """torch and numba (the CPU kernels of the sparse mappings run numba-parallel loops) on ``n`` threads."""
-    torch.set_num_threads(n)
-    try:
-        import numba
-
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def make_attention(spec):
