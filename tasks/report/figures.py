@@ -319,7 +319,7 @@ CLASS_COLOURS = {
 }
 
 
-GRID_SHIFT = 1e-3 * np.sqrt(2)  # t2 is shifted off the grid of t1: no exactly opposite scores (t1 = -t2)
+GRID_SHIFT = 1e-3 * np.sqrt(2)  # t2 is shifted off the grid of t1, so no grid point sits exactly on t1 = ±t2
 
 
 def simplex_grid(name: str, params: dict, lim: float = 2.0, steps: int = 201):
@@ -337,28 +337,6 @@ def simplex_grid(name: str, params: dict, lim: float = 2.0, steps: int = 201):
     return t, y, classes
 
 
-def _simplex_grids(mappings, steps):
-    return [simplex_grid(name, params, steps=steps) for name, params in mappings]
-
-
-def simplex_grids_guarded(mappings, steps: int, timeout: float = 300.0):
-    """``simplex_grid`` of every mapping, in a child process that is stopped after ``timeout`` seconds: a mapping
-    kernel that never returns on some input must not hang `make figures`."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
-    try:
-        return pool.submit(_simplex_grids, tuple(mappings), steps).result(timeout=timeout)
-    except cf.TimeoutError:
-        for proc in list(getattr(pool, "_processes", {}).values()):  # the child this call started
-            proc.terminate()
-        raise TimeoutError(f"the mappings did not return within {timeout:.0f} s on the score grid "
-                           "(a kernel that loops on some input?)") from None
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
 def to_ternary(y: np.ndarray) -> np.ndarray:
     """Barycentric (y1, y2, y3) -> 2-d points of the triangle with vertices e1=(0,0), e2=(1,0), e3=(½,√3/2)."""
     return np.stack([y[:, 1] + 0.5 * y[:, 2], (np.sqrt(3) / 2) * y[:, 2]], axis=1)
@@ -373,7 +351,7 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
     cmap = ListedColormap([CLASS_COLOURS[k] for k in keys])
     fig, axes = plt.subplots(2, len(mappings), figsize=(3.4 * len(mappings), 6.6), squeeze=False)
     seen = set()
-    grids = simplex_grids_guarded(mappings, steps)
+    grids = [simplex_grid(name, params, steps=steps) for name, params in mappings]
     for j, ((name, params), (t, y, classes)) in enumerate(zip(mappings, grids)):
         codes = np.array([keys.index(c) if c in keys else -1 for c in classes]).reshape(len(t), len(t))
         seen |= set(classes)
