@@ -54,12 +54,15 @@ class GlobalAttention(nn.Module):
         self.normalizer = normalizer
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
-        """query (B, H), memory (B, S, H), mask (B, S) -> attentional output (B, H), weights (B, S)."""
+        """query (B, H), memory (B, S, H), mask (B, S) -> attentional output (B, H), weights (B, S), scores (B, S).
+
+        The scores are returned for diagnostics (their scale decides how sparse a sparse mapping is) and for UNK
+        replacement, which breaks ties inside a fused group by them."""
         scores = torch.bmm(memory, self.linear_in(query).unsqueeze(2)).squeeze(2)  # (B, S)
         weights = self.normalizer(scores, mask=mask)
         context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
         out = torch.tanh(self.linear_out(torch.cat([context, query], dim=1)))
-        return out, weights
+        return out, weights, scores
 
 
 class Seq2Seq(nn.Module):
@@ -123,7 +126,8 @@ class Seq2Seq(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- decoder
     def decode_step(self, tokens: torch.Tensor, state: DecoderState, memory: torch.Tensor, mask: torch.Tensor):
-        """One target step: tokens (B,) -> (attentional output h̃ (B, H), new state, attention weights (B, S))."""
+        """One target step: tokens (B,) -> (attentional output h̃ (B, H), new state, attention weights (B, S),
+        attention scores (B, S))."""
         x = self.dropout(self.tgt_embed(tokens))
         if self.input_feed:
             x = torch.cat([x, state.feed], dim=1)
@@ -133,26 +137,30 @@ class Seq2Seq(nn.Module):
             hs.append(h_i)
             cs.append(c_i)
             x = self.dropout(h_i) if i + 1 < len(self.cells) else h_i
-        out, weights = self.attn(x, memory, mask)
+        out, weights, scores = self.attn(x, memory, mask)
         out = self.dropout(out)
-        return out, DecoderState(torch.stack(hs), torch.stack(cs), out), weights
+        return out, DecoderState(torch.stack(hs), torch.stack(cs), out), weights, scores
 
     def log_probs(self, out: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.generator(out), dim=-1)
 
-    def forward(self, src, src_lengths, tgt_in):
+    def forward(self, src, src_lengths, tgt_in, return_scores: bool = False):
         """Teacher forcing. src (B, S), src_lengths (B,), tgt_in (B, T) = <bos> y_1 … y_{T-1}.
 
-        Returns log-probabilities (B, T, V) and attention weights (B, T, S).
+        Returns log-probabilities (B, T, V) and attention weights (B, T, S) (and the attention scores (B, T, S)
+        with ``return_scores``).
         """
         enc = self.encode(src, src_lengths)
         state = self.init_state(enc)
-        outs, attns = [], []
+        outs, attns, scores = [], [], []
         for t in range(tgt_in.size(1)):
-            out, state, weights = self.decode_step(tgt_in[:, t], state, enc.memory, enc.mask)
+            out, state, weights, step_scores = self.decode_step(tgt_in[:, t], state, enc.memory, enc.mask)
             outs.append(out)
             attns.append(weights)
+            scores.append(step_scores)
         outs = torch.stack(outs, dim=1)
+        if return_scores:
+            return self.log_probs(outs), torch.stack(attns, dim=1), torch.stack(scores, dim=1)
         return self.log_probs(outs), torch.stack(attns, dim=1)
 
 

@@ -1,7 +1,8 @@
 """Greedy and beam search for ``tasks.seq2seq.model.Seq2Seq``, batched over sentences, with attention matrices.
 
 Both return, per source sentence, a ``Hypothesis``: the target ids (without <bos>/<eos>), the log-probability,
-and the attention matrix (target length × source length; rows of the emitted tokens, the <eos> step left out).
+the attention matrix (target length × source length; rows of the emitted tokens, the <eos> step left out) and
+the attention scores behind it (same shape; UNK replacement breaks ties inside a fused group with them).
 The length limit of each sentence is min(max_length, max_len_a · |src| + max_len_b); at the limit <eos> is forced.
 
 Beam search keeps ``beam`` live hypotheses per sentence (from the 2·beam best continuations, as fairseq does);
@@ -22,6 +23,7 @@ class Hypothesis:
     tokens: list[int]
     score: float
     attention: torch.Tensor  # (len(tokens), src_len)
+    attention_scores: torch.Tensor | None = None  # (len(tokens), src_len): the scores the mapping was applied to
 
 
 def _max_lengths(src_lengths: torch.Tensor, max_len_a: float, max_len_b: int, max_length: int) -> list[int]:
@@ -37,10 +39,10 @@ def greedy_search(model, src, src_lengths, bos: int, eos: int, max_len_a: float 
     state = model.init_state(enc)
     tokens = torch.full((B,), bos, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool)
-    steps, attns, scores = [], [], torch.zeros(B, dtype=torch.float64)
+    steps, attns, raw, scores = [], [], [], torch.zeros(B, dtype=torch.float64)
     ended = [None] * B
     for t in range(max(limits)):
-        out, state, weights = model.decode_step(tokens, state, enc.memory, enc.mask)
+        out, state, weights, step_scores = model.decode_step(tokens, state, enc.memory, enc.mask)
         lp = model.log_probs(out)
         for b in range(B):  # force <eos> at the length limit
             if t == limits[b] - 1:
@@ -52,6 +54,7 @@ def greedy_search(model, src, src_lengths, bos: int, eos: int, max_len_a: float 
         scores[live] += best.double().cpu()[live]
         steps.append(tokens.cpu())
         attns.append(weights.cpu())
+        raw.append(step_scores.float().cpu())
         for b in torch.nonzero(live & (tokens.cpu() == eos)).flatten().tolist():
             ended[b] = t
         done |= tokens.cpu() == eos
@@ -59,11 +62,13 @@ def greedy_search(model, src, src_lengths, bos: int, eos: int, max_len_a: float 
             break
     steps = torch.stack(steps, dim=1)
     attns = torch.stack(attns, dim=1)
+    raw = torch.stack(raw, dim=1)
     hyps = []
     for b in range(B):
         n = ended[b] if ended[b] is not None else steps.size(1)
         s = int(src_lengths[b])
-        hyps.append(Hypothesis(steps[b, :n].tolist(), float(scores[b]), attns[b, :n, :s].clone()))
+        hyps.append(Hypothesis(steps[b, :n].tolist(), float(scores[b]), attns[b, :n, :s].clone(),
+                               raw[b, :n, :s].clone()))
     return hyps
 
 
@@ -82,7 +87,8 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
     tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
     history = torch.empty(B * K, 0, dtype=torch.long, device=device)
     attn_hist = torch.empty(B * K, 0, src.size(1), device=device)
-    finished: list[list[tuple[float, float, list[int], torch.Tensor]]] = [[] for _ in range(B)]
+    score_hist = torch.empty(B * K, 0, src.size(1), device=device)
+    finished: list[list[tuple[float, float, list[int], torch.Tensor, torch.Tensor]]] = [[] for _ in range(B)]
     done = [False] * B
     base = (torch.arange(B, device=device) * K).unsqueeze(1)
 
@@ -90,7 +96,7 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
         return score / (max(length, 1) ** length_penalty) if length_penalty else score
 
     for t in range(max(limits)):
-        out, state, weights = model.decode_step(tokens, state, memory, mask)
+        out, state, weights, step_scores = model.decode_step(tokens, state, memory, mask)
         lp = model.log_probs(out).float()  # (B*K, V)
         V = lp.size(1)
         for b in range(B):
@@ -111,7 +117,9 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
                 continue
             row = int(src_rows[b, j])
             s = float(top_s[b, j])
-            finished[b].append((normalized(s, t), s, history[row].tolist(), attn_hist[row, :, : int(src_lengths[b])]))
+            n = int(src_lengths[b])
+            finished[b].append((normalized(s, t), s, history[row].tolist(), attn_hist[row, :, :n],
+                                score_hist[row, :, :n]))
         # the K best non-<eos> continuations stay alive (there are at least K among the 2K best)
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :K]
         sel_rows = src_rows.gather(1, order).reshape(-1)
@@ -121,6 +129,8 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
         history = torch.cat([history.index_select(0, sel_rows), sel_tok.unsqueeze(1)], dim=1)
         attn_hist = torch.cat([attn_hist.index_select(0, sel_rows), weights.index_select(0, sel_rows).unsqueeze(1)],
                               dim=1)
+        score_hist = torch.cat([score_hist.index_select(0, sel_rows),
+                                step_scores.float().index_select(0, sel_rows).unsqueeze(1)], dim=1)
         state = state.index_select(sel_rows)
         tokens = sel_tok
         best_alive = scores.max(dim=1).values.tolist()
@@ -140,19 +150,35 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
     hyps = []
     for b in range(B):
         if finished[b]:
-            _, raw, toks, att = max(finished[b], key=lambda f: f[0])
+            _, raw, toks, att, sc = max(finished[b], key=lambda f: f[0])
         else:  # cannot happen (<eos> is forced at the limit) but keep a safe answer
-            row = b * K
-            raw, toks, att = float(scores[b, 0]), history[row].tolist(), attn_hist[row, :, : int(src_lengths[b])]
-        hyps.append(Hypothesis(toks, raw, att.detach().cpu().clone()))
+            row, n = b * K, int(src_lengths[b])
+            raw, toks, att, sc = float(scores[b, 0]), history[row].tolist(), attn_hist[row, :, :n], score_hist[row, :, :n]
+        hyps.append(Hypothesis(toks, raw, att.detach().cpu().clone(), sc.detach().cpu().clone()))
     return hyps
 
 
-def replace_unk(tokens: list[str], src_tokens: list[str], attention: torch.Tensor, unk: str = "<unk>") -> list[str]:
-    """Replace each ``unk`` in the output by the source token with the largest attention weight at that step."""
+def replace_unk(tokens: list[str], src_tokens: list[str], attention: torch.Tensor, unk: str = "<unk>",
+                scores: torch.Tensor | None = None) -> list[str]:
+    """Replace each ``unk`` in the output by the source token with the largest attention weight at that step.
+
+    fusedmax and oscarmax give several source positions exactly the same weight by design (a fused group), so
+    "the largest weight" is often a tie. A tie is broken by the attention *score* the mapping was applied to
+    (the position the model preferred before fusing; ``scores``, same shape as ``attention``), and by the
+    leftmost position only when the scores tie too (or are not given)."""
     out = list(tokens)
     for i, tok in enumerate(out):
         if tok == unk and i < attention.size(0) and len(src_tokens) > 0:
-            j = int(attention[i, : len(src_tokens)].argmax())
-            out[i] = src_tokens[j]
+            out[i] = src_tokens[attended_position(attention[i, : len(src_tokens)],
+                                                  None if scores is None else scores[i, : len(src_tokens)])]
     return out
+
+
+def attended_position(weights: torch.Tensor, scores: torch.Tensor | None = None) -> int:
+    """The argmax of one attention row; ties (exactly equal weights, as in a fused group) go to the highest score."""
+    top = weights.max()
+    tied = weights == top
+    if scores is None or int(tied.sum()) == 1:
+        return int(tied.nonzero()[0])
+    masked = torch.where(tied, scores.to(torch.float64), torch.tensor(float("-inf"), dtype=torch.float64))
+    return int(masked.argmax())

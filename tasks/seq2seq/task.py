@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.stats import AttentionStats, groups_kind
+from tasks.stats import AttentionStats, groups_kind, zero_gradient_rows
 from tasks.trainer import set_threads
 from tasks.vocab import Vocab
 
@@ -113,14 +113,20 @@ class Seq2SeqTask:
         self.threads = threads  # torch.set_num_threads: 1 is much faster than 2 on a shared 2-core machine
         self.device = torch.device("cpu")
         self.last_outputs: dict[str, list] = {}
+        self.extra_test_sets: list[str] = []
 
     # ------------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         if self.threads:
             set_threads(int(self.threads))
         self.splits = D.load_splits(self.corpus, self.data_cfg)
+        self.extra_test_sets = []
         if self.test_set == "duc2004":
             self.splits["test"] = D.load_duc2004(self.duc_cfg)
+        elif self.kind == "summarization" and self.duc_cfg.get("root"):
+            # DUC-2004 evaluated by the same model as the Gigaword test set (Rush et al.'s protocol): no retraining
+            self.splits["duc2004"] = D.load_duc2004(self.duc_cfg)
+            self.extra_test_sets.append("duc2004")
         train = self.splits["train"]
         if len(train) == 0:
             raise ValueError(f"{self.name}: empty training set")
@@ -157,26 +163,32 @@ class Seq2SeqTask:
 
     def perplexity(self, model, split: str, stats: AttentionStats | None = None) -> float:
         total, count = 0.0, 0
+        generator = torch.Generator().manual_seed(0)
         for batch in self._eval_batches(split, self.eval_cfg["batch_size"]):
             batch = batch.to(self.device)
-            log_probs, attn = model(batch.src, batch.src_lengths, batch.tgt_in)
+            log_probs, attn, scores = model(batch.src, batch.src_lengths, batch.tgt_in, return_scores=True)
             loss, ntok = nll_loss(log_probs, batch.tgt_out, pad=Vocab.pad_id)
             total, count = total + float(loss), count + ntok
             if stats is not None:
                 src_mask = torch.arange(batch.src.size(1), device=self.device)[None] < batch.src_lengths[:, None]
                 mask = (batch.tgt_out != Vocab.pad_id)[:, :, None] & src_mask[:, None, :]
-                stats.update(attn, mask)
+                dead = zero_gradient_rows(model.attn.normalizer, scores, mask, generator=generator)
+                stats.update(attn, mask, scores=scores / self.gamma, dead=dead)
         return math.exp(min(total / max(count, 1), 50.0))
 
-    def decode(self, model, split: str, method: str = "beam") -> tuple[list[list[str]], list[torch.Tensor]]:
-        """Outputs (tokens, UNK-replaced when asked) and attention matrices of every pair of ``split``, in order."""
+    def decode(self, model, split: str, method: str = "beam") -> tuple[list[list[str]], list]:
+        """Outputs (tokens, UNK-replaced when asked) and hypotheses (``search.Hypothesis``: attention matrix and the
+        scores behind it) of every pair of ``split``, in order."""
         d = self.decode_cfg
         parallel, encoded = self.splits[split], self.encoded[split]
+        max_len_b = d["max_len_b"]
+        if split == "duc2004" and self.duc_cfg.get("max_len_b") is not None:
+            max_len_b = self.duc_cfg["max_len_b"]
         outputs: list = [None] * len(encoded)
-        attns: list = [None] * len(encoded)
+        hyps_out: list = [None] * len(encoded)
         for batch in D.length_batches(encoded, d["batch_size"], shuffle=False):
             batch = batch.to(self.device)
-            kw = dict(bos=Vocab.bos_id, eos=Vocab.eos_id, max_len_a=d["max_len_a"], max_len_b=d["max_len_b"],
+            kw = dict(bos=Vocab.bos_id, eos=Vocab.eos_id, max_len_a=d["max_len_a"], max_len_b=max_len_b,
                       max_length=d["max_length"])
             if method == "greedy":
                 hyps = greedy_search(model, batch.src, batch.src_lengths, **kw)
@@ -186,25 +198,46 @@ class Seq2SeqTask:
             for i, hyp in zip(batch.index, hyps):
                 tokens = [self.tgt_vocab.itos[t] for t in hyp.tokens]
                 if d["replace_unk"]:
-                    tokens = replace_unk(tokens, parallel.src[i], hyp.attention, unk="<unk>")
+                    tokens = replace_unk(tokens, parallel.src[i], hyp.attention, unk="<unk>",
+                                         scores=hyp.attention_scores)
                 outputs[i] = [t for t in tokens if t not in ("<pad>", "<bos>", "<eos>")]
-                attns[i] = hyp.attention
-        return outputs, attns
+                hyps_out[i] = hyp
+        return outputs, hyps_out
 
-    def score(self, split: str, outputs: list[list[str]]) -> dict:
+    def score(self, split: str, outputs: list[list[str]], per_example: bool = False) -> dict:
+        """The split's metrics; with ``per_example`` also what a paired significance test needs, per pair:
+        sacreBLEU's sentence statistics (``metrics.bleu_sentence_stats``) or the ROUGE scores."""
         parallel = self.splits[split]
         if self.kind == "translation":
             lang = self.data_cfg.get("tgt_lang", "en")
             hyps = [M.detokenize(o, lang) for o in outputs]
             refs = parallel.tgt_raw if parallel.tgt_raw is not None else [M.detokenize(t, lang) for t in parallel.tgt]
             bleu, signature = M.bleu(hyps, refs)
-            return {"bleu": bleu, "tok_bleu": M.tokenized_bleu(outputs, parallel.tgt), "bleu_signature": signature}
+            out = {"bleu": bleu, "tok_bleu": M.tokenized_bleu(outputs, parallel.tgt), "bleu_signature": signature,
+                   "unk_rate": _unk_rate(outputs)}
+            if per_example:
+                out["per_example"] = {"kind": "bleu", "stats": M.bleu_sentence_stats(hyps, refs)}
+            return out
         hyps = [" ".join(o) for o in outputs]
         if parallel.refs is not None:  # DUC-2004: 75-byte recall over 4 references
-            return M.rouge_recall_75b(hyps, [[" ".join(r) for r in refs] for refs in parallel.refs])
-        return M.rouge_f1(hyps, [" ".join(t) for t in parallel.tgt])
+            per = M.rouge_recall_75b_per_doc(hyps, [[" ".join(r) for r in refs] for refs in parallel.refs])
+        else:
+            per = M.rouge_f1_per_pair(hyps, [" ".join(t) for t in parallel.tgt])
+        out = {k: sum(v) / max(len(v), 1) for k, v in per.items()}
+        out["unk_rate"] = _unk_rate(outputs)
+        if per_example:
+            out["per_example"] = {"kind": "mean", **{k: [round(x, 6) for x in v] for k, v in per.items()}}
+        return out
+
+    @property
+    def gamma(self) -> float:
+        return float((self.attention_cfg or {}).get("gamma", 1.0)) if isinstance(self.attention_cfg, dict) else 1.0
 
     def evaluate(self, model, split: str) -> dict:
+        """Perplexity (teacher forcing) and, when decoding, BLEU / ROUGE; attention statistics (tasks/stats.py:
+        support, spread, groups, and the score-scale diagnostics top2_gap / gap_ge_1 / dead_rows) of the
+        teacher-forced rows on valid, of the decoded rows on test. On "test", ``per_example`` statistics for paired
+        significance tests, and the extra test sets (DUC-2004 when ``task.duc.root`` is set) under their name."""
         stats = AttentionStats(groups=groups_kind(self.attention_name))
         out: dict = {}
         if self.splits[split].refs is None:  # DUC has no single-target perplexity worth reporting
@@ -212,19 +245,24 @@ class Seq2SeqTask:
             out["neg_ppl"] = -out["ppl"]
         method = self.eval_cfg["valid_decode"] if split == "valid" else self.eval_cfg["test_decode"]
         if method and method != "none":
-            outputs, attns = self.decode(model, split, method)
-            out.update(self.score(split, outputs))
+            outputs, hyps = self.decode(model, split, method)
+            out.update(self.score(split, outputs, per_example=split != "valid"))
             if split != "valid" or not stats.rows:
                 stats.reset()
-                for a in attns:
-                    if a.numel():
-                        stats.update(a)
-            self.last_outputs[split] = [outputs, attns]
+                generator = torch.Generator().manual_seed(0)
+                for h in hyps:
+                    if h.attention.numel():
+                        dead = zero_gradient_rows(model.attn.normalizer, h.attention_scores, generator=generator)
+                        stats.update(h.attention, scores=h.attention_scores / self.gamma, dead=dead)
+            self.last_outputs[split] = [outputs, hyps]
             out["decode"] = method
         out.update(stats.compute())
         if "bleu_signature" in out:
             print(f"[{self.name}] {split} BLEU {out['bleu']:.2f} (tokenized {out['tok_bleu']:.2f}) "
                   f"sacrebleu {out['bleu_signature']}")
+        if split == "test":
+            for extra in self.extra_test_sets:
+                out[extra] = self.evaluate(model, extra)
         return out
 
     def on_test_end(self, model, run_dir) -> None:
@@ -232,15 +270,27 @@ class Seq2SeqTask:
             return
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        outputs, attns = self.last_outputs["test"]
+        for extra in self.extra_test_sets:
+            if extra in self.last_outputs:
+                (run_dir / f"{extra}_hypotheses.txt").write_text(
+                    "".join(" ".join(o) + "\n" for o in self.last_outputs[extra][0]), encoding="utf-8")
+        outputs, hyps = self.last_outputs["test"]
         parallel = self.splits["test"]
         (run_dir / "test_hypotheses.txt").write_text("".join(" ".join(o) + "\n" for o in outputs), encoding="utf-8")
         n = min(int(self.eval_cfg["save_attention"]), len(outputs))
         items = [{"src": parallel.src[i], "hyp": outputs[i], "ref": parallel.tgt[i],
-                  "attention": attns[i].float().clone()} for i in range(n)]
+                  "attention": hyps[i].attention.float().clone(),
+                  "scores": None if hyps[i].attention_scores is None else hyps[i].attention_scores.float().clone()}
+                 for i in range(n)]
         torch.save({"task": self.name, "attention": self.attention_cfg, "items": items}, run_dir / "attention_test.pt")
         print(f"[{self.name}] test outputs: {run_dir / 'test_hypotheses.txt'}, attention of {n} sentences: "
               f"{run_dir / 'attention_test.pt'}")
+
+
+def _unk_rate(outputs: list[list[str]]) -> float:
+    """The fraction of output tokens that are ``<unk>`` (after UNK replacement, when it is on)."""
+    n = sum(len(o) for o in outputs)
+    return sum(t == "<unk>" for o in outputs for t in o) / max(n, 1)
 
 
 class Multi30kTask(Seq2SeqTask):

@@ -51,4 +51,4 @@ class ConditionalAttentionNLI(nn.Module):
         r = torch.bmm(alpha.unsqueeze(1), Y).squeeze(1)                    # (B, H)
         h_star = torch.tanh(self.W_p(r) + self.W_x(h_n))
         logits = self.out(self.drop(h_star))
-        return (logits, alpha, mask) if return_attention else logits
+        return (logits, alpha, mask, scores) if return_attention else logits

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import attention as attention_lib
 
 from ..embeddings import embedding_matrix, glove_file, read_glove
-from ..stats import AttentionStats, groups_kind
+from ..stats import AttentionStats, groups_kind, zero_gradient_rows
 from ..vocab import Vocab
 from . import data as snli_data
 from .model import ConditionalAttentionNLI
@@ -125,16 +125,26 @@ class SNLITask:
             yield self.collate(split, range(i, min(i + self.eval_batch_size, n)))
 
     def evaluate(self, model, split: str) -> dict:
+        """Accuracy, loss and attention statistics (tasks/stats.py, with the score diagnostics); on "test" also
+        ``per_example`` (which pairs were classified correctly, in order), for paired significance tests."""
         stats = AttentionStats(groups=groups_kind(self.attention_cfg["name"]))
-        correct, loss_sum, n = 0, 0.0, 0
+        gamma = float(self.attention_cfg.get("gamma", 1.0))
+        generator = torch.Generator().manual_seed(0)
+        correct, loss_sum, n, hits = 0, 0.0, 0, []
         for batch in self.eval_batches(split):
             batch = _to(batch, self.device)
-            logits, alpha, mask = self.forward(model, batch, return_attention=True)
+            logits, alpha, mask, scores = self.forward(model, batch, return_attention=True)
             loss_sum += float(F.cross_entropy(logits, batch.label, reduction="sum"))
-            correct += int((logits.argmax(-1) == batch.label).sum())
+            hit = logits.argmax(-1) == batch.label
+            correct += int(hit.sum())
+            hits += hit.int().tolist()
             n += len(batch.label)
-            stats.update(alpha, mask)
-        return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "examples": n, **stats.compute()}
+            dead = zero_gradient_rows(model.attention, scores, mask, generator=generator)
+            stats.update(alpha, mask, scores=scores / gamma, dead=dead)
+        out = {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "examples": n, **stats.compute()}
+        if split == "test":
+            out["per_example"] = {"kind": "accuracy", "correct": "".join(map(str, hits))}
+        return out
 
     def on_test_end(self, model, run_dir) -> None:
         """Attention maps of the first test pairs: <run_dir>/attention_test.json (+ attention_test.png)."""
@@ -142,7 +152,7 @@ class SNLITask:
         if k == 0:
             return
         batch = _to(self.collate("test", range(k)), self.device)
-        logits, alpha, _ = self.forward(model, batch, return_attention=True)
+        logits, alpha, _, _ = self.forward(model, batch, return_attention=True)
         items = []
         for j in range(k):
             ex = self.splits["test"][j]
