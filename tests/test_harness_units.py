@@ -1,5 +1,6 @@
 """Vocab, GloVe reading, attention statistics."""
 
+import math
 import gzip
 import zipfile
 from pathlib import Path
@@ -91,3 +92,49 @@ def test_stats_of_the_mappings():
     assert fused["support"] < 12 and fused["segments"] < fused["support"] and sparse["segments"] == sparse["support"]
     oscar = attention_stats(attention.oscarmax(x, lam=0.3), groups=groups_kind("oscarmax"))
     assert oscar["clusters"] < oscar["support"] and oscar["groups"] == oscar["clusters"]
+
+
+def test_support_counts_exact_zeros_and_the_common_measures_mean_the_same_for_all():
+    # a peaked softmax row: no exact zero (support = all 4), but only one weight carries >= 1% of the mass
+    soft = attention.softmax(torch.tensor([[30.0, 0.0, 0.0, 0.0]]))
+    assert (soft > 0).all() and (soft[0, 1:] < 1e-10).all()
+    s = attention_stats(soft)
+    assert s["support"] == 4 and s["above_1pct"] == 1 and s["attn_ppl"] == pytest.approx(1.0, abs=1e-6)
+    # exact zeros of a sparse row; a uniform row over n positions has perplexity n
+    w = torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0, 0.0], [0.995, 0.005, 0.0, 0.0, 0.0, 0.0]])
+    rows = [attention_stats(w[i: i + 1]) for i in range(2)]
+    assert rows[0]["support"] == 4 and rows[0]["above_1pct"] == 4 and rows[0]["attn_ppl"] == pytest.approx(4.0)
+    assert rows[1]["support"] == 2 and rows[1]["above_1pct"] == 1
+    assert rows[1]["attn_ppl"] == pytest.approx(math.exp(-(0.995 * math.log(0.995) + 0.005 * math.log(0.005))))
+
+
+def test_score_gap_diagnostics():
+    scores = torch.tensor([[2.0, 0.5, 0.0], [0.3, 0.1, 5.0], [1.0, 9.0, 9.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False], [True, False, False]])
+    w = attention.sparsemax(scores, mask=mask)
+    s = attention_stats(w, mask, scores=scores)
+    # row 0: gap 1.5 (sparsemax one-hot, as gap >= 1 says); row 1: 5.0 is masked, gap 0.2; row 2: one position, no gap
+    assert s["top2_gap"] == pytest.approx((1.5 + 0.2) / 2) and s["gap_ge_1"] == pytest.approx(0.5)
+    assert w[0].tolist() == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("name,params", [("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.3}),
+                                         ("softmax", {})])
+def test_zero_gradient_rows_are_the_single_group_rows(name, params):
+    from tasks.stats import zero_gradient_rows
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 7) * 3
+    for gamma in (1.0, 10.0):
+        mapping = attention.build(name, gamma=gamma, **params)
+        y = mapping(x * gamma)
+        dead = zero_gradient_rows(mapping, x * gamma)
+        kind = {"sparsemax": "support", "fusedmax": "segments", "oscarmax": "clusters"}.get(name)
+        if kind is None:
+            assert not dead.any()  # softmax always passes a gradient
+            continue
+        single = torch.tensor([attention_stats(y[i: i + 1], groups="clusters")[kind] == 1 for i in range(len(y))])
+        assert single.any() and (~single).any()  # both kinds of rows occur
+        assert torch.equal(dead, single)
+    masked = torch.zeros(2, 7, dtype=torch.bool)
+    assert not zero_gradient_rows(attention.build(name, **params), x[:2], masked).any()  # no position: not "dead"

@@ -23,6 +23,7 @@ def record(task, attention, seed, test, *, finished="2026-01-01T00:00:00", confi
         "config": config or {"task": {"name": task}},
         "metrics": {"valid": {}, "test": test},
         "epochs": 3,
+        "best_epoch": 2,
         "time_per_epoch_s": 10.0,
         "wall_time_s": 30.0,
         "git_commit": "abc",
@@ -102,21 +103,26 @@ def test_snli_table_exact(results):
     assert table.paper[("oscarmax", "snli", "accuracy")] == (None, None)
 
     md = to_markdown(table).splitlines()
-    assert "| attention | Accuracy | Accuracy (paper) | n | support | groups |" in md
-    assert "| softmax | 82.00 ± 2.00 | 81.50 | 3 | 12.00 | 12.00 |" in md
-    assert "| sparsemax | 81.00 | — | 1 | 3.00 | 3.00 |" in md
-    assert "| fusedmax | 84.00 ± 1.41 | 82.25 | 2 | 5.00 | 2.00 |" in md
-    assert "| oscarmax | — | — | 0 | — | — |" in md
+    assert ("| attention | Accuracy | n | Δ Accuracy vs softmax [95% CI] | Accuracy (paper) | nonzero | ≥1% | exp(H) "
+            "| groups | best / epochs | min/run |") in md
+    assert "| softmax | 82.00 ± 2.00 | 3 | (baseline) | 81.50 | 12.00 | — | — | 12.00 | 2.0 / 3.0 | 0.5 |" in md
+    # no per-example statistics in these records: no paired test
+    assert "| sparsemax | 81.00 | 1 | n/a | — | 3.00 | — | — | 3.00 | 2.0 / 3.0 | 0.5 |" in md
+    assert "| fusedmax | 84.00 ± 1.41 | 2 | n/a | 82.25 | 5.00 | — | — | 2.00 | 2.0 / 3.0 | 0.5 |" in md
+    assert "| oscarmax | — | 0 | — | — | — | — | — | — | — | — |" in md
+    notes = md[-1] or md[-2]
+    assert "1 run(s) without test metrics left out" in notes and "1 older re-run(s) of the same seed" in notes
 
     tex = to_latex(table)
-    assert r"softmax & $82.00 \pm 2.00$ & 81.50 & 3 & 12.00 & 12.00 \\" in tex
-    assert r"oscarmax & -- & -- & 0 & -- & -- \\" in tex
-    assert r"\begin{tabular}{lrrrrr}" in tex and "Table T1, Table X" in tex
+    assert r"softmax & $82.00 \pm 2.00$ & 3 & (baseline) & 81.50 & 12.00 & -- & -- & 12.00 & 2.0 / 3.0 & 0.5 \\" in tex
+    assert r"oscarmax & -- & 0 & -- & -- & -- & -- & -- & -- & -- & -- \\" in tex
+    assert r"\begin{tabular}{lrrrrrrrrrr}" in tex and "Table T1, Table X" in tex
 
     rows = list(csv.DictReader(io.StringIO(to_csv(table))))
     soft_acc = next(r for r in rows if r["attention"] == "softmax" and r["quantity"] == "accuracy")
     assert soft_acc == {"experiment": "snli", "dataset": "snli", "attention": "softmax", "quantity": "accuracy",
-                        "mean": "82.0", "std": "2.0", "n": "3", "paper": "81.5", "paper_table": "Table X"}
+                        "mean": "82.0", "std": "2.0", "n": "3", "paper": "81.5", "paper_table": "Table X",
+                        "delta_vs_softmax": "", "delta_low": "", "delta_high": "", "p_value": ""}
     osc = next(r for r in rows if r["attention"] == "oscarmax" and r["quantity"] == "accuracy")
     assert osc["mean"] == "" and osc["n"] == "0" and osc["paper"] == ""
 
@@ -131,9 +137,10 @@ def test_translation_columns_per_pair(results):
     assert table.scale["bleu"] == 1.0  # BLEU is never rescaled
     assert table.cells[("oscarmax", "iwslt de-en", "bleu")].values == [25.5]
     md = to_markdown(table)
-    assert "| softmax | 31.00 ± 1.41 | 33.10 | 2 | 21.00 | 21.00 | — | — | 0 | — | — | — | — | 0 | — | — |" in md
+    assert "#### Multi30k de→en" in md and "#### Multi30k en→de" in md and "#### IWSLT14 de→en" in md
+    assert "| softmax | 31.00 ± 1.41 | — | 2 | (baseline) | 33.10 | 21.00 | — | — | 21.00 | 2.0 / 3.0 | 0.5 |" in md
     tex = to_latex(table)
-    assert r"\multicolumn{5}{c}{Multi30k de$\to$en}" in tex
+    assert r"\multicolumn{12}{c}{Multi30k de$\to$en}" in tex
 
 
 def test_summarization_two_datasets(results):
@@ -144,8 +151,9 @@ def test_summarization_two_datasets(results):
     assert table.cells[("fusedmax", "duc", "rouge2")].values == pytest.approx([8.0])
     assert table.cells[("fusedmax", "duc", "rouge1")].values == pytest.approx([25.0])  # recall, not F1, on DUC
     md = to_markdown(table)
-    assert "Gigaword R-1 | Gigaword R-2 | Gigaword R-L | Gigaword R-1 (paper)" in md
-    assert "| sparsemax | 32.00 ± 2.83 | 12.00 ± 2.83 | 26.00 ± 1.41 | — | — | — | 2 |" in md
+    assert "#### Gigaword" in md and "#### DUC-2004" in md
+    assert "| attention | R-1 | R-2 | R-L | n | Δ R-1 vs softmax [95% CI] | R-1 (paper) | R-2 (paper) | R-L (paper) |" in md
+    assert "| sparsemax | 32.00 ± 2.83 | 12.00 ± 2.83 | 26.00 ± 1.41 | 2 | — | — | — | — |" in md
 
 
 def test_rows_split_by_varying_parameter():
@@ -181,9 +189,9 @@ def test_write_tables_and_cli(results, tmp_path, capsys):
         for ext in ("md", "tex", "csv"):
             assert (out / f"{key}.{ext}").stat().st_size > 100
     combined = (out / "tables.md").read_text()
-    assert combined.count("### ") == 3
+    assert combined.count("\n### ") == 3
     printed = capsys.readouterr().out
-    assert "| softmax | 82.00 ± 2.00 | 81.50 | 3 | 12.00 | 12.00 |" in printed
+    assert "| softmax | 82.00 ± 2.00 | 3 | (baseline) | 81.50 | 12.00 |" in printed
 
 
 def test_empty_results_still_write_tables(tmp_path):
@@ -211,3 +219,74 @@ def test_shipped_paper_yaml_is_valid_and_has_every_cell():
         for attn in ("softmax", "sparsemax", "fusedmax", "oscarmax"):
             for m in metrics:
                 assert "value" in data[exp]["datasets"][ds][attn][m] and "table" in data[exp]["datasets"][ds][attn][m]
+
+
+# ---- configurations are never mixed; paired significance against softmax of the same configuration
+
+
+def with_examples(rec, correct: str):
+    rec["metrics"]["test"]["per_example"] = {"kind": "accuracy", "correct": correct}
+    return rec
+
+
+def test_two_configurations_with_the_same_seed_never_share_a_cell():
+    paper_cfg = {"task": {"name": "snli", "data": {"files": {"train": "snli_1.0_train.jsonl"}}}, "trainer": {"epochs": 50}}
+    cpu_cfg = {"task": {"name": "snli", "data": {"files": {"train": "snli_1.0_train_0.01.jsonl.gz"}, "root": "/x"}},
+               "trainer": {"epochs": 15, "threads": 1}}
+    recs = [record("snli", "softmax", s, {"accuracy": a}, config=paper_cfg) for s, a in ((1, 0.84), (2, 0.86))]
+    recs.append(record("snli", "softmax", 1, {"accuracy": 0.55}, config=cpu_cfg, finished="2026-02-01T00:00:00"))
+    table = build_table(EXP["snli"], recs, {})
+    labels = sorted(r for r in table.rows if table.n.get((r, "snli")))
+    assert labels == ["softmax [data.files.train=snli_1.0_train.jsonl, trainer.epochs=50]",
+                      "softmax [data.files.train=snli_1.0_train_0.01.jsonl.gz, trainer.epochs=15]"]
+    assert table.cells[(labels[0], "snli", "accuracy")].values == pytest.approx([84.0, 86.0])
+    assert table.cells[(labels[1], "snli", "accuracy")].values == pytest.approx([55.0])
+    assert any("different configurations" in d for d in table.dropped)
+    # paths and threads are not part of a configuration: the same run elsewhere joins its cell
+    moved = dict(cpu_cfg, task={"name": "snli", "data": {"files": cpu_cfg["task"]["data"]["files"], "root": "/y"}},
+                 trainer={"epochs": 15, "threads": 4})
+    recs.append(record("snli", "softmax", 2, {"accuracy": 0.57}, config=moved))
+    table = build_table(EXP["snli"], recs, {})
+    assert sorted(table.cells[(labels[1], "snli", "accuracy")].values) == pytest.approx([55.0, 57.0])
+
+
+def test_paired_bootstrap_against_softmax_of_the_same_configuration():
+    import random
+
+    rng = random.Random(0)
+    n = 400
+    base = "".join(rng.choice("01") for _ in range(n))
+    better = "".join("1" if rng.random() < 0.6 else c for c in base)  # strictly better on some pairs
+    recs = []
+    for seed in (1, 2):
+        recs.append(with_examples(record("snli", "softmax", seed, {"accuracy": base.count("1") / n}), base))
+        recs.append(with_examples(record("snli", "sparsemax", seed, {"accuracy": better.count("1") / n}), better))
+        recs.append(with_examples(record("snli", "fusedmax", seed, {"accuracy": base.count("1") / n}), base))
+    table = build_table(EXP["snli"], recs, {}, samples=500)
+    up = table.comparisons[("sparsemax", "snli", "accuracy")]
+    same = table.comparisons[("fusedmax", "snli", "accuracy")]
+    gain = 100 * (better.count("1") - base.count("1")) / n
+    assert up.delta == pytest.approx(gain) and up.pairs == 2 and up.p < 0.01 and up.low > 0
+    assert same.delta == 0 and same.p > 0.5 and same.low <= 0 <= same.high
+    md = to_markdown(table)
+    assert f"+{gain:.2f} [" in md and "p<0.001" in md or "p=0.00" in md
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    sparse = next(r for r in rows if r["attention"] == "sparsemax" and r["quantity"] == "accuracy")
+    assert float(sparse["delta_vs_softmax"]) == pytest.approx(gain) and float(sparse["p_value"]) < 0.01
+
+
+def test_duc2004_scored_by_the_gigaword_run():
+    rec = record("gigaword", "fusedmax", 1, {"rouge1_f1": 30.0, "rouge2_f1": 10.0, "rougeL_f1": 28.0,
+                                             "duc2004": {"rouge1_recall": 24.0, "rouge2_recall": 7.0,
+                                                         "rougeL_recall": 21.0}})
+    table = build_table(EXP["summarization"], [rec], {})
+    assert table.cells[("fusedmax", "gigaword", "rouge1")].values == [30.0]
+    assert table.cells[("fusedmax", "duc", "rouge1")].values == [24.0]
+    assert table.cells[("fusedmax", "duc", "rougeL")].values == [21.0]
+
+
+def test_a_preset_note_is_said_under_the_table():
+    rec = record("iwslt", "softmax", 1, {"bleu": 3.0},
+                 config={"task": {"name": "iwslt", "pair": "de-en"}, "note": "a pipeline check, not a result"})
+    md = to_markdown(build_table(EXP["translation"], [rec], {}))
+    assert "IWSLT14 de→en: a pipeline check, not a result" in md

@@ -47,3 +47,54 @@ def test_rouge_recall_cuts_at_75_bytes_and_averages_references():
     two = M.rouge_recall_75b(["stocks close higher"], [["stocks close higher", "stocks fall sharply again"]])
     assert two["rouge1_recall"] == pytest.approx(100 * (1 + 1 / 4) / 2)
     assert M.truncate_bytes("é" * 40, 75) == "é" * 37  # never half a character
+
+
+# ---- <unk> is one token that matches nothing (issue 8)
+REF = "a man in a blue shirt is kicking a ball."
+HYP_TOKENS = "a man in a <unk> shirt is kicking a ball .".split()
+# 11 tokens each; the unmatched token costs 1 unigram, 2 bigrams, 3 trigrams and 4 four-grams; same length: BP = 1
+KNOWN = 100 * ((10 / 11) * (8 / 10) * (6 / 9) * (4 / 8)) ** 0.25
+
+
+def test_unk_is_one_unmatched_token_in_detokenized_bleu():
+    from tasks.seq2seq import metrics as M
+
+    hyp = M.detokenize(HYP_TOKENS)
+    assert "<unk>" not in hyp and M.UNK_MARK in hyp
+    assert M.bleu([hyp], [REF])[0] == pytest.approx(KNOWN, abs=1e-9)
+    # a raw "<unk>" in a string is marked too (13a alone would make it "< unk >", three tokens)
+    assert M.bleu(["a man in a <unk> shirt is kicking a ball."], [REF])[0] == pytest.approx(KNOWN, abs=1e-9)
+    assert M.bleu(["a man in a zzqx shirt is kicking a ball."], [REF])[0] == pytest.approx(KNOWN, abs=1e-9)
+
+
+def test_unk_is_one_unmatched_token_in_tokenized_bleu():
+    from tasks.seq2seq import metrics as M
+
+    ref = "a man in a blue shirt is kicking a ball .".split()
+    assert M.tokenized_bleu([HYP_TOKENS], [ref]) == pytest.approx(KNOWN, abs=1e-9)
+    # even against a reference that contains the literal string "<unk>"
+    assert M.tokenized_bleu([["<unk>", "b", "c", "d"]], [["<unk>", "b", "c", "d"]]) < 100
+
+
+def test_sentence_statistics_sum_to_the_corpus_bleu():
+    import random
+
+    from tasks.seq2seq import metrics as M
+
+    rng = random.Random(0)
+    words = "a man woman dog is in the park runs with red ball .".split()
+    refs = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(40)]
+    hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))) for _ in range(40)]
+    stats = M.bleu_sentence_stats(hyps, refs)
+    assert len(stats) == 40 and all(len(s) == 10 for s in stats)
+    assert M.bleu_from_stats([sum(c) for c in zip(*stats)]) == pytest.approx(M.bleu(hyps, refs)[0], abs=1e-9)
+    sub = stats[:15]
+    assert M.bleu_from_stats([sum(c) for c in zip(*sub)]) == pytest.approx(M.bleu(hyps[:15], refs[:15])[0], abs=1e-9)
+
+
+def test_rouge_per_pair_means_are_the_corpus_numbers():
+    from tasks.seq2seq import metrics as M
+
+    hyps, refs = ["police arrest man", "stocks fall in tokyo"], ["police arrest two men", "tokyo stocks close lower"]
+    per = M.rouge_f1_per_pair(hyps, refs)
+    assert M.rouge_f1(hyps, refs) == pytest.approx({k: sum(v) / 2 for k, v in per.items()})

@@ -165,3 +165,35 @@ def test_replace_unk_takes_the_attention_argmax():
     out = replace_unk(["the", "<unk>", "<unk>"], ["der", "Hund", "Zürich"], attn)
     assert out == ["the", "Zürich", "Hund"]
     assert replace_unk(["a"], [], attn) == ["a"]
+
+
+def test_replace_unk_breaks_a_fused_tie_by_the_score():
+    import attention
+
+    from tasks.seq2seq.search import attended_position
+
+    scores = torch.tensor([[0.0, 2.0, 2.2, 0.1]])
+    weights = attention.fusedmax(scores, lam=0.5)
+    assert weights[0, 1] == weights[0, 2] and weights[0, 1] == weights.max()  # an exact tie, by design
+    assert attended_position(weights[0]) == 1                  # the leftmost of the group without scores
+    assert attended_position(weights[0], scores[0]) == 2       # the position the model scored highest
+    out = replace_unk(["the", "<unk>"], ["der", "alte", "Hund", "."], torch.cat([weights, weights]),
+                      scores=torch.cat([scores, scores]))
+    assert out == ["the", "Hund"]
+    # no tie: the argmax, whatever the scores say
+    assert attended_position(torch.tensor([0.1, 0.7, 0.2]), torch.tensor([9.0, 0.0, 0.0])) == 1
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_hypotheses_carry_the_scores_behind_their_attention(trained, search):
+    model = trained[0]
+    src, lengths, _, _ = batch_of(PAIRS)
+    if search == "greedy":
+        hyps = greedy_search(model, src, lengths, BOS, EOS, max_length=10)
+    else:
+        hyps = beam_search(model, src, lengths, BOS, EOS, beam=3, max_length=10)
+    for h, n in zip(hyps, lengths.tolist()):
+        assert h.attention_scores.shape == h.attention.shape == (len(h.tokens), n)
+        if len(h.tokens):
+            again = model.attn.normalizer(h.attention_scores)
+            assert torch.allclose(again, h.attention, atol=1e-5)

@@ -56,3 +56,39 @@ def test_gigaword_task_with_duc_test(tmp_path):
 def test_unknown_option_is_an_error():
     with pytest.raises(TypeError, match="bogus"):
         Multi30kTask(name="m", data={}, attention={"name": "softmax"}, bogus=1)
+
+
+def test_per_example_statistics_give_the_corpus_scores(tmp_path):
+    """What the tables' paired bootstrap resamples must add up to the reported corpus numbers."""
+    from tasks.seq2seq import metrics as M
+
+    task = Multi30kTask(name="multi30k", data={"root": str(DATA / "multi30k"), "src_lang": "de", "tgt_lang": "en"},
+                        attention={"name": "sparsemax"}, model=TINY, decode={"beam": 2}, data_dir=str(tmp_path))
+    summary = Trainer(task, TRAINER, tmp_path / "run", seed=1).fit()
+    test = summary["test"]
+    per = test["per_example"]
+    assert per["kind"] == "bleu" and len(per["stats"]) == 12
+    summed = [sum(col) for col in zip(*per["stats"])]
+    assert M.bleu_from_stats(summed) == pytest.approx(test["bleu"], abs=1e-9)
+    assert "per_example" not in summary["valid"]  # only the test split carries them
+    # the score diagnostics are logged per epoch (history) and on test
+    valid = summary["history"][-1]["valid"]
+    assert {"top2_gap", "gap_ge_1", "dead_rows", "above_1pct", "attn_ppl"} <= set(valid)
+    assert 0.0 <= valid["dead_rows"] <= 1.0 and valid["top2_gap"] >= 0.0
+
+
+def test_gigaword_run_also_scores_duc2004_with_the_same_model(tmp_path):
+    root = DATA / "gigaword" / "sumdata"
+    task = GigawordTask(name="gigaword", data={"root": str(root)}, attention={"name": "fusedmax", "lam": 0.1},
+                        model=TINY, decode={"beam": 2, "max_len_a": 0.0, "max_len_b": 8},
+                        eval={"valid_decode": "none"}, metric="neg_ppl", duc={"root": str(root / "DUC2004")},
+                        data_dir=str(tmp_path))
+    summary = Trainer(task, TRAINER, tmp_path / "run", seed=1).fit()
+    test = summary["test"]
+    assert {"rouge1_f1", "rougeL_f1"} <= set(test)
+    duc = test["duc2004"]
+    assert {"rouge1_recall", "rouge2_recall", "rougeL_recall"} <= set(duc)
+    assert len(duc["per_example"]["rouge1_recall"]) == len(task.splits["duc2004"])
+    assert duc["rouge1_recall"] == pytest.approx(sum(duc["per_example"]["rouge1_recall"]) / len(task.splits["duc2004"]))
+    assert (tmp_path / "run" / "duc2004_hypotheses.txt").is_file()
+    json.dumps(test)

@@ -137,3 +137,45 @@ def attention_sort_key(label: str) -> tuple:
     name = label.split(" ")[0]
     rank = ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
     return (rank, label)
+
+
+# ---- which runs are the same experiment: the resolved configuration, without the seed
+
+# config keys that never change a result: where files live, how a run is shown, checkpointed or logged, threads
+# (fnmatch patterns over dotted paths of the resolved config)
+NON_RESULT_KEYS = (
+    "seed", "note", "run_name", "results_dir", "data_dir", "shared", "logger", "logger.*", "launcher", "launcher.*",
+    "hydra", "hydra.*", "trainer.progress", "trainer.threads", "trainer.resume", "trainer.log_every_steps",
+    "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes", "trainer.device", "trainer.eval_test",
+    "trainer.deterministic", "task.threads", "task.progress", "task.eval.save_attention", "task.attention_examples",
+    "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "*.root", "*.cache", "*.mirror",
+    "*.path", "*.url", "*.check_md5", "*.sha256", "embeddings.member", "task.embeddings", "task.embeddings.*",
+    "task.duc.*", "attention", "attention.*",
+)
+
+
+def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b.c": leaf} of a nested dict (lists stay leaves)."""
+    if not isinstance(mapping, dict):
+        return {prefix: mapping} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def result_config(record: dict) -> dict[str, Any]:
+    """The settings of a run that can change its result (flattened): its resolved config minus the seed, the
+    attention block (rows are split by attention separately) and ``NON_RESULT_KEYS``."""
+    from fnmatch import fnmatchcase
+
+    flat = flatten(record.get("config") or {})
+    return {k: v for k, v in flat.items() if not any(fnmatchcase(k, pat) for pat in NON_RESULT_KEYS)}
+
+
+def config_signature(record: dict) -> str:
+    return json.dumps(result_config(record), sort_keys=True, default=str)

@@ -1,17 +1,28 @@
-"""The paper's tables from run records: one per experiment, one row per attention mapping.
+"""The paper's tables from run records: one per experiment, one row per attention mapping *and configuration*.
 
     python scripts/tables.py [--source local|wandb] [--results results] [--project ENTITY/PROJECT]
-                             [--paper results/paper.yaml] [--out results/tables]
+                             [--paper results/paper.yaml] [--out results/tables] [--samples 1000]
 
-Each table cell is the mean ± sample standard deviation (ddof=1) over the runs of that attention (one per seed;
-a re-run of the same seed counts once: the one that finished last), next to ``n`` (the number of runs), the
-value the paper reports (``results/paper.yaml``, blank until filled in) and the attention statistics of the test
-set: ``support`` (mean support size of an attention row) and ``groups`` (mean number of distinct groups — fused
-segments or clusters — per row). Accuracy and ROUGE recorded as fractions (all values ≤ 1) are shown in percent,
-as the paper does; BLEU is shown as recorded (sacrebleu's 0-100 scale).
+**Which runs share a cell.** Runs are grouped by dataset, attention mapping (with its parameters) and the rest
+of their resolved configuration without the seed (``runs.result_config``: settings that cannot change a result,
+such as paths, threads or logging, are left out). Two configurations never share a cell: when a dataset has runs
+of several configurations, each gets its own row, labelled with the settings that differ
+(``fusedmax [trainer.optimizer.name=sgd]``). Within a cell a re-run of a seed counts once (the one that finished
+last). Runs left out (unfinished, older re-runs) are counted in a note under the table.
+
+**Cells.** The mean ± sample standard deviation (ddof=1) over seeds, ``n`` (seeds), and ``Δ vs softmax``: the
+difference to the softmax row of the *same configuration*, over the seeds both have, with its 95% interval and
+two-sided p-value from a paired bootstrap over the test examples (``significance.py``; needs the per-example
+statistics that runs record since this version, "n/a" for older records). Then the value the paper reports
+(``results/paper.yaml``, blank until filled in) and the attention statistics of the test set (``tasks/stats.py``):
+``nonzero`` (exactly nonzero weights per row: the support of the sparse mappings; all positions for softmax),
+``≥1%`` (weights ≥ 1% of the row, the same measure for every mapping), ``exp(H)`` (the row's perplexity,
+its effective number of positions) and ``groups`` (fused segments, or clusters for oscarmax); the best epoch /
+epochs run and the wall time of a run. Accuracy recorded as a fraction is shown in percent; BLEU is sacreBLEU's
+detokenized score (tokenized BLEU beside it); ROUGE is F1 on Gigaword and 75-byte recall on DUC-2004.
 
 Written to ``<out>/<experiment>.{md,tex,csv}`` and ``<out>/tables.md`` (all of them). The CSV is long-format:
-one line per (dataset, attention, quantity) with mean, std, n, paper and the paper's table.
+one line per (dataset, row, quantity) with mean, std, n, paper and the paper's table.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import statistics
 import sys
@@ -28,28 +40,43 @@ from pathlib import Path
 from . import paper as paper_mod
 from .runs import (
     ATTENTION_ORDER,
-    attention_sort_key,
+    attention_name,
+    attention_params,
+    config_signature,
     finished_key,
+    get,
     load_local,
     pair_of,
-    row_labels,
+    result_config,
     seed_of,
     task_of,
-    test_metric,
     warn,
 )
+from .significance import examples_of, paired_bootstrap
 
-STATS = ("support", "groups")
 MISSING = {"md": "—", "tex": "--", "csv": ""}
+BASELINE = "softmax"
 
 
 @dataclass(frozen=True)
 class Metric:
-    key: str  # the quantity's name (CSV, paper.yaml) and the first key tried in metrics.test
+    key: str  # the quantity's name (CSV, paper.yaml) and the first key tried in the test metrics
     label: str  # column header
     percent: bool = False  # fractions (all values <= 1) are shown ×100
     digits: int = 2
-    aliases: tuple = ()  # other keys in metrics.test, tried in order after `key` (unless the dataset says otherwise)
+    aliases: tuple = ()  # other keys tried in order after `key` (unless the dataset says otherwise)
+    compare: bool = True  # gets a "Δ vs softmax" column
+    paper: bool = True  # gets a "(paper)" column
+
+
+@dataclass(frozen=True)
+class Stat:
+    key: str  # key in the test metrics (tasks/stats.py)
+    label: str
+    digits: int = 2
+
+
+STATS = (Stat("support", "nonzero"), Stat("above_1pct", "≥1%"), Stat("attn_ppl", "exp(H)"), Stat("groups", "groups"))
 
 
 @dataclass(frozen=True)
@@ -58,10 +85,18 @@ class Dataset:
     label: str
     tasks: tuple  # record tasks that belong to it
     pair: str | None = None  # translation: the language pair, "de-en"
-    keys: tuple = ()  # ((metric key, (keys tried in metrics.test, in order)), ...): a per-dataset override
+    keys: tuple = ()  # ((metric key, (keys tried in the test metrics, in order)), ...): a per-dataset override
+    section: str | None = None  # the metrics live in metrics.test.<section> for records of these tasks ...
+    section_tasks: tuple = ()  # ... (e.g. DUC-2004 scored by a Gigaword run); other tasks: metrics.test
 
     def lookup(self, metric: Metric) -> tuple:
         return dict(self.keys).get(metric.key, (metric.key,) + metric.aliases)
+
+    def test_metrics(self, record: dict) -> dict:
+        test = get(record, "metrics.test") or {}
+        if self.section and task_of(record) in self.section_tasks:
+            test = test.get(self.section) or {}
+        return test if isinstance(test, dict) else {}
 
 
 @dataclass
@@ -73,10 +108,10 @@ class Experiment:
     translation: bool = False  # datasets are found in the records and paper.yaml (one per task × pair)
 
 
-# as tasks/snli and tasks/seq2seq record them: accuracy a fraction; BLEU and ROUGE in percent already
 ACCURACY = Metric("accuracy", "Accuracy", percent=True)
 BLEU = Metric("bleu", "BLEU")
-ROUGE = tuple(Metric(k, label, aliases=(f"{k}_f1", f"{k}_recall"))
+TOK_BLEU = Metric("tok_bleu", "tok. BLEU", compare=False, paper=False)
+ROUGE = tuple(Metric(k, label, aliases=(f"{k}_f1", f"{k}_recall"), compare=(k == "rouge1"))
               for k, label in (("rouge1", "R-1"), ("rouge2", "R-2"), ("rougeL", "R-L")))
 GIGAWORD_KEYS = tuple((k, (f"{k}_f1", k)) for k in ("rouge1", "rouge2", "rougeL"))  # F1 (rouge-score)
 DUC_KEYS = tuple((k, (f"{k}_recall", k)) for k in ("rouge1", "rouge2", "rougeL"))  # recall, first 75 bytes
@@ -85,13 +120,15 @@ TRANSLATION_TASKS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWS
 
 EXPERIMENTS = (
     Experiment("snli", "Textual entailment: SNLI test accuracy (%)", (ACCURACY,), (Dataset("snli", "SNLI", ("snli",)),)),
-    Experiment("translation", "Machine translation: test BLEU (sacrebleu, detokenized)", (BLEU,), translation=True),
+    Experiment("translation", "Machine translation: test BLEU (sacreBLEU, detokenized; tokenized beside it)",
+               (BLEU, TOK_BLEU), translation=True),
     Experiment(
         "summarization",
         "Sentence summarization: ROUGE (%) on Gigaword (F1) and DUC-2004 (recall, 75 bytes)",
         ROUGE,
         (Dataset("gigaword", "Gigaword", ("gigaword",), keys=GIGAWORD_KEYS),
-         Dataset("duc", "DUC-2004", ("gigaword_duc2004", "duc", "duc2004"), keys=DUC_KEYS)),
+         Dataset("duc", "DUC-2004", ("gigaword", "gigaword_duc2004", "duc", "duc2004"), keys=DUC_KEYS,
+                 section="duc2004", section_tasks=("gigaword",))),
     ),
 )
 
@@ -110,7 +147,7 @@ def dataset_from_key(key: str) -> Dataset:
 
 
 @dataclass
-class Stat:
+class Cell:
     values: list = field(default_factory=list)
 
     @property
@@ -127,109 +164,255 @@ class Stat:
 
 
 @dataclass
+class Group:
+    """The runs of one table row in one dataset: one attention mapping, one configuration, several seeds."""
+
+    dataset: Dataset
+    attention: str
+    params: dict
+    config: dict  # result_config of the runs
+    signature: str
+    runs: list = field(default_factory=list)
+
+
+@dataclass
 class Table:
     experiment: Experiment
     datasets: list
     rows: list  # row labels, in the paper's order
-    cells: dict  # (row, dataset key, quantity) -> Stat; quantity: a metric key or a STATS name
+    cells: dict  # (row, dataset key, quantity) -> Cell; quantity: a metric key, a Stat key, "epochs", ...
     n: dict  # (row, dataset key) -> number of runs
     paper: dict  # (row, dataset key, metric key) -> (value or None, table or None)
     scale: dict  # metric key -> 100 or 1
+    comparisons: dict = field(default_factory=dict)  # (row, dataset key, metric key) -> Comparison | str (why not)
+    dropped: list = field(default_factory=list)  # sentences: runs left out, and why
+    legend: list = field(default_factory=list)  # sentences: what the row labels' settings are
 
-    def columns(self):
-        """(dataset, kind, metric or stat name) per column after the attention column."""
-        cols = []
-        for ds in self.datasets:
-            cols += [(ds, "metric", m) for m in self.experiment.metrics]
-            cols += [(ds, "paper", m) for m in self.experiment.metrics]
-            cols += [(ds, "n", None)] + [(ds, "stat", s) for s in STATS]
+    def columns(self, ds: Dataset):
+        """(kind, what) per column of dataset ``ds``'s table, after the row label."""
+        cols = [("metric", m) for m in self.experiment.metrics]
+        cols += [("n", None)]
+        cols += [("delta", m) for m in self.experiment.metrics if m.compare]
+        cols += [("paper", m) for m in self.experiment.metrics if m.paper]
+        cols += [("stat", s) for s in STATS]
+        if any((row, ds.key, "aer") in self.cells for row in self.rows):
+            cols.append(("aer", None))
+        cols += [("epochs", None), ("minutes", None)]
         return cols
+
+    def rows_of(self, ds: Dataset) -> list:
+        """The rows shown for ``ds``: those with runs on it, and an empty row for each mapping without any."""
+        ran = [row for row in self.rows if self.n.get((row, ds.key), 0)]
+        empty = [a for a in ATTENTION_ORDER if not any(r.split(" ")[0] == a for r in ran)]
+        return sorted(ran + empty, key=_row_sort_key)
 
 
 # ---- building
 
 
-def _dataset_of(experiment: Experiment, record: dict, datasets: list) -> Dataset | None:
-    task = task_of(record)
-    if experiment.translation:
-        if task not in TRANSLATION_TASKS:
-            return None
-        wanted = translation_dataset(task, pair_of(record))
-        return next((d for d in datasets if d.key == wanted.key), None)
-    return next((d for d in datasets if task in d.tasks), None)
-
-
-def _metric(record: dict, dataset: Dataset, metric: Metric):
+def _metric(test: dict, dataset: Dataset, metric: Metric):
     for key in dataset.lookup(metric):
-        if (value := test_metric(record, key)) is not None:
+        value = test.get(key)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        if value == value:  # not NaN
             return value
     return None
 
 
-def dedupe(records: list, key_of) -> list:
-    """One record per key: the one that finished last."""
-    best: dict = {}
-    for record in sorted(records, key=finished_key):
-        best[key_of(record)] = record
-    return list(best.values())
+def _datasets(experiment: Experiment, records: list, paper: dict) -> list:
+    if not experiment.translation:
+        return list(experiment.datasets)
+    keys = list(paper_mod.experiment(paper, experiment.key).get("datasets", {}))
+    for record in records:
+        task = task_of(record)
+        if task in TRANSLATION_TASKS:
+            key = translation_dataset(task, pair_of(record)).key
+            if key not in keys:
+                keys.append(key)
+    return [dataset_from_key(k) for k in keys]
 
 
-def build_table(experiment: Experiment, records: list, paper: dict | None = None) -> Table:
-    paper = paper or {}
-    paper_exp = paper_mod.experiment(paper, experiment.key)
+def _belongs(experiment: Experiment, dataset: Dataset, record: dict) -> bool:
+    task = task_of(record)
     if experiment.translation:
-        keys = list(paper_exp.get("datasets", {}))
+        return task in TRANSLATION_TASKS and translation_dataset(task, pair_of(record)).key == dataset.key
+    return task in dataset.tasks
+
+
+def _short(key: str) -> str:
+    return key[len("task."):] if key.startswith("task.") else key
+
+
+def _fmt_value(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _label_groups(groups: list) -> dict:
+    """A row label per group (by id): the mapping, its parameters that vary between runs of that mapping, and the
+    settings that vary between the configurations of the dataset."""
+    labels = {}
+    by_dataset: dict = {}
+    for g in groups:
+        by_dataset.setdefault(g.dataset.key, []).append(g)
+    for gs in by_dataset.values():
+        config_keys = sorted({k for g in gs for k in g.config})
+        varying = [k for k in config_keys if len({json.dumps(g.config.get(k), sort_keys=True, default=str)
+                                                   for g in gs}) > 1]
+        for g in gs:
+            same_name = [h for h in gs if h.attention == g.attention]
+            param_keys = sorted({k for h in same_name for k in h.params})
+            vary_params = [k for k in param_keys
+                           if len({json.dumps(h.params.get(k), sort_keys=True, default=str) for h in same_name}) > 1]
+            label = g.attention
+            if vary_params:
+                label += " (" + ", ".join(f"{k}={g.params.get(k)}" for k in vary_params) + ")"
+            if varying:
+                label += " [" + ", ".join(f"{_short(k)}={_fmt_value(g.config.get(k))}" for k in varying) + "]"
+            labels[id(g)] = label
+    return labels
+
+
+def _row_sort_key(label: str) -> tuple:
+    name = label.split(" ")[0]
+    rank = ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
+    config = label[label.index("["):] if "[" in label else ""
+    return (config, rank, label)
+
+
+def build_table(experiment: Experiment, records: list, paper: dict | None = None, samples: int = 1000) -> Table:
+    paper = paper or {}
+    datasets = _datasets(experiment, records, paper)
+    dropped: list = []
+
+    groups: dict = {}
+    unfinished = 0
+    for ds in datasets:
         for record in records:
-            task = task_of(record)
-            if task in TRANSLATION_TASKS:
-                key = translation_dataset(task, pair_of(record)).key
-                if key not in keys:
-                    keys.append(key)
-        datasets = [dataset_from_key(k) for k in keys]
-    else:
-        datasets = list(experiment.datasets)
+            if not _belongs(experiment, ds, record):
+                continue
+            test = ds.test_metrics(record)
+            if not any(_metric(test, ds, m) is not None for m in experiment.metrics):
+                unfinished += ds.section is None or task_of(record) not in ds.section_tasks
+                continue
+            params = attention_params(record)
+            sig = (ds.key, attention_name(record), json.dumps(params, sort_keys=True, default=str),
+                   config_signature(record))
+            if sig not in groups:
+                groups[sig] = Group(ds, attention_name(record), params, result_config(record), sig[3])
+            groups[sig].runs.append(record)
+    if unfinished:
+        dropped.append(f"{unfinished} run(s) without test metrics left out (unfinished, or killed before the test)")
 
-    mine = [(r, ds) for r in records if (ds := _dataset_of(experiment, r, datasets)) is not None]
-    complete = [(r, ds) for r, ds in mine if any(_metric(r, ds, m) is not None for m in experiment.metrics)]
-    if len(complete) < len(mine):
-        warn(f"{experiment.key}: {len(mine) - len(complete)} run(s) without test metrics skipped (unfinished?)")
-    labels = row_labels([r for r, _ in complete])
-    by_id = {id(r): ds for r, ds in complete}
+    reruns = 0
+    for g in groups.values():
+        latest: dict = {}
+        for record in sorted(g.runs, key=finished_key):
+            seed = seed_of(record)
+            latest[seed if seed is not None else ("run", id(record))] = record
+        reruns += len(g.runs) - len(latest)
+        g.runs = list(latest.values())
+    if reruns:
+        dropped.append(f"{reruns} older re-run(s) of the same seed and configuration left out (the last one counts)")
 
-    def key_of(r):
-        seed = seed_of(r)
-        return (by_id[id(r)].key, labels[id(r)], seed if seed is not None else ("run", r.get("path"), id(r)))
-
-    kept = dedupe([r for r, _ in complete], key_of)
-    if len(kept) < len(complete):
-        warn(f"{experiment.key}: {len(complete) - len(kept)} older re-run(s) of the same seed ignored")
-
-    found = {labels[id(r)] for r in kept}
-    # the four mappings always have a row (empty until run), unless a parameter sweep splits one into several
+    labels = _label_groups(list(groups.values()))
+    found = {labels[id(g)] for g in groups.values()}
+    # the four mappings always have a row (empty until run) unless rows are split by parameters or configurations
     rows = sorted(found | {a for a in ATTENTION_ORDER if not any(f.split(" ")[0] == a for f in found)},
-                  key=attention_sort_key)
+                  key=_row_sort_key)
+    if len({g.signature for g in groups.values()}) > len({g.dataset.key for g in groups.values()}):
+        dropped.append("rows in [brackets] are different configurations: their runs are never averaged together")
+
     scale = {}
     for m in experiment.metrics:
-        values = [v for r in kept if (v := _metric(r, by_id[id(r)], m)) is not None]
+        values = [v for g in groups.values() for r in g.runs if (v := _metric(g.dataset.test_metrics(r), g.dataset, m))
+                  is not None]
         scale[m.key] = 100.0 if m.percent and values and all(abs(v) <= 1.0 for v in values) else 1.0
 
     cells, n = {}, {}
-    for r in kept:
-        row, ds = labels[id(r)], by_id[id(r)].key
-        n[(row, ds)] = n.get((row, ds), 0) + 1
-        for m in experiment.metrics:
-            if (v := _metric(r, by_id[id(r)], m)) is not None:
-                cells.setdefault((row, ds, m.key), Stat()).values.append(v * scale[m.key])
-        for s in STATS:
-            if (v := test_metric(r, s)) is not None:
-                cells.setdefault((row, ds, s), Stat()).values.append(v)
+    for g in groups.values():
+        row, ds = labels[id(g)], g.dataset
+        n[(row, ds.key)] = len(g.runs)
+        for r in g.runs:
+            test = ds.test_metrics(r)
+            for m in experiment.metrics:
+                if (v := _metric(test, ds, m)) is not None:
+                    cells.setdefault((row, ds.key, m.key), Cell()).values.append(v * scale[m.key])
+            for s in STATS:
+                if (v := _metric(test, ds, Metric(s.key, s.label))) is not None:
+                    cells.setdefault((row, ds.key, s.key), Cell()).values.append(v)
+            if (v := _metric(get(r, "metrics.alignment") or {}, ds, Metric("aer", "AER"))) is not None:
+                cells.setdefault((row, ds.key, "aer"), Cell()).values.append(v)
+            if r.get("best_epoch") is not None and r.get("epochs") is not None:
+                cells.setdefault((row, ds.key, "best_epoch"), Cell()).values.append(float(r["best_epoch"]))
+                cells.setdefault((row, ds.key, "epochs"), Cell()).values.append(float(r["epochs"]))
+            if r.get("wall_time_s") is not None:
+                cells.setdefault((row, ds.key, "minutes"), Cell()).values.append(float(r["wall_time_s"]) / 60)
+
+    comparisons = _compare(experiment, list(groups.values()), labels, samples)
+    uncompared = sum(1 for v in comparisons.values() if isinstance(v, str) and v.startswith("no "))
+    if uncompared:
+        dropped.append(f"{uncompared} row(s) without a softmax row of the same configuration: no Δ")
 
     paper_cells = {}
     for row in rows:
         for ds in datasets:
             for m in experiment.metrics:
                 paper_cells[(row, ds.key, m.key)] = paper_mod.value(paper, experiment.key, ds.key, row, m.key)
-    return Table(experiment, datasets, rows, cells, n, paper_cells, scale)
+    # a preset's `note:` (e.g. "a pipeline check, not a result") is said under the table, once per dataset
+    legend = sorted({f"{g.dataset.label}: {note}" for g in groups.values() for r in g.runs
+                     if (note := get(r, "config.note"))})
+    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, legend)
+
+
+def _compare(experiment: Experiment, groups: list, labels: dict, samples: int) -> dict:
+    """(row, dataset, metric) -> Comparison against the softmax group of the same dataset and configuration, or a
+    short reason why there is none."""
+    out: dict = {}
+    baselines = {(g.dataset.key, g.signature): g for g in groups if g.attention == BASELINE}
+    for g in groups:
+        if g.attention == BASELINE:
+            continue
+        base = baselines.get((g.dataset.key, g.signature))
+        for m in experiment.metrics:
+            if not m.compare:
+                continue
+            key = (labels[id(g)], g.dataset.key, m.key)
+            if base is None:
+                out[key] = "no softmax run of this configuration"
+                continue
+            seeds = sorted({seed_of(r) for r in g.runs} & {seed_of(r) for r in base.runs}, key=str)
+            if not seeds:
+                out[key] = "no seed in common with softmax"
+                continue
+            mine = {seed_of(r): r for r in g.runs}
+            theirs = {seed_of(r): r for r in base.runs}
+            a, b = [], []
+            for s in seeds:
+                ea = _examples(g.dataset, mine[s], m)
+                eb = _examples(g.dataset, theirs[s], m)
+                if ea is None or eb is None:
+                    break
+                a.append(ea)
+                b.append(eb)
+            if len(a) != len(seeds):
+                out[key] = "n/a: runs without per-example statistics"
+                continue
+            try:
+                out[key] = paired_bootstrap(a, b, samples=samples)
+            except ValueError as error:
+                out[key] = f"n/a: {error}"
+    return out
+
+
+def _examples(dataset: Dataset, record: dict, metric: Metric):
+    per = dataset.test_metrics(record).get("per_example")
+    for key in dataset.lookup(metric):
+        if (ex := examples_of(per, key)) is not None:
+            return ex
+    return None
 
 
 # ---- rendering
@@ -239,34 +422,57 @@ def _fmt(x, digits):
     return f"{x:.{digits}f}"
 
 
-def format_stat(stat: Stat | None, digits: int, fmt: str) -> str:
-    if stat is None or stat.n == 0:
+def format_cell(cell: Cell | None, digits: int, fmt: str) -> str:
+    if cell is None or cell.n == 0:
         return MISSING[fmt]
-    mean = _fmt(stat.mean, digits)
-    if stat.std is None:
+    mean = _fmt(cell.mean, digits)
+    if cell.std is None:
         return f"${mean}$" if fmt == "tex" else mean
-    std = _fmt(stat.std, digits)
+    std = _fmt(cell.std, digits)
     return f"${mean} \\pm {std}$" if fmt == "tex" else f"{mean} ± {std}"
 
 
-def _cell(table: Table, row: str, col, fmt: str) -> str:
-    ds, kind, what = col
+def format_comparison(comparison, fmt: str) -> str:
+    if comparison is None:
+        return MISSING[fmt]
+    if isinstance(comparison, str):
+        return "n/a" if comparison.startswith("n/a") else MISSING[fmt]
+    p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
+    text = f"{comparison.delta:+.2f} [{comparison.low:+.2f}, {comparison.high:+.2f}] {p}"
+    return text.replace("p<", r"p$<$") if fmt == "tex" else text
+
+
+def _cell(table: Table, ds: Dataset, row: str, col, fmt: str) -> str:
+    kind, what = col
     if kind == "metric":
-        return format_stat(table.cells.get((row, ds.key, what.key)), what.digits, fmt)
+        return format_cell(table.cells.get((row, ds.key, what.key)), what.digits, fmt)
+    if kind == "delta":
+        if row.split(" ")[0] == BASELINE and table.n.get((row, ds.key)):
+            return "(baseline)"
+        return format_comparison(table.comparisons.get((row, ds.key, what.key)), fmt)
     if kind == "paper":
         value, _ = table.paper[(row, ds.key, what.key)]
         return MISSING[fmt] if value is None else _fmt(float(value), what.digits)
     if kind == "n":
         return str(table.n.get((row, ds.key), 0))
-    stat = table.cells.get((row, ds.key, what))
-    return MISSING[fmt] if stat is None else _fmt(stat.mean, 2)
+    if kind == "epochs":
+        best, ran = table.cells.get((row, ds.key, "best_epoch")), table.cells.get((row, ds.key, "epochs"))
+        return MISSING[fmt] if best is None else f"{best.mean:.1f} / {ran.mean:.1f}"
+    if kind == "minutes":
+        cell = table.cells.get((row, ds.key, "minutes"))
+        return MISSING[fmt] if cell is None else f"{cell.mean:.1f}"
+    if kind == "aer":
+        cell = table.cells.get((row, ds.key, "aer"))
+        return MISSING[fmt] if cell is None else _fmt(cell.mean, 3)
+    cell = table.cells.get((row, ds.key, what.key))
+    return MISSING[fmt] if cell is None else _fmt(cell.mean, what.digits)
 
 
-def _header(table: Table, col, with_dataset: bool) -> str:
-    ds, kind, what = col
-    text = {"metric": lambda: what.label, "paper": lambda: f"{what.label} (paper)", "n": lambda: "n",
-            "stat": lambda: what}[kind]()
-    return f"{ds.label} {text}" if with_dataset else text
+def _header(col) -> str:
+    kind, what = col
+    return {"metric": lambda: what.label, "paper": lambda: f"{what.label} (paper)", "n": lambda: "n",
+            "delta": lambda: f"Δ {what.label} vs softmax [95% CI]", "stat": lambda: what.label,
+            "aer": lambda: "AER", "epochs": lambda: "best / epochs", "minutes": lambda: "min/run"}[kind]()
 
 
 def _paper_sources(table: Table) -> list:
@@ -274,32 +480,42 @@ def _paper_sources(table: Table) -> list:
 
 
 def notes(table: Table) -> str:
-    parts = ["mean ± std over n runs (seeds)", "(paper): reported in the paper, from results/paper.yaml"]
+    parts = ["mean ± std over n runs (seeds) of one configuration",
+             "Δ vs softmax: mean difference to softmax of the same configuration over shared seeds, 95% interval "
+             "and two-sided p-value of a paired bootstrap over test examples",
+             "(paper): reported in the paper, from results/paper.yaml"]
     sources = _paper_sources(table)
     parts.append(f"paper values from {', '.join(sources)}" if sources else "paper values not filled in yet")
-    parts.append("support / groups: mean support size / distinct groups per attention row (test set)")
+    parts.append("nonzero: exactly nonzero attention weights per row (softmax: every position); ≥1%: weights of at "
+                 "least 1% of the row; exp(H): perplexity of the row; groups: fused segments (clusters for "
+                 "oscarmax) per row; all on the test set")
     scaled = [m.label for m in table.experiment.metrics if table.scale.get(m.key) == 100.0]
     if scaled:
         parts.append(f"{', '.join(scaled)} recorded as fractions, shown ×100")
-    return "; ".join(parts) + "."
+    return "; ".join(parts + table.legend + table.dropped) + "."
 
 
 def to_markdown(table: Table) -> str:
-    cols = table.columns()
+    lines = [f"### {table.experiment.title}", ""]
     multi = len(table.datasets) > 1
-    headers = ["attention"] + [_header(table, c, multi) for c in cols]
-    lines = [f"### {table.experiment.title}", "", "| " + " | ".join(headers) + " |",
-             "|" + "|".join([":---"] + ["---:"] * len(cols)) + "|"]
-    for row in table.rows:
-        lines.append("| " + " | ".join([row] + [_cell(table, row, c, "md") for c in cols]) + " |")
-    if not table.datasets:
+    for ds in table.datasets:
+        cols = table.columns(ds)
+        if multi:
+            lines += [f"#### {ds.label}", ""]
+        lines += ["| attention | " + " | ".join(_header(c) for c in cols) + " |",
+                  "|" + "|".join([":---"] + ["---:"] * len(cols)) + "|"]
+        for row in table.rows_of(ds):
+            lines.append("| " + " | ".join([row] + [_cell(table, ds, row, c, "md") for c in cols]) + " |")
         lines.append("")
+    if not table.datasets:
         lines.append("_No dataset: no runs and none listed in results/paper.yaml._")
-    lines += ["", f"_{notes(table)}_", ""]
+        lines.append("")
+    lines += [f"_{notes(table)}_", ""]
     return "\n".join(lines)
 
 
-_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "→": r"$\to$", "±": r"$\pm$", "—": "--"}
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "→": r"$\to$", "±": r"$\pm$", "—": "--",
+                "Δ": r"$\Delta$", "≥": r"$\geq$"}
 
 
 def tex_escape(text: str) -> str:
@@ -307,42 +523,46 @@ def tex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    cols = table.columns()
-    per_ds = len(cols) // max(len(table.datasets), 1)
     lines = [
         "% generated by scripts/tables.py from the run records; do not edit",
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{tex_escape(table.experiment.title)}. {tex_escape(notes(table))}}}",
         rf"\label{{tab:{table.experiment.key}}}",
-        r"\begin{tabular}{l" + "r" * len(cols) + "}",
-        r"\toprule",
     ]
-    if len(table.datasets) > 1:
-        groups = " & ".join(rf"\multicolumn{{{per_ds}}}{{c}}{{{tex_escape(ds.label)}}}" for ds in table.datasets)
-        lines.append(f" & {groups} \\\\")
-        rules = " ".join(rf"\cmidrule(lr){{{2 + i * per_ds}-{1 + (i + 1) * per_ds}}}" for i in range(len(table.datasets)))
-        lines.append(rules)
-    lines.append(" & ".join(["attention"] + [tex_escape(_header(table, c, False)) for c in cols]) + r" \\")
-    lines.append(r"\midrule")
-    for row in table.rows:
-        lines.append(" & ".join([tex_escape(row)] + [_cell(table, row, c, "tex") for c in cols]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    for ds in table.datasets:
+        cols = table.columns(ds)
+        lines += [r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule"]
+        if len(table.datasets) > 1:
+            lines.append(rf"\multicolumn{{{len(cols) + 1}}}{{c}}{{{tex_escape(ds.label)}}} \\")
+            lines.append(r"\midrule")
+        lines.append(" & ".join(["attention"] + [tex_escape(_header(c)) for c in cols]) + r" \\")
+        lines.append(r"\midrule")
+        for row in table.rows_of(ds):
+            lines.append(" & ".join([tex_escape(row)] + [_cell(table, ds, row, c, "tex") for c in cols]) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\par\medskip"]
+    lines += [r"\end{table}", ""]
     return "\n".join(lines)
 
 
-CSV_FIELDS = ("experiment", "dataset", "attention", "quantity", "mean", "std", "n", "paper", "paper_table")
+CSV_FIELDS = ("experiment", "dataset", "attention", "quantity", "mean", "std", "n", "paper", "paper_table",
+              "delta_vs_softmax", "delta_low", "delta_high", "p_value")
 
 
 def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
+    quantities = [m.key for m in table.experiment.metrics] + [s.key for s in STATS] + ["aer", "epochs", "minutes"]
     for ds in table.datasets:
         for row in table.rows:
-            for quantity in [m.key for m in table.experiment.metrics] + list(STATS):
+            for quantity in quantities:
                 stat = table.cells.get((row, ds.key, quantity))
+                if stat is None and quantity in ("aer", "epochs", "minutes"):
+                    continue
                 value, source = table.paper.get((row, ds.key, quantity), (None, None))
+                comparison = table.comparisons.get((row, ds.key, quantity))
+                compared = comparison is not None and not isinstance(comparison, str)
                 writer.writerow({
                     "experiment": table.experiment.key,
                     "dataset": ds.key,
@@ -353,18 +573,25 @@ def to_csv(table: Table) -> str:
                     "n": 0 if stat is None else stat.n,
                     "paper": "" if value is None else value,
                     "paper_table": source or "",
+                    "delta_vs_softmax": repr(round(comparison.delta, 10)) if compared else "",
+                    "delta_low": repr(round(comparison.low, 10)) if compared else "",
+                    "delta_high": repr(round(comparison.high, 10)) if compared else "",
+                    "p_value": repr(round(comparison.p, 10)) if compared else "",
                 })
     return out.getvalue()
 
 
-def write_tables(records: list, out: str | Path, paper: dict | None = None, experiments=EXPERIMENTS) -> dict:
+def write_tables(records: list, out: str | Path, paper: dict | None = None, experiments=EXPERIMENTS,
+                 samples: int = 1000) -> dict:
     """Build and write every table; returns ``{experiment key: Table}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables, combined = {}, ["# Results", "", "Generated by `make tables` from the run records; do not edit.", ""]
     for experiment in experiments:
-        table = build_table(experiment, records, paper)
+        table = build_table(experiment, records, paper, samples=samples)
         tables[experiment.key] = table
+        for sentence in table.dropped:
+            warn(f"{experiment.key}: {sentence}")
         md = to_markdown(table)
         _atomic_write(out / f"{experiment.key}.md", md)
         _atomic_write(out / f"{experiment.key}.tex", to_latex(table))
@@ -401,12 +628,15 @@ def main(argv=None) -> int:
                         help="W&B project (entity/project) or a directory of offline runs, for --source wandb")
     parser.add_argument("--paper", default=None, help="the paper's values (default: <results>/paper.yaml)")
     parser.add_argument("--out", default=None, help="output directory (default: <results>/tables)")
+    parser.add_argument("--samples", type=int, default=1000, help="paired-bootstrap samples (default 1000)")
     args = parser.parse_args(argv)
     records = load_records(args.source, args.results, args.project)
     paper_path = Path(args.paper) if args.paper else Path(args.results) / "paper.yaml"
+    if not paper_path.exists() and Path("results/paper.yaml").exists():
+        paper_path = Path("results/paper.yaml")
     paper = paper_mod.load(paper_path)
     out = Path(args.out) if args.out else Path(args.results) / "tables"
-    tables = write_tables(records, out, paper)
+    tables = write_tables(records, out, paper, samples=args.samples)
     for table in tables.values():
         print(to_markdown(table))
     runs = sum(sum(t.n.values()) for t in tables.values())
