@@ -387,6 +387,76 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
     return save(fig, out, "simplex")
 
 
+# ---- training dynamics: how sparse the attention gets, and whether gradient still reaches its scores
+
+
+DYNAMICS_PANELS = (
+    ("ppl", "validation perplexity", "log"),
+    ("above_1pct", "weights ≥ 1% per row", "linear"),
+    ("dead_rows", "rows with zero gradient to the scores (%)", "linear"),
+    ("top2_gap", "top-2 score gap / γ", "log"),
+)
+MAPPING_COLOURS = {"softmax": "#1f77b4", "sparsemax": "#ff7f0e", "fusedmax": "#2ca02c", "oscarmax": "#d62728"}
+
+
+def _config_labels(records: list) -> dict:
+    """A short label per record (by id) from the settings that differ between the records' configurations (and
+    their attention parameters), e.g. ``optimizer.name=sgd``."""
+    from .runs import result_config
+
+    flat = [{**result_config(r), **{f"attention.{k}": v for k, v in attention_params(r).items()}} for r in records]
+    keys = sorted({k for f in flat for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    short = lambda k: k.split(".", 1)[1] if k.startswith(("task.", "trainer.")) else k  # noqa: E731
+    return {id(r): ", ".join(f"{short(k)}={f.get(k)}" for k in varying) for r, f in zip(records, flat)}
+
+
+def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",),
+                    stem: str = "attention_dynamics", title: str = "") -> list[Path]:
+    """Per epoch (validation set): perplexity, weights ≥ 1% per attention row, the share of rows through which
+    no gradient reaches the attention scores, and the gap between the two largest scores (in units of γ; sparsemax
+    is one-hot exactly when it is ≥ 1). One line per run: colour = mapping, line style = configuration."""
+    runs = [r for r in records if task_of(r) in tasks and any("top2_gap" in (h.get("valid") or {})
+                                                               for h in r.get("history") or [])]
+    if not runs:
+        say(f"{stem} skipped: no run with per-epoch attention diagnostics (records of this version of the harness)")
+        return []
+    runs.sort(key=lambda r: (_order(attention_name(r)), str(seed_of(r))))
+    labels = _config_labels(runs)
+    styles = {}
+    for r in runs:
+        styles.setdefault(labels[id(r)], ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3)))[len(styles) % 6])
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(DYNAMICS_PANELS), figsize=(4.1 * len(DYNAMICS_PANELS), 3.6), squeeze=False)
+    for ax, (key, label, scale) in zip(axes[0], DYNAMICS_PANELS):
+        for r in runs:
+            hist = [h for h in r.get("history") or [] if key in (h.get("valid") or {})]
+            if not hist:
+                continue
+            xs = [h["epoch"] for h in hist]
+            ys = [h["valid"][key] * (100 if key == "dead_rows" else 1) for h in hist]
+            name = attention_name(r)
+            ax.plot(xs, ys, color=MAPPING_COLOURS.get(name, "black"), linestyle=styles[labels[id(r)]],
+                    marker="o", markersize=2.5, linewidth=1.2)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_yscale(scale)
+        ax.tick_params(labelsize=7)
+        if key == "top2_gap":
+            ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
+    from matplotlib.lines import Line2D
+
+    names = sorted({attention_name(r) for r in runs}, key=_order)
+    handles = [Line2D([], [], color=MAPPING_COLOURS.get(n, "black"), label=n) for n in names]
+    handles += [Line2D([], [], color="grey", linestyle=st, label=lab or "(one configuration)")
+                for lab, st in styles.items() if len(styles) > 1]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    fig.suptitle(title or f"Attention during training ({', '.join(sorted({task_of(r) for r in runs}))}, "
+                 "validation set, per epoch)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) // 4), 1, 0.94))
+    return save(fig, out, stem)
+
+
 # ---- all of them
 
 
@@ -400,6 +470,7 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
                                                            "translation", sentence)),
         ("summarization_alignment", lambda: alignment_figure(records, out, SUMMARIZATION_TASKS,
                                                              "summarization_alignment", "summarization", sentence)),
+        ("attention_dynamics", lambda: dynamics_figure(records, out)),
     )
     for name, step in steps:
         try:
