@@ -197,3 +197,21 @@ def test_hypotheses_carry_the_scores_behind_their_attention(trained, search):
         if len(h.tokens):
             again = model.attn.normalizer(h.attention_scores)
             assert torch.allclose(again, h.attention, atol=1e-5)
+
+
+def test_bidirectional_encoder_is_opennmt_brnn():
+    torch.manual_seed(0)
+    model = Seq2Seq(16, 16, attention.build("sparsemax"), layers=2, rnn_size=8, word_vec_size=4, dropout=0.0,
+                    bidirectional=True)
+    assert model.encoder.hidden_size == 4 and model.encoder.bidirectional
+    src, lengths, tin, tout = batch_of(PAIRS)
+    enc = model.encode(src, lengths)
+    assert enc.memory.shape == (len(PAIRS), src.size(1), 8) and enc.state[0].shape == (2, len(PAIRS), 8)
+    # the initial decoder state of a layer is [forward final state; backward final state] of that layer
+    out, (h, _) = model.encoder(torch.nn.utils.rnn.pack_padded_sequence(model.src_embed(src), lengths,
+                                                                         batch_first=True, enforce_sorted=False))
+    assert torch.equal(enc.state[0][1], torch.cat([h[2], h[3]], dim=1))
+    lp, attn = model(src, lengths, tin)
+    assert lp.shape[:2] == tin.shape and torch.isfinite(lp).all()
+    with pytest.raises(ValueError, match="even rnn_size"):
+        Seq2Seq(16, 16, attention.build("softmax"), rnn_size=7, bidirectional=True)

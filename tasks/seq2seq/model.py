@@ -3,7 +3,9 @@
 What it reproduces of OpenNMT-py's (legacy, 0.x) default model, the one Niculae & Blondel (2017) trained:
 
 - ``encoder_type rnn``: a unidirectional ``layers``-layer LSTM over ``word_vec_size`` embeddings, with dropout
-  between layers; padded batches go through ``pack_padded_sequence``.
+  between layers; padded batches go through ``pack_padded_sequence``. ``bidirectional=True`` is OpenNMT-py's
+  ``-encoder_type brnn``: each direction has ``rnn_size / 2`` units, their states are concatenated (memory and the
+  decoder's initial state, as OpenNMT-py's ``_fix_enc_hidden``).
 - ``decoder_type rnn`` with ``input_feed 1``: a stack of LSTM cells (dropout between layers) whose input at step t is
   [embedding(y_{t-1}); h̃_{t-1}], h̃ being the previous attentional output; initial state = the encoder's final state,
   initial h̃ = 0.
@@ -79,8 +81,12 @@ class Seq2Seq(nn.Module):
         param_init: float = 0.1,
         pad: int = 0,
         share_embeddings: bool = False,
+        bidirectional: bool = False,
     ):
         super().__init__()
+        if bidirectional and rnn_size % 2:
+            raise ValueError(f"a bidirectional encoder needs an even rnn_size (two halves), got {rnn_size}")
+        self.bidirectional = bidirectional
         self.pad = pad
         self.layers = layers
         self.rnn_size = rnn_size
@@ -93,8 +99,8 @@ class Seq2Seq(nn.Module):
         else:
             self.tgt_embed = nn.Embedding(tgt_vocab_size, word_vec_size, padding_idx=pad)
         self.dropout = nn.Dropout(dropout)
-        self.encoder = nn.LSTM(word_vec_size, rnn_size, num_layers=layers, dropout=dropout if layers > 1 else 0.0,
-                               batch_first=True)
+        self.encoder = nn.LSTM(word_vec_size, rnn_size // 2 if bidirectional else rnn_size, num_layers=layers,
+                               dropout=dropout if layers > 1 else 0.0, batch_first=True, bidirectional=bidirectional)
         in_size = word_vec_size + (rnn_size if input_feed else 0)
         self.cells = nn.ModuleList(
             [nn.LSTMCell(in_size if i == 0 else rnn_size, rnn_size) for i in range(layers)]
@@ -117,6 +123,8 @@ class Seq2Seq(nn.Module):
         out, (h, c) = self.encoder(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
         mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_lengths.to(src.device).unsqueeze(1)
+        if self.bidirectional:  # (layers * 2, B, H/2) -> (layers, B, H): [forward; backward] per layer
+            h, c = (torch.cat([x[0::2], x[1::2]], dim=2) for x in (h, c))
         return EncoderOutput(memory, mask, (h, c))
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:

@@ -73,7 +73,7 @@ class _Cfg(dict):
 
 
 MODEL_DEFAULTS = {"layers": 2, "rnn_size": 500, "word_vec_size": 500, "dropout": 0.3, "input_feed": True,
-                  "param_init": 0.1, "share_embeddings": False}
+                  "param_init": 0.1, "share_embeddings": False, "bidirectional": False}
 DECODE_DEFAULTS = {"beam": 5, "batch_size": 50, "max_len_a": 2.0, "max_len_b": 10, "max_length": 100,
                    "length_penalty": 0.0, "replace_unk": False}
 EVAL_DEFAULTS = {"valid_decode": "greedy", "batch_size": 64, "save_attention": 100, "test_decode": "beam"}
@@ -142,7 +142,7 @@ class Seq2SeqTask:
         return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), make_attention(self.attention_cfg),
                        layers=m["layers"], rnn_size=m["rnn_size"], word_vec_size=m["word_vec_size"],
                        dropout=m["dropout"], input_feed=m["input_feed"], param_init=m["param_init"],
-                       pad=Vocab.pad_id, share_embeddings=m["share_embeddings"])
+                       pad=Vocab.pad_id, share_embeddings=m["share_embeddings"], bidirectional=m["bidirectional"])
 
     # ------------------------------------------------------------------------------------------------- training
     def train_batches(self, epoch: int, generator: torch.Generator):
