@@ -14,7 +14,8 @@ What it does, in order:
    loss -> backward -> gradient clipping -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps
    (0: off) and at the end of every epoch, written atomically (tmp file + ``os.replace``);
 4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
-   ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1); early stopping after ``patience`` epochs without
+   ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1; with ``lr_decay.start_at``, OpenNMT-py 0.x's rule:
+   every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience`` epochs without
    improvement;
 5. at the end: the best checkpoint is loaded and evaluated on "valid" and "test"; ``task.on_test_end`` runs.
 
@@ -81,7 +82,8 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 10,                # upper bound on epochs
     "max_steps": None,           # stop after this many optimizer steps (None: no limit)
     "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "betas": [0.9, 0.999]},
-    "lr_decay": {"factor": 1.0, "patience": 0, "min_lr": 0.0},  # factor < 1: multiply the LR when valid stalls
+    # factor < 1: multiply the LR when valid stalls ("plateau"), or, with start_at: OpenNMT-py 0.x's rule (below)
+    "lr_decay": {"factor": 1.0, "patience": 0, "min_lr": 0.0, "start_at": None},
     "grad_clip": 5.0,            # max global gradient norm (None or 0: no clipping)
     "patience": 3,               # early stopping: epochs without improvement (None or 0: never stop early)
     "checkpoint_every_steps": 0,  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
@@ -211,6 +213,7 @@ class Trainer:
             "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
             "history": self.history, "epoch_times": self.epoch_times, "epoch_partial": self.epoch_partial,
             "finished": self.finished, "stopped_early": self.stopped_early, "seed": self.seed,
+            "decaying": self.decaying,
         }
 
     def save_checkpoint(self) -> None:
@@ -225,6 +228,7 @@ class Trainer:
                     "epoch_times", "epoch_partial", "finished"):
             setattr(self, key, state[key])
         set_rng_state(state["rng"])
+        self.decaying = state.get("decaying", False)
         # a finished run continues if it was stopped by the epoch/step budget and the budget is now larger
         self.stopped_early = state.get("stopped_early", False)
         self.finished = self.stopped_early or self.epoch >= self.cfg["epochs"] or self.should_stop_steps()
@@ -252,6 +256,7 @@ class Trainer:
         self.epoch_times: list[float] = []
         self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
         self.finished = self.stopped_early = False
+        self.decaying = False  # OpenNMT-py-style decay has started (lr_decay.start_at)
         last = self.ckpt_dir / "last.pt"
         self.resumed_from = None
         if cfg["resume"] and last.exists():
@@ -345,7 +350,15 @@ class Trainer:
                         self.ckpt_dir / "best.pt")
         else:
             self.bad_epochs += 1
-        if cfg["lr_decay"]["factor"] < 1:
+        decay = cfg["lr_decay"]
+        if decay["factor"] < 1 and decay.get("start_at"):
+            # OpenNMT-py 0.x (Optim.updateLearningRate): decay starts at epoch `start_at` or at the first epoch
+            # that does not improve on validation, and from then on the LR is multiplied by `factor` every epoch
+            self.decaying = self.decaying or self.epoch + 1 >= decay["start_at"] or not improved
+            if self.decaying:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = max(group["lr"] * decay["factor"], decay["min_lr"])
+        elif decay["factor"] < 1:
             self.scheduler.step(metric)
         seconds = train_seconds + time.perf_counter() - eval_start
         self.epoch_times.append(seconds)

@@ -110,3 +110,17 @@ def test_wandb_offline_writes_run_without_network(tmp_path, monkeypatch):
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     with pytest.raises(RuntimeError, match="WANDB_API_KEY"):
         build_logger({"kind": "wandb", "mode": "online"}, tmp_path / "run2", {})
+
+
+def test_opennmt_decay_every_epoch_from_start_at(tmp_path):
+    """OpenNMT-py 0.x: halve at the end of epoch `start_at` and of every epoch after it (or from the first epoch
+    without improvement), whatever validation says afterwards."""
+    cfg = {**CFG, "epochs": 4, "patience": 0, "optimizer": {"name": "sgd", "lr": 0.4},
+           "lr_decay": {"factor": 0.5, "start_at": 2}}
+    summary = Trainer(make_task(), cfg, tmp_path / "o", seed=1).fit()
+    assert [h["lr"] for h in summary["history"]] == pytest.approx([0.4, 0.2, 0.1, 0.05])
+    # a run resumed after epoch 2 keeps decaying every epoch (the flag is in the checkpoint)
+    two = Trainer(make_task(), {**cfg, "epochs": 2}, tmp_path / "r", seed=1).fit()
+    assert [h["lr"] for h in two["history"]] == pytest.approx([0.4, 0.2])
+    resumed = Trainer(make_task(), cfg, tmp_path / "r", seed=1).fit()
+    assert [h["lr"] for h in resumed["history"]] == pytest.approx([0.4, 0.2, 0.1, 0.05])

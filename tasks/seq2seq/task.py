@@ -125,8 +125,13 @@ class Seq2SeqTask:
             self.splits["test"] = D.load_duc2004(self.duc_cfg)
         elif self.kind == "summarization" and self.duc_cfg.get("root"):
             # DUC-2004 evaluated by the same model as the Gigaword test set (Rush et al.'s protocol): no retraining
-            self.splits["duc2004"] = D.load_duc2004(self.duc_cfg)
-            self.extra_test_sets.append("duc2004")
+            try:
+                self.splits["duc2004"] = D.load_duc2004(self.duc_cfg)
+                self.extra_test_sets.append("duc2004")
+            except D.DataMissingError as error:
+                if not self.duc_cfg.get("optional"):
+                    raise
+                print(f"[{self.name}] DUC-2004 not evaluated (task.duc.optional): {str(error).splitlines()[0]}")
         train = self.splits["train"]
         if len(train) == 0:
             raise ValueError(f"{self.name}: empty training set")
