@@ -45,16 +45,61 @@ def test_smoke_every_attention(tmp_path, experiment):
         assert Path(record["run_dir"]).is_dir()
 
 
-def test_same_command_resumes(tmp_path):
-    """Run 1 epoch; the same command with more epochs is a new run dir; the very same command resumes."""
-    args = ["experiment=smoke_snli", "attention=sparsemax", "trainer.resume=true", "trainer.epochs=1",
-            f"hydra.run.dir={tmp_path}/run", f"results_dir={tmp_path}/results"]
-    out1 = train(*args)
+def test_more_epochs_continue_the_same_run_and_wandb_keeps_it_whole(tmp_path):
+    """A run is its settings, not its command line: `trainer.epochs=2` after a finished 1-epoch run continues that
+    run in its folder (same run name); its two W&B offline parts read back as one run carrying the whole record."""
+    common = ["experiment=smoke_snli", "attention=sparsemax", "trainer.resume=true", "logger=wandb",
+              f"hydra.run.dir={tmp_path}/runs/${{run_name}}", f"results_dir={tmp_path}/results"]
+    out1 = train(*common, "trainer.epochs=1")
     assert "resumed" not in out1
-    out2 = train(*args[:-3], "trainer.epochs=2", *args[-2:])
+    out2 = train(*common, "trainer.epochs=2")
     assert "resumed from" in out2 and "epoch 2:" in out2 and "epoch 1:" not in out2
-    record = json.loads(next((tmp_path / "results").glob("snli/sparsemax/*epochs=2.json")).read_text())
-    assert record["epochs"] == 2 and record["resumed_from"]["epoch"] == 1
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["experiment=smoke_snli"]
+    path = tmp_path / "results" / "snli" / "sparsemax" / "experiment=smoke_snli.json"
+    record = json.loads(path.read_text())
+    assert record["epochs"] == 2 and record["resumed_from"]["epoch"] == 1 and record["run"] == "experiment=smoke_snli"
+
+    from tasks.loggers import sync_commands
+    from tasks.report import wandb_source
+
+    wandb_dir = tmp_path / "runs" / "experiment=smoke_snli" / "wandb"
+    parts = sorted(wandb_dir.glob("offline-run-*"))
+    assert len(parts) == 2 and len({p.name.rsplit("-", 1)[-1] for p in parts}) == 1  # one id, two parts
+    assert sync_commands(wandb_dir) == [["wandb", "sync", "--include-synced", *map(str, parts)]]
+    (from_wandb,) = wandb_source.load(str(wandb_dir))
+    assert {k: v for k, v in from_wandb.items() if k != "source"} == record  # every key of the local record
+    # without record.json (an older run): the summary still has the final metrics, the commit, `finished`
+    for part in parts:
+        (part / "files" / "record.json").unlink(missing_ok=True)
+    (mapped,) = wandb_source.load(str(wandb_dir))
+    metric = record["metric"]
+    assert mapped["metrics"]["test"][metric] == pytest.approx(record["metrics"]["test"][metric])
+    assert mapped["git_commit"] == record["git"]["commit"] and mapped["finished"] == record["finished"]
+    assert mapped["epochs"] == 2
+
+
+def test_a_setting_that_changes_the_result_is_another_run(tmp_path):
+    from tasks.train import run_identity, run_name_from
+
+    assert run_name_from(["trainer.epochs=20", "seed=2", "trainer.progress=false", "attention=fusedmax",
+                          "trainer.threads=1", "hydra.launcher.timeout_min=60", "shared=/x", "logger=none"]) == "seed=2"
+    assert run_name_from(["seed=2", "attention.lam=0.2", "trainer.optimizer.lr=0.1"]) == \
+        "attention.lam=0.2,seed=2,trainer.optimizer.lr=0.1"
+    base = {"seed": 1, "trainer": {"epochs": 10, "optimizer": {"lr": 0.1}, "threads": 1}, "logger": {"kind": "x"},
+            "task": {"name": "snli", "data": {"root": "/a", "files": {"train": "t"}}}}
+    moved = {**base, "trainer": {**base["trainer"], "epochs": 20, "threads": 2},
+             "task": {"name": "snli", "data": {"root": "/b", "files": {"train": "t"}}}}
+    assert run_identity(base) == run_identity(moved) == {
+        "seed": 1, "trainer.optimizer.lr": 0.1, "task.name": "snli", "task.data.files.train": "t"}
+    # the same folder with another learning rate: an error that names the difference, not a silent mix of two runs
+    args = ["experiment=smoke_snli", "attention=softmax", "trainer.resume=true", "trainer.epochs=1",
+            f"hydra.run.dir={tmp_path}/run", f"results_dir={tmp_path}/results"]
+    train(*args)
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    done = subprocess.run([sys.executable, "-m", "tasks.train", *args, "trainer.optimizer.lr=0.5"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "trainer.optimizer.lr: 0.01 -> 0.5" in done.stderr, done.stderr[-2000:]
+    assert "trainer.resume=false" in done.stderr
 
 
 @pytest.mark.slow
