@@ -65,7 +65,7 @@ def run_name_from(overrides) -> str:
     if isinstance(overrides, str):
         items = [overrides] if overrides else []
     else:
-        items = sorted(str(o) for o in overrides if not _not_identity(str(o).split("=", 1)[0]))
+        items = sorted(str(o).lstrip("+") for o in overrides if not _not_identity(str(o).split("=", 1)[0]))
     name = re.sub(r"[/\\:*?\"<>| ]+", "_", ",".join(items)).strip("_.")
     return name[:200] or "default"
 
