@@ -28,20 +28,25 @@ from .train import run_name_from  # noqa: F401 - registers the run_name_from res
 
 def load_run_config(run_dir: str | os.PathLike, overrides=()) -> dict:
     """The resolved config of a run, with ``key=value`` overrides (``+key=value`` adds a key)."""
-    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import setup_globals
 
     run_dir = Path(run_dir)
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.exists():
         raise FileNotFoundError(f"{saved} not found: RUN must be a run dir made by tasks.train (it has .hydra/)")
     cfg = OmegaConf.load(saved)
-    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
-    if hydra_yaml.exists():
-        HydraConfig.instance().set_config(OmegaConf.load(hydra_yaml))  # ${hydra:runtime.cwd} of the run
     for item in overrides:
         key, _, value = str(item).partition("=")
         OmegaConf.update(cfg, key.lstrip("+"), OmegaConf.from_dotlist([f"v={value}"]).v, force_add=True)
-    return OmegaConf.to_container(cfg, resolve=True)
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    saved_hydra = OmegaConf.load(hydra_yaml).hydra if hydra_yaml.exists() else OmegaConf.create()
+    # ${hydra:runtime.cwd} & co. as the run had them (Hydra's own resolver reads the live HydraConfig)
+    OmegaConf.register_new_resolver("hydra", lambda key: OmegaConf.select(saved_hydra, key), replace=True)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        OmegaConf.clear_resolver("hydra")
+        setup_globals()  # Hydra's resolvers back
 
 
 def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", device: str = "auto") -> dict:

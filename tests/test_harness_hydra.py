@@ -3,6 +3,7 @@ part of `make test`), the run record, resume from the command line, a submitit_l
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,16 +103,49 @@ def test_a_setting_that_changes_the_result_is_another_run(tmp_path):
     assert "trainer.resume=false" in done.stderr
 
 
-@pytest.mark.slow
-def test_submitit_local_multirun(tmp_path):
-    """Two tiny jobs through hydra-submitit-launcher's local executor (what launcher=slurm does on a cluster)."""
-    out = train("-m", "experiment=smoke_snli", "attention=softmax,fusedmax", "trainer.epochs=1",
-                "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}/mr",
-                f"results_dir={tmp_path}/results", timeout=900)
-    assert "submitit" in out.lower() or (tmp_path / "mr" / ".submitit").exists()
-    records = sorted((tmp_path / "results").glob("snli/*/*.json"))
-    assert [p.parts[-2] for p in records] == ["fusedmax", "softmax"]
-    assert (tmp_path / "mr" / ".submitit").is_dir()
+@pytest.mark.slow  # ~1 min; .ci/run runs it (make test-slow)
+def test_submitit_local_sweep_survives_a_sigterm(tmp_path):
+    """Two jobs through hydra-submitit-launcher's local executor (what launcher=slurm does on a cluster); one gets
+    SIGTERM mid-training: it checkpoints, submitit requeues it, it resumes, and the sweep ends with both records
+    complete (the killed job lost nothing: it resumed at the step where it was stopped)."""
+    import signal
+    import time
+
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "tasks.train", "-m", "experiment=smoke_snli", "attention=softmax,fusedmax",
+         "trainer.epochs=30", "trainer.patience=null", "trainer.resume=true", "launcher=submitit_local",
+         "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path}/mr", f"results_dir={tmp_path}/results"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, victim = time.time() + 300, None
+        while victim is None and time.time() < deadline and sweep.poll() is None:
+            time.sleep(0.5)
+            if list((tmp_path / "mr").glob("*/*/checkpoints/last.pt")):  # a job is training
+                victim = next((int(pid) for pid in os.listdir("/proc") if pid.isdigit() and
+                               f"{tmp_path}/mr/.submitit".encode() in _cmdline(pid)), None)
+        assert victim is not None, "no submitit job found to stop"
+        os.kill(victim, signal.SIGTERM)
+        out, _ = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out[-3000:]
+    records = {p.parts[-2]: json.loads(p.read_text()) for p in (tmp_path / "results").glob("snli/*/*.json")}
+    assert sorted(records) == ["fusedmax", "softmax"]
+    assert all(set(KEYS) <= set(r) and r["epochs"] == 30 for r in records.values())
+    logs = "".join(p.read_text() for p in (tmp_path / "mr" / ".submitit").rglob("*_log.out"))
+    stopped = int(re.search(r"checkpoint written at step (\d+) \(SIGTERM\)", logs).group(1))
+    assert "Requeued job" in logs
+    resumed = [r["resumed_from"] for r in records.values() if r["resumed_from"]]
+    assert len(resumed) == 1 and resumed[0]["step"] == stopped  # nothing but the step under way lost
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_launcher_configs_compose():
