@@ -14,9 +14,9 @@
   for the first one instead of downloading the same file twelve times.
 * ``DATA_OFFLINE=1`` in the environment: never download (compute nodes without internet); a missing file is a
   ``DataMissingError`` at once that says to stage the data first (``make data TASK=...``, tasks/stage.py).
-* ``obtain`` finds a file by name in local folders (a mirror such as ``../shared/data``, any folder), else downloads
-  it from its public URL into the cache; ``content_sha256`` verifies the uncompressed content, so a plain copy and a
-  ``.gz`` copy of the same file both pass.
+* ``obtain`` finds a file by name in local folders (a mirror such as ``../shared/data``, any folder: used as they
+  are), else downloads it from its public URL into the cache; ``content_sha256`` verifies the uncompressed content
+  of what is downloaded, so a plain copy and a ``.gz`` copy of the same file both pass.
 * A mirror is a base URL that replaces the canonical scheme and host, keeping the path:
   ``with_mirror("https://nlp.stanford.edu/projects/snli/snli_1.0.zip", "http://m.local/pub")`` is
   ``http://m.local/pub/projects/snli/snli_1.0.zip``. ``file:///nfs/mirror`` works too (offline clusters).
@@ -222,12 +222,15 @@ def content_sha256(path: str | os.PathLike) -> str:
 def obtain(name: str, url: str | None, cache_dir: str | os.PathLike, local_dirs=(), content_sha: str | None = None,
            progress: bool = True, hint: str = "") -> Path:
     """The file ``name`` (a relative path): from the first local folder that has it (as is, or with ``.gz``
-    added or removed), else from the cache, else downloaded from ``url`` into the cache. ``content_sha``: sha256
-    of the uncompressed content, checked for local and downloaded copies alike."""
+    added or removed: used as it is, the folder is yours), else from the cache, else downloaded from ``url`` into
+    the cache. ``content_sha``: sha256 of the uncompressed content, checked for cached and downloaded copies."""
     base = name[:-3] if name.endswith(".gz") else name
     candidates = [Path(d) / n for d in local_dirs if d for n in dict.fromkeys((name, base, base + ".gz"))]
     cache = Path(cache_dir) / (base + ".gz" if url and url.endswith(".gz") else base)  # named as its content is
-    for path in candidates + [cache]:
+    for path in candidates:
+        if path.is_file():
+            return path
+    for path in [cache]:
         if path.is_file():
             if content_sha and content_sha256(path) != content_sha:
                 raise ChecksumError(f"{path}: its content is not that of {name} (sha256 of the uncompressed content "

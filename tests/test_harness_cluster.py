@@ -4,6 +4,7 @@ signals (checkpoint, then exit or requeue), wall-time checkpoints, mixed precisi
 import math
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from test_harness_trainer import CFG, assert_same, make_task, weights
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0}  # only what a test asks for
 
 
+@pytest.mark.filterwarnings("ignore:.*meta parameter")
 def test_resume_reads_the_checkpoint_on_cpu_whatever_the_device(tmp_path, monkeypatch):
     """A checkpoint resumed on another device: torch.load(map_location=<device>) moved the CPU RNG state there and
     torch.set_rng_state raised ("RNG state must be a torch.ByteTensor"). "meta" stands in for "cuda" here."""
@@ -104,3 +106,34 @@ def test_mixed_precision(tmp_path, precision):
     assert ("scale" in state["scaler"]) == (precision == "fp16")  # a GradScaler for fp16 only
     with pytest.raises(ValueError, match="trainer.precision"):
         Trainer(make_task(), {**QUIET, "precision": "fp8"}, tmp_path / "bad", seed=1).fit()
+
+
+def test_wandb_api_runs_prefer_their_uploaded_record(tmp_path):
+    """`make tables SOURCE=wandb PROJECT=entity/project`: a run's record.json (uploaded by the harness) is the
+    record, with every key the local one has (new keys included); runs without it fall back to the mapping."""
+    import json
+    import types
+
+    from tasks.report import wandb_source
+
+    record = {"task": "snli", "attention": {"name": "fusedmax", "params": {"lam": 0.1}}, "seed": 2,
+              "metrics": {"test": {"accuracy": 0.8}}, "per_example": {"test": [1, 0, 1]}, "git": {"commit": "abc"}}
+
+    class File:
+        def __init__(self, content):
+            self.content = content
+
+        def download(self, root, replace=False):
+            if self.content is None:
+                raise ValueError("file not found")
+            (Path(root) / "record.json").write_text(json.dumps(self.content))
+
+    def run(run_id, content):
+        return types.SimpleNamespace(id=run_id, name=run_id, state="finished", summary={"test/accuracy": 0.5},
+                                     config={"task": {"name": "snli"}, "attention": {"name": "softmax"}, "seed": 1},
+                                     file=lambda name: File(content))
+
+    api = types.SimpleNamespace(runs=lambda project, filters=None: [run("a", record), run("b", None)])
+    with_record, mapped = wandb_source.api_records("me/project", api=api)
+    assert {k: v for k, v in with_record.items() if k != "source"} == record
+    assert mapped["attention"]["name"] == "softmax" and mapped["metrics"]["test"]["accuracy"] == 0.5

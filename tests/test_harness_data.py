@@ -152,9 +152,11 @@ def test_snli_preset_files_come_from_public_copies_with_a_mirror_first(server, t
     asked = len(server["handler"].seen)
     snli_data.load({**cfg, "root": str(mirror)}, tmp_path / "data2", progress=False)
     assert len(server["handler"].seen) == asked
-    (mirror / "snli_1.0_dev.jsonl").write_bytes(dev[:-200])  # a different file under the right name
+    # a public copy that is not the expected file: rejected, nothing kept in the cache
+    serve_gz(server, "dev.jsonl.gz", dev[:-200], True)
     with pytest.raises(ChecksumError, match="snli_1.0_dev"):
-        snli_data.load({**cfg, "root": str(mirror)}, tmp_path / "data3", progress=False)
+        snli_data.load(cfg, tmp_path / "data3", progress=False)
+    assert not (tmp_path / "data3" / "snli" / "snli_1.0_dev.jsonl.gz").exists()
 
 
 def test_gigaword_and_iwslt_preset_files_come_from_public_copies(server, tmp_path, monkeypatch):
