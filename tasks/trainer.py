@@ -373,7 +373,8 @@ class Trainer:
                     break
                 self.end_of_epoch()  # (ends with a checkpoint)
                 self.handle_signal(saved=True)
-            return self.final_evaluation()
+        # signals act as usual again: last.pt says "finished", so a killed evaluation is redone by the same command
+        return self.final_evaluation()
 
     def should_stop_steps(self) -> bool:
         return self.cfg["max_steps"] is not None and self.step >= self.cfg["max_steps"]
