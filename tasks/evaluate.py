@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import records
-from .trainer import load_checkpoint_file, move_to, pick_device  # noqa: F401
+from .trainer import load_checkpoint_file, pick_device
 from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
 
 

@@ -4,7 +4,6 @@ kernels launch on the tensor's own device (cuda:1), not the current one."""
 import types
 import warnings
 
-import pytest
 import torch
 
 from attention import _cpu, _cuda

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import download, embeddings
-from tasks.download import ChecksumError, DataMissingError, content_sha256, fetch
+from tasks import embeddings
+from tasks.download import ChecksumError, DataMissingError, fetch
 from tasks.seq2seq import data as s2s
 from tasks.snli import data as snli_data
 
