@@ -6,10 +6,15 @@ prox forward on the CPU kernels. The sorting that the oscar prox needs is done b
 the kernel; everything else (the prox, sparsemax, group labels) happens in one kernel launch. The backward passes
 are plain torch (``_torch.py``). Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in numba's CUDA simulator
 on CPU tensors, which is how the test suite checks them on machines without a GPU.
+
+Kernels launch on the tensor's own GPU (``cuda:1`` included: numba's context for that device, torch's current
+stream of that device). numba-cuda installed but unusable (no NVVM/libdevice, a driver too old for it): the first
+call warns once and every call then runs the CPU kernels (one copy each way), as without numba-cuda.
 """
 
 import functools
 import os
+import warnings
 
 import torch
 
@@ -75,18 +80,48 @@ def _kernels():
     return tv_sparsemax, sorted_sparsemax
 
 
-def _launch(kernel, n, *tensors_and_scalars):
+def _launch(kernel, n, device, *tensors_and_scalars):
+    blocks = (n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     if simulated():
         args = [a.numpy() if isinstance(a, torch.Tensor) else a for a in tensors_and_scalars]
-        kernel[(n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, THREADS_PER_BLOCK](*args)
+        kernel[blocks, THREADS_PER_BLOCK](*args)
         return
-    args = [cuda.as_cuda_array(a.detach()) if isinstance(a, torch.Tensor) else a for a in tensors_and_scalars]
-    stream = cuda.external_stream(torch.cuda.current_stream().cuda_stream)
-    kernel[(n + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK, THREADS_PER_BLOCK, stream](*args)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with cuda.gpus[index]:  # the tensors' GPU, not the current one
+        args = [cuda.as_cuda_array(a.detach()) if isinstance(a, torch.Tensor) else a for a in tensors_and_scalars]
+        stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+        kernel[blocks, THREADS_PER_BLOCK, stream](*args)
+
+
+_unusable: Exception | None = None  # why numba-cuda could not run here (set once, after the warning)
 
 
 def prox_sparsemax_forward(z, lengths, lam, variant):
-    """Same contract as ``_cpu.prox_sparsemax_forward``: returns (y, groups, scale) on z's device."""
+    """Same contract as ``_cpu.prox_sparsemax_forward``: returns (y, groups, scale) on z's device. Falls back to
+    the CPU kernels, with one warning, when numba-cuda cannot compile or launch its kernels here."""
+    global _unusable
+    if simulated():  # the test suite's check of the kernels themselves: never hide a failure there
+        return _gpu_prox_forward(z, lengths, lam, variant)
+    if _unusable is None:
+        try:
+            return _gpu_prox_forward(z, lengths, lam, variant)
+        except Exception as error:  # noqa: BLE001 - NvvmSupportError, CudaSupportError, a driver error ...
+            _unusable = error
+            warnings.warn(
+                f"attention: numba-cuda is installed but cannot run its kernels here ({type(error).__name__}: "
+                f"{error}); the fusedmax/oscarmax prox forward runs on the CPU kernels instead (one copy each way). "
+                "Install a working CUDA toolkit for numba (`pip install 'numba-cuda[cu12]'`) or uninstall "
+                "numba-cuda to silence this.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    from .functions import _cpu_prox_forward
+
+    y, groups, scale = _cpu_prox_forward(z.detach().cpu().contiguous(), lengths.cpu(), lam, variant)
+    return y.to(z.device), groups.to(z.device), scale.to(z.device)
+
+
+def _gpu_prox_forward(z, lengths, lam, variant):
     tv_sparsemax, sorted_sparsemax = _kernels()
     z = z.detach().contiguous()
     n, d = z.shape
@@ -97,7 +132,7 @@ def prox_sparsemax_forward(z, lengths, lam, variant):
     if n == 0:
         return y, groups, scale
     if variant == PROX_TV:
-        _launch(tv_sparsemax, n, z, lengths, float(lam), u, y, groups, scale)
+        _launch(tv_sparsemax, n, z.device, z, lengths, float(lam), u, y, groups, scale)
         return y, groups, scale
     valid = torch.arange(d, device=z.device) < lengths.unsqueeze(-1)
     key = z.abs() if variant == PROX_OWL else z
@@ -105,6 +140,6 @@ def prox_sparsemax_forward(z, lengths, lam, variant):
     z_sorted, order = torch.sort(key, dim=-1, descending=True, stable=True)
     pooled = torch.empty_like(z)
     blocks = torch.empty(z.shape, dtype=torch.int64, device=z.device)
-    _launch(sorted_sparsemax, n, z, z_sorted.contiguous(), order.contiguous(), lengths, float(lam), int(variant),
+    _launch(sorted_sparsemax, n, z.device, z, z_sorted.contiguous(), order.contiguous(), lengths, float(lam), int(variant),
             u, pooled, blocks, y, groups, scale)
     return y, groups, scale

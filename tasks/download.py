@@ -6,9 +6,17 @@
     >>> extract(zip_path, "snli_1.0/snli_1.0_dev.jsonl", "data/snli/snli_1.0_dev.jsonl")
 
 * ``fetch`` returns ``dest`` at once when it already exists (and, with ``sha256``, matches it). Otherwise it tries
-  each mirror, then the canonical URL. The bytes go to ``dest.tmp-<pid>`` and are renamed onto ``dest`` with
-  ``os.replace`` only after the checksum matched: a failed, interrupted or corrupted download leaves nothing at
-  ``dest`` (and removes its temporary file).
+  each mirror, then the canonical URL. The bytes go to ``dest.part`` and are renamed onto ``dest`` with
+  ``os.replace`` only after the checksum matched: ``dest`` is complete or absent. An interrupted download keeps
+  ``dest.part`` and the next ``fetch`` resumes it (an HTTP ``Range`` request; a server that ignores it sends the
+  whole file, which restarts it); a resumed file whose checksum does not match is downloaded again from scratch.
+  One process downloads a file at a time (a lock file beside it): the jobs of a sweep that start together wait
+  for the first one instead of downloading the same file twelve times.
+* ``DATA_OFFLINE=1`` in the environment: never download (compute nodes without internet); a missing file is a
+  ``DataMissingError`` at once that says to stage the data first (``make data TASK=...``, tasks/stage.py).
+* ``obtain`` finds a file by name in local folders (a mirror such as ``../shared/data``, any folder: used as they
+  are), else downloads it from its public URL into the cache; ``content_sha256`` verifies the uncompressed content
+  of what is downloaded, so a plain copy and a ``.gz`` copy of the same file both pass.
 * A mirror is a base URL that replaces the canonical scheme and host, keeping the path:
   ``with_mirror("https://nlp.stanford.edu/projects/snli/snli_1.0.zip", "http://m.local/pub")`` is
   ``http://m.local/pub/projects/snli/snli_1.0.zip``. ``file:///nfs/mirror`` works too (offline clusters).
@@ -18,8 +26,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gzip
 import hashlib
+import http.client
+import logging
 import os
 import shutil
 import tarfile
@@ -32,6 +44,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 CHUNK = 1 << 20
+OFFLINE_ENV = "DATA_OFFLINE"
+log = logging.getLogger(__name__)
 
 
 class DataMissingError(RuntimeError):
@@ -73,6 +87,10 @@ def missing_message(dest: Path, url: str | None, reason: str = "", hint: str = "
     return "\n".join(lines)
 
 
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").lower() not in ("", "0", "false", "no")
+
+
 def fetch(
     url: str,
     dest: str | os.PathLike,
@@ -83,58 +101,151 @@ def fetch(
     progress: bool = True,
     hint: str = "",
 ) -> Path:
-    """Download ``url`` to ``dest`` (cached, verified, atomic) and return ``dest`` as a ``Path``.
+    """Download ``url`` to ``dest`` (cached, verified, atomic, resumable) and return ``dest`` as a ``Path``.
 
     ``mirrors``: base URLs tried before the canonical host (see ``with_mirror``); a string is one mirror.
     ``hint``: one more line for the ``DataMissingError`` message (e.g. "or set task.data.root=DIR").
     """
     dest = Path(dest)
     if dest.exists():
-        if sha256 is not None and sha256sum(dest) != sha256.lower():
-            raise ChecksumError(
-                f"{dest} exists but its sha256 is not {sha256}: a corrupted or different file. Delete it to "
-                f"download it again from {url}."
-            )
-        return dest
+        return _verified(dest, sha256, url)
+    if offline():
+        raise DataMissingError(missing_message(dest, url, f"{OFFLINE_ENV}=1: no downloads on this machine", (
+            "stage the data where there is network first (make data TASK=<task> [DATA_DIR=...]); " + hint).strip()))
     if isinstance(mirrors, str):
         mirrors = [mirrors]
     sources = [with_mirror(url, m) for m in (mirrors or ()) if m] + [url]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for source in sources:
-        tmp = _tmp_path(dest)
-        try:
-            _download(source, tmp, desc or dest.name, timeout, progress)
-            if sha256 is not None:
-                got = sha256sum(tmp)
-                if got != sha256.lower():
+    with _locked(dest):
+        if dest.exists():  # another process downloaded it while this one waited
+            return _verified(dest, sha256, url)
+        part = dest.with_name(dest.name + ".part")
+        errors = []
+        for source in sources:
+            try:
+                resumed = _download(source, part, desc or dest.name, timeout, progress)
+                if resumed and sha256 is not None and sha256sum(part) != sha256.lower():
+                    part.unlink()  # the kept part may be of another file: once more from scratch
+                    _download(source, part, desc or dest.name, timeout, progress)
+                if sha256 is not None and (got := sha256sum(part)) != sha256.lower():
+                    part.unlink()
                     raise ChecksumError(
                         f"checksum mismatch for {source}: sha256 {got}, expected {sha256}; nothing was written "
                         f"to {dest}"
                     )
-            os.replace(tmp, dest)
-            return dest
-        except ChecksumError:
-            raise
-        except (urllib.error.URLError, OSError, ValueError) as error:  # HTTPError is a URLError
-            errors.append(f"{source}: {error}")
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+                os.replace(part, dest)
+                return dest
+            except ChecksumError:
+                raise
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
+                errors.append(f"{source}: {error!r}")  # (HTTPError is a URLError; a cut transfer keeps its part)
     raise DataMissingError(missing_message(dest, url, "; ".join(errors), hint))
 
 
-def _download(url: str, tmp: Path, desc: str, timeout: float, progress: bool) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "structured-attention/0.1"})
-    with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
-        total = response.headers.get("Content-Length")
-        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=desc, disable=not progress, leave=False) as bar:
+def _verified(dest: Path, sha256: str | None, url: str) -> Path:
+    if sha256 is not None and sha256sum(dest) != sha256.lower():
+        raise ChecksumError(
+            f"{dest} exists but its sha256 is not {sha256}: a corrupted or different file. Delete it to "
+            f"download it again from {url}."
+        )
+    return dest
+
+
+@contextlib.contextmanager
+def _locked(dest: Path):
+    """An exclusive lock on ``dest.lock`` (other processes wait); the lock file is removed afterwards."""
+    lock_path = dest.with_name(dest.name + ".lock")
+    while True:
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file after we opened it: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)
+
+
+def _download(url: str, part: Path, desc: str, timeout: float, progress: bool) -> bool:
+    """Append to ``part`` from where it stops (HTTP Range), or write it whole; True when it resumed. A short
+    transfer raises ``OSError`` and keeps ``part`` for the next try."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "structured-attention/0.1"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code != 416 or not have:  # 416: the range starts past the end: the part is not of this file
+            raise
+        part.unlink()
+        return _download(url, part, desc, timeout, progress)
+    with response:
+        status = getattr(response, "status", None)
+        resumed = bool(have) and status == 206 and str(response.headers.get("Content-Range", "")).startswith(
+            f"bytes {have}-")
+        if have and not resumed:
+            have = 0  # the server sent the whole file: start over
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length else None
+        written = 0
+        with open(part, "ab" if resumed else "wb") as out, tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not progress, leave=False) as bar:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 out.write(chunk)
+                written += len(chunk)
                 bar.update(len(chunk))
-        if total is not None and out.tell() != int(total):
-            raise OSError(f"truncated download: {out.tell()} of {total} bytes")
+        if length is not None and written != int(length):
+            raise OSError(f"truncated download: {have + written} of {total} bytes (kept in {part}: the next try "
+                          "resumes it)")
+    return resumed
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's content, decompressed when it is a ``.gz`` file."""
+    digest = hashlib.sha256()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def obtain(name: str, url: str | None, cache_dir: str | os.PathLike, local_dirs=(), content_sha: str | None = None,
+           progress: bool = True, hint: str = "") -> Path:
+    """The file ``name`` (a relative path): from the first local folder that has it (as is, or with ``.gz``
+    added or removed: used as it is, the folder is yours), else from the cache, else downloaded from ``url`` into
+    the cache. ``content_sha``: sha256 of the uncompressed content, checked for cached and downloaded copies."""
+    base = name[:-3] if name.endswith(".gz") else name
+    candidates = [Path(d) / n for d in local_dirs if d for n in dict.fromkeys((name, base, base + ".gz"))]
+    cache = Path(cache_dir) / (base + ".gz" if url and url.endswith(".gz") else base)  # named as its content is
+    for path in candidates:
+        if path.is_file():
+            return path
+    for path in [cache]:
+        if path.is_file():
+            if content_sha and content_sha256(path) != content_sha:
+                raise ChecksumError(f"{path}: its content is not that of {name} (sha256 of the uncompressed content "
+                                    f"is not {content_sha}). Replace or delete it; the public copy is {url}.")
+            return path
+    if not url:
+        where = ", ".join(str(d) for d in local_dirs if d) or "(no folder given)"
+        raise DataMissingError(missing_message(Path(local_dirs[0] if local_dirs else cache_dir) / name, None,
+                                               f"not in {where}", hint))
+    log.info(f"{name}: not in {', '.join(str(d) for d in local_dirs if d) or 'a local folder'}; downloading {url}")
+    path = fetch(url, cache, progress=progress, hint=hint)
+    if content_sha and content_sha256(path) != content_sha:
+        path.unlink()
+        raise ChecksumError(f"{url}: its content is not the expected {name} (sha256 {content_sha}); removed")
+    return path
 
 
 def extract(archive: str | os.PathLike, member: str | None, dest: str | os.PathLike) -> Path:

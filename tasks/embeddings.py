@@ -9,27 +9,54 @@ N(0, oov_std²) with a fixed generator (``seed``) so that a frozen table still t
 practice for SNLI models with fixed GloVe; ``oov="zeros"`` sets them to zero. <pad> is always zero.
 The table is frozen by default in the models (``nn.Embedding.from_pretrained(weight, freeze=True)``).
 Some 840B lines have spaces inside the word: the last ``dim`` fields are the vector, the rest the word.
+
+**Parsed once.** ``glove_file`` parses the text (2.2M lines for 840B) into a tensor file
+``<cache>/<file>[.<member>].pt`` (``{"words": [...], "vectors": (n, dim)}``) the first time and returns that;
+``read_glove`` reads either form. The tensor file is rebuilt when the text file's size or time changes.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .download import DataMissingError, fetch, open_text
 from .vocab import Vocab
 
+log = logging.getLogger(__name__)
+
 
 def read_glove(path: str | os.PathLike, wanted: set[str] | None = None, dim: int | None = None,
                member: str | None = None) -> dict[str, torch.Tensor]:
-    """Vectors of the words in ``wanted`` (and of their lower-cased forms; every word if ``wanted`` is None)."""
+    """Vectors of the words in ``wanted`` (and of their lower-cased forms; every word if ``wanted`` is None), from
+    a GloVe text file or from its parsed tensor file (``.pt``, see ``glove_file``)."""
     path = Path(path)
     if not path.exists():
         raise DataMissingError(f"GloVe file missing: {path}")
     keys = None if wanted is None else set(wanted) | {w.lower() for w in wanted}
     vectors: dict[str, torch.Tensor] = {}
+    if path.suffix == ".pt":
+        table = torch.load(path, weights_only=False)
+        rows = table["vectors"]
+        if dim is not None and rows.shape[1] != dim:
+            raise ValueError(f"{path}: vectors of {rows.shape[1]} dimensions, expected {dim}")
+        for i, word in enumerate(table["words"]):
+            if (keys is None or word in keys) and word not in vectors:
+                vectors[word] = rows[i].clone()
+        return vectors
+    for word, vector in iter_glove(path, dim, member, keys):
+        if word not in vectors:
+            vectors[word] = torch.tensor(vector, dtype=torch.float32)
+    return vectors
+
+
+def iter_glove(path: Path, dim: int | None = None, member: str | None = None, keys: set[str] | None = None):
+    """(word, list of floats) for each line of a GloVe text file whose word is in ``keys`` (every line if None)."""
     with open_text(path, member) as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n").rstrip(" ")
@@ -46,13 +73,40 @@ def read_glove(path: str | os.PathLike, wanted: set[str] | None = None, dim: int
             word = parts[0]
             if keys is not None and word not in keys:
                 continue
-            if word in vectors:
-                continue
             try:
-                vectors[word] = torch.tensor([float(x) for x in parts[1:]], dtype=torch.float32)
+                yield word, [float(x) for x in parts[1:]]
             except ValueError:
                 raise ValueError(f"{path}, line {lineno}: not a number in the vector of {word!r}") from None
-    return vectors
+
+
+def glove_tensor_file(text: Path, cache_dir: str | os.PathLike, member: str | None = None,
+                      dim: int | None = None) -> Path:
+    """``text`` parsed once into ``<cache_dir>/<name>[.<member>].pt``; rebuilt when ``text`` changes."""
+    stat = text.stat()
+    stamp = {"source": str(text.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "member": member}
+    out = Path(cache_dir) / f"{text.name}{'.' + member if member else ''}.pt"
+    sidecar = out.with_suffix(".json")
+    try:
+        if out.exists() and json.loads(sidecar.read_text()) == stamp:
+            return out
+    except (OSError, ValueError):
+        pass
+    log.info(f"parsing {text}{':' + member if member else ''} once into {out}")
+    words, rows = [], []
+    for word, vector in iter_glove(text, dim, member):
+        words.append(word)
+        rows.append(np.asarray(vector, dtype=np.float32))
+    vectors = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, dim or 0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    try:
+        torch.save({"words": words, "vectors": vectors}, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    sidecar.write_text(json.dumps(stamp))
+    return out
 
 
 def embedding_matrix(vocab: Vocab, vectors: dict[str, torch.Tensor], dim: int, oov: str = "normal",
@@ -80,17 +134,24 @@ def embedding_matrix(vocab: Vocab, vectors: dict[str, torch.Tensor], dim: int, o
 
 
 def glove_file(cfg: dict, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
-    """The GloVe file an embeddings config names: ``cfg["path"]`` when set, else ``cfg["url"]`` downloaded into
-    ``cache_dir`` (see configs/embeddings/*.yaml)."""
-    if cfg.get("path"):
-        path = Path(cfg["path"]).expanduser()
-        if not path.exists():
-            raise DataMissingError(
-                f"GloVe file missing: {path} (embeddings.path). Download it from {cfg.get('url')} or point "
-                f"embeddings.path at a GloVe text file (.txt, .txt.gz or .zip)."
-            )
-        return path
-    url = cfg["url"]
-    dest = Path(cache_dir) / url.rsplit("/", 1)[-1]
-    return fetch(url, dest, sha256=cfg.get("sha256"), mirrors=cfg.get("mirror") or (), progress=progress,
-                 hint="or set embeddings.path=FILE (a GloVe .txt/.txt.gz/.zip you have), or embeddings.mirror=URL")
+    """The parsed tensor file of the GloVe vectors an embeddings config names (see configs/embeddings/*.yaml):
+    ``cfg["path"]`` when that file exists (a local copy: .txt, .txt.gz or .zip), else ``cfg["url"]`` downloaded
+    into ``cache_dir`` (and ``cfg["member"]`` read from the zip). Parsed once, into ``cache_dir``."""
+    member = cfg.get("member")
+    path = Path(cfg["path"]).expanduser() if cfg.get("path") else None
+    if path is not None and not path.exists() and not cfg.get("url"):
+        raise DataMissingError(
+            f"GloVe file missing: {path} (embeddings.path). Point embeddings.path at a GloVe text file (.txt, "
+            f".txt.gz or .zip), or set embeddings.url to its canonical zip."
+        )
+    if path is not None and path.exists():
+        text = path
+        member = member if path.name.lower().endswith(".zip") else None
+    else:
+        url = cfg["url"]
+        if path is not None:
+            log.info(f"{path} (embeddings.path) not found: using {url}")
+        text = fetch(url, Path(cache_dir) / url.rsplit("/", 1)[-1], sha256=cfg.get("sha256"),
+                     mirrors=cfg.get("mirror") or (), progress=progress,
+                     hint="or set embeddings.path=FILE (a GloVe .txt/.txt.gz/.zip you have), or embeddings.mirror=URL")
+    return glove_tensor_file(text, cache_dir, member=member, dim=cfg.get("dim"))

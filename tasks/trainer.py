@@ -7,12 +7,18 @@ What it does, in order:
 1. seeds python/numpy/torch, picks the device (``trainer.device=auto``: CUDA when present, else CPU),
    ``task.setup()``, ``task.build_model()``, the optimizer (Adam or SGD) and the LR-on-plateau scheduler;
 2. resumes from ``run_dir/checkpoints/last.pt`` when it exists (``trainer.resume=true``, the default): model,
-   optimizer, scheduler, every RNG state, epoch, position inside the epoch, global step, best metric, early-stopping
-   counter, history. The same command run again therefore continues where the killed run stopped;
+   optimizer, scheduler, grad scaler, every RNG state, epoch, position inside the epoch, global step, best metric,
+   early-stopping counter, history. The checkpoint is read on the CPU (RNG states must stay CPU tensors) and the
+   model and optimizer states are then copied to the device. The same command run again therefore continues where
+   the killed run stopped;
 3. for each epoch: the task's shuffled batches (``task.train_batches(epoch, generator)``, the generator seeded from
    (seed, epoch) so the order is the same after a resume; batches already done in this epoch are skipped),
-   loss -> backward -> gradient clipping -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps
-   (0: off) and at the end of every epoch, written atomically (tmp file + ``os.replace``);
+   loss (under autocast when ``precision`` is bf16/fp16) -> backward (a GradScaler for fp16) -> gradient clipping
+   -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps and every ``checkpoint_every_minutes`` of
+   wall time (0: off), and at the end of every epoch, written atomically (tmp file + ``os.replace``);
+   SIGTERM / SIGUSR1 / SIGUSR2 (preemption, a scheduler's time limit, ``kill``) are caught: the step under way
+   finishes, a checkpoint is written, then the process exits (``Preempted``) or, when the job was started by
+   submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it;
 4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
    ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1; with ``lr_decay.start_at``, OpenNMT-py 0.x's rule:
    every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience`` epochs without
@@ -27,10 +33,13 @@ from __future__ import annotations
 
 import logging
 
+import contextlib
 import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -87,6 +96,9 @@ DEFAULTS: dict[str, Any] = {
     "grad_clip": 5.0,            # max global gradient norm (None or 0: no clipping)
     "patience": 3,               # early stopping: epochs without improvement (None or 0: never stop early)
     "checkpoint_every_steps": 0,  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
+    "checkpoint_every_minutes": 10.0,  # and every N minutes of wall time (0: off): a preempted job loses less
+    "signals": ["SIGTERM", "SIGUSR1", "SIGUSR2"],  # caught: finish the step, checkpoint, exit or requeue
+    "precision": "fp32",         # fp32 | bf16 | fp16 (autocast; a GradScaler for fp16)
     "resume": True,              # continue from run_dir/checkpoints/last.pt when it exists
     "progress": True,            # tqdm progress bars
     "log_every_steps": 50,       # send training scalars to the logger every N steps
@@ -150,11 +162,22 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the states of ``rng_state()``. They must be CPU ``ByteTensor``s (load checkpoints on the CPU: a
+    ``map_location`` of "cuda" moves them and ``torch.set_rng_state`` then raises). CUDA states are restored for the
+    devices both the saving and this machine have."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]][: torch.cuda.device_count()]
+        for index, cuda_state in enumerate(cuda_states):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict:
+    """A checkpoint read on the CPU, whatever device wrote it (``load_state_dict`` then copies to the model's
+    device; RNG states must stay on the CPU)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -186,44 +209,73 @@ def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
 class NullLogger:
     def log(self, scalars: dict, step: int) -> None: ...
     def summary(self, scalars: dict) -> None: ...
-    def finish(self) -> None: ...
+    def record(self, record: dict) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
 class Stop(Exception):
     """Raised by a ``on_step`` hook to stop training at once, as a kill would (no checkpoint is written)."""
 
 
+class Preempted(Exception):
+    """Training stopped on a signal (SIGTERM, SIGUSR1/2) after writing a checkpoint; the same command continues."""
+
+    def __init__(self, signum: int, step: int):
+        self.signum, self.step = signum, step
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}: checkpoint written, run the same "
+                         "command to continue")
+
+
+PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16,
+              "fp16": torch.float16, "16": torch.float16, "16-mixed": torch.float16}
+
+
+def autocast_dtype(precision: str | None) -> torch.dtype | None:
+    key = str(precision or "fp32").lower()
+    if key not in PRECISIONS:
+        raise ValueError(f"trainer.precision={precision!r}: use fp32, bf16 or fp16")
+    return PRECISIONS[key]
+
+
 # ---------------------------------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, task: Task, cfg: dict | None, run_dir: str | os.PathLike, seed: int = 1, logger=None,
-                 on_step: Callable[[int], None] | None = None):
+                 on_step: Callable[[int], None] | None = None, identity: dict | None = None):
         self.task, self.seed = task, seed
         self.cfg = merged(DEFAULTS, cfg)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.logger = logger or NullLogger()
         self.on_step = on_step  # test hook: called after every optimizer step with the global step
+        self.identity = identity  # what makes this run this run (tasks/train.py); checked on resume
+        self.signal: int | None = None  # the signal received, handled at the next step boundary
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
             "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
             "history": self.history, "epoch_times": self.epoch_times, "epoch_partial": self.epoch_partial,
             "finished": self.finished, "stopped_early": self.stopped_early, "seed": self.seed,
-            "decaying": self.decaying,
+            "decaying": self.decaying, "identity": self.identity,
         }
 
     def save_checkpoint(self) -> None:
         atomic_save(self.state(), self.ckpt_dir / "last.pt")
+        self.last_save = time.monotonic()
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint_file(path)  # on the CPU; load_state_dict copies to the device
+        saved = state.get("identity")
+        if self.identity is not None and saved is not None and saved != self.identity:
+            raise RunMismatchError(path, saved, self.identity)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         for key in ("epoch", "batch_in_epoch", "step", "best_metric", "best_epoch", "bad_epochs", "history",
                     "epoch_times", "epoch_partial", "finished"):
             setattr(self, key, state[key])
@@ -233,23 +285,71 @@ class Trainer:
         self.stopped_early = state.get("stopped_early", False)
         self.finished = self.stopped_early or self.epoch >= self.cfg["epochs"] or self.should_stop_steps()
 
+    # -- signals (preemption, time limits) --------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if self.signal is None:
+            log.warning(f"{signal.Signals(signum).name} received: finishing this step, then checkpoint")
+        self.signal = signum
+
+    @contextlib.contextmanager
+    def catching_signals(self):
+        """SIGTERM/SIGUSR1/SIGUSR2 (``trainer.signals``) set ``self.signal`` instead of killing the process; the
+        previous handlers (submitit's among them) are kept and restored."""
+        self.previous_handlers: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for name in self.cfg["signals"] or ():
+                signum = getattr(signal, str(name), None)
+                if signum is not None:
+                    self.previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in self.previous_handlers.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+    def handle_signal(self, saved: bool = False) -> None:
+        """At a step boundary after a signal: checkpoint, then let submitit requeue the job, or stop."""
+        if self.signal is None:
+            return
+        signum = self.signal
+        if not saved:
+            self.save_checkpoint()
+        log.warning(f"checkpoint written at step {self.step} ({signal.Signals(signum).name})")
+        requeue = next((h for h in self.previous_handlers.values()
+                        if getattr(h, "__name__", "") == "checkpoint_and_try_requeue"), None)
+        if requeue is not None:  # run by submitit (launcher=slurm / submitit_local): it requeues and exits
+            log.warning("submitit: requeueing this job; it resumes from the checkpoint")
+            requeue(signum, None)
+        raise Preempted(signum, self.step)
+
+    # -- mixed precision --------------------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     # -- the loop ----------------------------------------------------------------------------------------------
-    def fit(self) -> dict:
+    def setup(self) -> None:
+        """Seeds, device, the task's data, model, optimizer, scheduler; then the resume from ``last.pt``."""
         cfg, task = self.cfg, self.task
         seed_everything(self.seed)
         set_threads(cfg["threads"])
         if cfg["deterministic"]:
             torch.use_deterministic_algorithms(True)
         self.device = pick_device(cfg["device"])
+        self.amp_dtype = autocast_dtype(cfg["precision"])
         task.device = self.device
         task.setup()
         self.model = task.build_model().to(self.device)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self.n_params = sum(p.numel() for p in params)
         self.optimizer = build_optimizer(params, cfg["optimizer"])
         decay = cfg["lr_decay"]
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=decay["factor"] if decay["factor"] < 1 else 0.5,  # only stepped when < 1
             patience=decay["patience"], min_lr=decay["min_lr"], threshold=0.0, eps=0.0)
+        self.scaler = torch.amp.GradScaler(self.device.type if self.device.type in ("cuda", "cpu") else "cpu",
+                                           enabled=self.amp_dtype == torch.float16)
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.best_metric, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
         self.history: list[dict] = []
@@ -257,6 +357,7 @@ class Trainer:
         self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
         self.finished = self.stopped_early = False
         self.decaying = False  # OpenNMT-py-style decay has started (lr_decay.start_at)
+        self.last_save = time.monotonic()
         last = self.ckpt_dir / "last.pt"
         self.resumed_from = None
         if cfg["resume"] and last.exists():
@@ -264,15 +365,19 @@ class Trainer:
             self.resumed_from = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step}
             log.info(f"resumed from {last}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
                   f"step {self.step}")
-        n_params = sum(p.numel() for p in params)
-        log.info(f"{task.name} on {self.device}, {n_params:,} trainable parameters, run dir {self.run_dir}")
 
-        while not self.finished:
-            self.train_one_epoch()  # (returns at the epoch end, or raises Stop)
-            if self.finished:
-                break
-            self.end_of_epoch()
-
+    def fit(self) -> dict:
+        with self.catching_signals():
+            self.setup()
+            log.info(f"{self.task.name} on {self.device}, {self.n_params:,} trainable parameters, "
+                     f"run dir {self.run_dir}")
+            while not self.finished:
+                self.train_one_epoch()  # (returns at the epoch end, or raises Stop / Preempted)
+                if self.finished:
+                    break
+                self.end_of_epoch()  # (ends with a checkpoint)
+                self.handle_signal(saved=True)
+        # signals act as usual again: last.pt says "finished", so a killed evaluation is redone by the same command
         return self.final_evaluation()
 
     def should_stop_steps(self) -> bool:
@@ -296,13 +401,16 @@ class Trainer:
             if i < self.batch_in_epoch:
                 continue  # done before the checkpoint this run resumed from
             batch = move_to(batch, self.device)
-            loss, scalars = task.training_loss(model, batch)
+            with self.autocast():
+                loss, scalars = task.training_loss(model, batch)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if cfg["grad_clip"]:
+                self.scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
                 scalars = {**scalars, "grad_norm": float(grad_norm)}
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # skipped (fp16) when the gradients overflowed
+            self.scaler.update()
             self.step += 1
             self.batch_in_epoch = i + 1
             part["loss_sum"] += float(loss.detach())
@@ -316,9 +424,13 @@ class Trainer:
             if self.on_step is not None:
                 self.on_step(self.step)  # may raise Stop (a simulated kill)
             stop_now = self.should_stop_steps()
-            if stop_now or (cfg["checkpoint_every_steps"] and self.step % cfg["checkpoint_every_steps"] == 0):
+            every_steps = cfg["checkpoint_every_steps"] and self.step % cfg["checkpoint_every_steps"] == 0
+            every_minutes = (cfg["checkpoint_every_minutes"]
+                             and time.monotonic() - self.last_save >= 60 * cfg["checkpoint_every_minutes"])
+            if stop_now or every_steps or every_minutes or self.signal is not None:
                 part["seconds"] = time.perf_counter() - start
                 self.save_checkpoint()
+                self.handle_signal(saved=True)  # a signal arrived during this step: stop (or requeue) here
             if stop_now:
                 break
         bar.close()
@@ -330,7 +442,7 @@ class Trainer:
 
     def evaluate(self, split: str) -> dict:
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             metrics = self.task.evaluate(self.model, split)
         self.model.train()
         return {k: float(v) if isinstance(v, (int, float, np.floating, torch.Tensor)) else v
@@ -384,7 +496,7 @@ class Trainer:
     def final_evaluation(self) -> dict:
         best = self.ckpt_dir / "best.pt"
         if best.exists():
-            self.model.load_state_dict(torch.load(best, map_location=self.device, weights_only=False)["model"])
+            self.model.load_state_dict(load_checkpoint_file(best)["model"])
         elif not self.history:  # stopped before the first epoch end (max_steps): evaluate what we have
             log.info("no epoch finished: evaluating the current model")
         valid = self.evaluate("valid")
@@ -392,7 +504,7 @@ class Trainer:
         self.task_end()
         summary = {
             "valid": valid, "test": test, "best_epoch": self.best_epoch + 1, "epochs": len(self.history),
-            "steps": self.step,
+            "steps": self.step, "precision": str(self.cfg["precision"]),
             "time_per_epoch_s": float(np.mean(self.epoch_times)) if self.epoch_times else None,
             "history": self.history, "resumed_from": self.resumed_from, "device": str(self.device),
         }
@@ -409,3 +521,15 @@ class Trainer:
             self.model.eval()
             with torch.no_grad():
                 hook(self.model, self.run_dir)
+
+
+class RunMismatchError(RuntimeError):
+    """``last.pt`` in this run dir belongs to a run with other settings (see tasks/train.py ``run_identity``)."""
+
+    def __init__(self, path: Path, saved: dict, wanted: dict):
+        keys = sorted(k for k in set(saved) | set(wanted) if saved.get(k, "<absent>") != wanted.get(k, "<absent>"))
+        shown = ", ".join(f"{k}: {saved.get(k, '<absent>')!r} -> {wanted.get(k, '<absent>')!r}" for k in keys[:8])
+        super().__init__(
+            f"{path} is a checkpoint of a run with other settings ({shown}{', ...' if len(keys) > 8 else ''}).\n"
+            f"  Resuming would mix two runs. Start this one over with trainer.resume=false (the old checkpoint is "
+            f"overwritten), or give it its own folder with run_name=NAME.")

@@ -10,6 +10,14 @@ do not know where a run came from. The mapping from a W&B run:
   ``test.<metric>`` or a nested ``{"test": {...}}``) become ``metrics["test"][<metric>]`` …; other summary keys
   that name a record field (``epochs``, ``time_per_epoch_s``, ``wall_time_s``) are copied as they are.
 
+**The run record first.** The harness uploads its whole run record as ``record.json`` into the W&B run's files
+(tasks/loggers.py). When a run has it (an online run through ``run.file("record.json").download``, an offline
+folder in ``files/record.json``), that record is used as it is, so a run read from W&B carries every key the local
+record carries; the mapping below is the fallback for runs without it.
+
+**Resumed offline runs.** Each start of a resumed offline run writes its own ``offline-run-<time>-<id>`` folder;
+the folders of one id are parts of one run and are merged (config and record of the latest part, history of all).
+
 The public API cannot see offline runs, so :func:`read_offline_run` reads an offline run's transaction log
 (``run-<id>.wandb``: the LevelDB-style log of protobuf records that ``wandb sync`` uploads) with wandb's own
 protobuf classes: config updates, summary updates and history rows (the summary of a key defaults to its last
@@ -26,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 SPLITS = ("test", "valid")
+RECORD_FILE = "record.json"  # the harness's run record in the run's files (tasks/loggers.py)
 RECORD_FIELDS = ("epochs", "time_per_epoch_s", "wall_time_s", "git_commit", "started", "finished")
 
 # ---- the .wandb transaction log: a LevelDB log (32 KiB blocks, 7-byte record headers) after a 7-byte file header
@@ -131,8 +140,19 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
                 explicit.pop(_item_keys(item)[0], None)
     run["config"].pop("_wandb", None)
     # a config value is stored as {"value": v} only in config.yaml; here values are plain already
+    run["history"] = history
+    run["explicit"] = explicit
     run["summary"] = {k: v for k, v in {**history, **explicit}.items() if not k.startswith("_")}
+    run["record"] = _read_json(log.parent / "files" / RECORD_FILE)
     return run
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def offline_run_dirs(root: str | os.PathLike) -> list[Path]:
@@ -141,6 +161,36 @@ def offline_run_dirs(root: str | os.PathLike) -> list[Path]:
     if list(root.glob("run-*.wandb")):
         return [root]
     return sorted({p.parent for p in root.rglob("run-*.wandb")})
+
+
+def _run_id_of(folder: Path) -> str:
+    """``offline-run-20250101_120000-<id>`` -> ``<id>`` (the folder itself when it is not named so)."""
+    name = folder.name
+    return name.rsplit("-", 1)[-1] if name.startswith(("offline-run-", "run-")) else str(folder)
+
+
+def merged_offline_runs(root: str | os.PathLike) -> list[dict]:
+    """The offline runs under ``root``, the parts of a resumed run (one id, several folders) merged into one:
+    history of every part in order, config and explicit summary of the later parts over the earlier ones, the
+    record of the latest part that has one."""
+    groups: dict[str, list[Path]] = {}
+    for folder in offline_run_dirs(root):
+        groups.setdefault(_run_id_of(folder), []).append(folder)
+    runs = []
+    for folders in groups.values():
+        parts = [read_offline_run(f) for f in sorted(folders, key=lambda f: f.name)]
+        run = dict(parts[-1])
+        history, explicit, config = {}, {}, {}
+        for part in parts:
+            history.update(part["history"])
+            explicit.update(part["explicit"])
+            config.update(part["config"])
+        run["config"] = config
+        run["summary"] = {k: v for k, v in {**history, **explicit}.items() if not k.startswith("_")}
+        run["record"] = next((p["record"] for p in reversed(parts) if p["record"] is not None), None)
+        run["parts"] = [p["path"] for p in parts]
+        runs.append(run)
+    return runs
 
 
 # ---- mapping a W&B run (config + summary) to a run record
@@ -191,14 +241,18 @@ def _split_metrics(summary: dict) -> dict:
     return metrics
 
 
-def to_record(config: dict, summary: dict, *, name: str | None = None, source: str = "wandb") -> dict | None:
-    """A run record from a W&B run's config and summary, or None if it names no task or no attention."""
-    config = _unflatten(_unwrap_config(dict(config)))
+def to_record(config: dict, summary: dict, *, name: str | None = None, source: str = "wandb",
+              record: dict | None = None) -> dict | None:
+    """A run record from a W&B run: its uploaded ``record.json`` when there is one, else mapped from its config
+    and summary; None if it names no task or no attention."""
     summary = dict(summary)
-    if isinstance(summary.get("record"), dict):  # the harness may log its whole record
-        record = dict(summary["record"])
+    if record is None and isinstance(summary.get("record"), dict):  # a whole record logged in the summary
+        record = summary["record"]
+    if isinstance(record, dict) and "task" in record and "attention" in record:
+        record = dict(record)
         record.setdefault("source", source)
         return record
+    config = _unflatten(_unwrap_config(dict(config)))
     task = _get(config, "task.name", config.get("task"))
     attention = _get(config, "attention", None)
     if isinstance(attention, str):
@@ -223,9 +277,10 @@ def to_record(config: dict, summary: dict, *, name: str | None = None, source: s
 
 def offline_records(root: str | os.PathLike) -> list[dict]:
     records = []
-    for run_dir in offline_run_dirs(root):
-        run = read_offline_run(run_dir)
-        record = to_record(run["config"], run["summary"], name=run["name"] or run["id"], source=f"wandb-offline:{run_dir}")
+    for run in merged_offline_runs(root):
+        run_dir = run["path"]
+        record = to_record(run["config"], run["summary"], name=run["name"] or run["id"],
+                           source=f"wandb-offline:{run_dir}", record=run["record"])
         if record is not None:
             records.append(record)
         else:
@@ -245,10 +300,23 @@ def api_records(project: str, *, api=None, filters: dict | None = None) -> list[
         if getattr(run, "state", "finished") not in ("finished", None):
             continue
         summary = getattr(run.summary, "_json_dict", None) or dict(run.summary)
-        record = to_record(dict(run.config), summary, name=getattr(run, "name", None), source=f"wandb:{project}/{run.id}")
+        record = to_record(dict(run.config), summary, name=getattr(run, "name", None),
+                           source=f"wandb:{project}/{run.id}", record=_api_record_file(run))
         if record is not None:
             records.append(record)
     return records
+
+
+def _api_record_file(run) -> dict | None:
+    """The run's uploaded ``record.json`` (None when it has none or it cannot be read)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            run.file(RECORD_FILE).download(root=tmp, replace=True)
+            return _read_json(Path(tmp) / RECORD_FILE)
+    except Exception:  # noqa: BLE001 - no such file (older runs), no access: fall back to the mapping
+        return None
 
 
 def load(project_or_dir: str, **kwargs) -> list[dict]:

@@ -21,6 +21,11 @@ Sources (canonical):
   (id 0B6N7tANPyVeBNmlSX19Ld2xDU1E). Google Drive answers big files with a confirmation page, so the download
   usually has to be done by hand: the error says so. Already lowercased, tokenized, digits as ``#``.
 - DUC-2004: licensed by NIST; local files only, in the sumdata layout (``input.txt`` + ``task1_ref{0..3}.txt``).
+
+``data.root`` is a local folder tried first (a mirror such as ``../shared/data/<corpus>``, or the download cache
+itself): a file that is not there but has a public copy (``PUBLIC``: the CPU presets' samples, prepared IWSLT14
+files, the Gigaword test set; Multi30k from its repository) is downloaded into ``data.cache`` instead, its content
+checksum verified. Only files without a public source (DUC-2004, a file named by hand) make a missing root an error.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.download import DataMissingError, fetch, missing_message
+from tasks.download import DataMissingError, fetch, missing_message, obtain
 from tasks.vocab import Vocab
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -52,6 +57,45 @@ MULTI30K_SHA256 = {
     "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
 }
 MULTI30K_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+
+# Public copies of the files the CPU presets and the Gigaword test read, by their name under data.root:
+# (URL, sha256 of the uncompressed content). Sources are listed in ../shared/README.md of the project's machines.
+_NMT_IWSLT = "https://raw.githubusercontent.com/johntzwei/nmt_iwslt/master/iwslt14.tokenized.de-en/tmp"
+_HEADLINES = "https://raw.githubusercontent.com/ethanabrooks/headlines/master"
+_SEQ3 = "https://raw.githubusercontent.com/cbaziotis/seq3/master/datasets/gigaword"
+PUBLIC = {
+    "iwslt14": {  # prepare-iwslt14.sh output (tokenized, lowercased): `valid` serves as a small training set
+        "valid.de": (f"{_NMT_IWSLT}/valid.de", "3f051579c9d8c7281a6ea8c72ad4ae09dbaa9bb24dfd41166f2c3a3df7cd940a"),
+        "valid.en": (f"{_NMT_IWSLT}/valid.en", "e6d7317a9772cd1ed970910c611e9e7dada1f34439269b44a9d801334bff948d"),
+        "test.de": (f"{_NMT_IWSLT}/test.de", "e718c783e33160b7d72af8f733756a466e0d0c016eff8ab624c1b0d1d01cbbdf"),
+        "test.en": (f"{_NMT_IWSLT}/test.en", "4b127beb9050511a3e6209cd837ff36f623a3a423666b32aba6e208b7330cf4c"),
+    },
+    "gigaword": {  # the first 1,000 training pairs; the Rush et al. (2015) test set (LDC-derived: never commit it)
+        "train.article.sample1000.txt.gz": (f"{_HEADLINES}/test.article.txt",
+                                            "a5f8062d45f908375f8094abe726bf250b7a3934893be185f84bc3fcad4f8084"),
+        "train.title.sample1000.txt.gz": (f"{_HEADLINES}/train.title.txt",
+                                          "64e520c9b2dfe339d0511166b1bcf307c5e2f5587c6f79ec104a8ad6cfe0bef7"),
+        "Giga/input.txt": (f"{_SEQ3}/test_1951/input.txt",
+                           "578b33eaffe7bf9cab2d84d6f1399fd6f38c1778d194a9877ba66c15232b183c"),
+        "Giga/task1_ref0.txt": (f"{_SEQ3}/test_1951/task1_ref0.txt",
+                                "15561a71977ee7bd5de4f8f405ea4adcc2f41220b2d9f9db7f71c23c27f8b9d7"),
+        # the same files where experiment=gigaword_cpu names them (data.root = the folder above sumdata/)
+        "sumdata/Giga/input.txt": (f"{_SEQ3}/test_1951/input.txt",
+                                   "578b33eaffe7bf9cab2d84d6f1399fd6f38c1778d194a9877ba66c15232b183c"),
+        "sumdata/Giga/task1_ref0.txt": (f"{_SEQ3}/test_1951/task1_ref0.txt",
+                                        "15561a71977ee7bd5de4f8f405ea4adcc2f41220b2d9f9db7f71c23c27f8b9d7"),
+    },
+}
+
+
+def public_file(corpus: str, cfg, name: str) -> Path | None:
+    """``name`` from its public copy (into ``cfg.cache``), when it has one; None otherwise."""
+    if name not in PUBLIC.get(corpus, {}):
+        return None
+    url, content = PUBLIC[corpus][name]
+    local = [Path(cfg.root) / Path(name).parent] if cfg.get("root") else []
+    return obtain(Path(name).name, url, Path(cfg.cache) / Path(name).parent, local, content_sha=content,
+                  hint="or set task.data.root=DIR holding it")
 
 IWSLT14_URL = "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"
 IWSLT14_MD5 = "10936dfdf616504ddbd844e91b94ef4a"
@@ -128,10 +172,8 @@ def multi30k_file(cfg, split: str, lang: str) -> Path:
     name = f"{MULTI30K_SPLITS[split]}.{lang}.gz"
     if cfg.get("root"):
         path = find_local(cfg.root, name)
-        if path is None:
-            raise DataMissingError(missing_message(Path(cfg.root) / name, MULTI30K_URL.format(name=name),
-                                                   hint="task.data.root holds the Multi30k task1 raw files"))
-        return path
+        if path is not None:
+            return path  # not there: downloaded from the repository into the cache
     return fetch(MULTI30K_URL.format(name=name), Path(cfg.cache) / name, sha256=MULTI30K_SHA256.get(name),
                  mirrors=_mirrors(cfg), desc=f"multi30k {name}",
                  hint="or set task.data.root=DIR with the Multi30k task1 raw files (train.de.gz, …)")
@@ -280,6 +322,8 @@ def load_iwslt14(cfg, split: str) -> Parallel:
     lines = {}
     for lang in (cfg.src_lang, cfg.tgt_lang):
         path = find_local(directory, f"{name}.{lang}")
+        if path is None and cfg.get("preprocessed", False):
+            path = public_file("iwslt14", cfg, f"{name}.{lang}")
         if path is None:
             raise DataMissingError(missing_message(Path(directory) / f"{name}.{lang}", None, hint=(
                 "the output of prepare-iwslt14.sh: {train,valid,test}.{de,en}, tokenized and lowercased")))
@@ -319,6 +363,8 @@ def gigaword_files(cfg, split: str) -> tuple[Path, Path]:
     found = []
     for name in (article, title):
         path = find_local(root, name)
+        if path is None:
+            path = public_file("gigaword", cfg, name)
         if path is None:
             raise DataMissingError(missing_message(root / name, None, hint=(
                 "Gigaword in the Rush et al. (2015) sumdata layout: train/train.article.txt, train/train.title.txt, "

@@ -11,6 +11,10 @@ or a member of ``DIR/snli_1.0.zip``. A split whose file is ``null`` is absent; i
 Reading: one JSON object a line; examples whose ``gold_label`` is ``-`` (no annotator consensus) are dropped, as is
 conventional. Tokens: the leaves of ``sentence{1,2}_binary_parse`` (the corpus' own PTB tokenization) when present,
 else a regex tokenizer over ``sentence{1,2}``. A malformed line raises ``SNLIFormatError`` naming file and line.
+
+Files of ``PUBLIC`` (the CPU preset's 1% training sample and the dev set) that are not in ``data.root`` are
+downloaded from their public copies into ``<data_dir>/snli/`` (content checksum verified): ``data.root`` is then a
+local mirror (e.g. ``../shared/data/snli``), not a requirement.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..download import DataMissingError, fetch, open_text
+from ..download import DataMissingError, fetch, obtain, open_text
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,15 @@ SHA256 = "afb3d70a5af5d8de0d9d81e2637e0fb8c22d1235c2749d83125ca43dab0dbd3e"
 ZIP_DIR = "snli_1.0"
 LABELS = ("entailment", "neutral", "contradiction")
 FILES = {"train": "snli_1.0_train.jsonl", "valid": "snli_1.0_dev.jsonl", "test": "snli_1.0_test.jsonl"}
+# public copies of the CPU-scale files (uclnlp/inferbeddings, CC BY-SA 4.0 as SNLI): sha256 of the uncompressed
+# content (a plain or a .gz copy both pass)
+_INFERBEDDINGS = "https://raw.githubusercontent.com/uclnlp/inferbeddings/master/data/snli"
+PUBLIC = {
+    "snli_1.0_train_0.01.jsonl.gz": (f"{_INFERBEDDINGS}/fractions/snli_1.0_train_0.01.jsonl.gz",
+                                     "d1aa98e60f8986fb2115bb1ec1bc2ef59583c20fdc6f64e3fc6239581dd23368"),
+    "snli_1.0_dev.jsonl.gz": (f"{_INFERBEDDINGS}/snli_1.0_dev.jsonl.gz",
+                              "9c03faff70182ef086ebfeed2cffbabb5fcc6a84a8b3314decbbb5b01f07f4bf"),
+}
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
 
 
@@ -114,7 +127,18 @@ def locate(cfg: dict, data_dir: str | Path, progress: bool = True) -> dict[str, 
     files = {**FILES, **(cfg.get("files") or {})}
     if cfg.get("root"):
         root = Path(cfg["root"]).expanduser()
-        return {split: (_in_root(root, name, split) if name else None) for split, name in files.items()}
+        out = {}
+        for split, name in files.items():
+            if not name:
+                out[split] = None
+                continue
+            if name in PUBLIC:  # found in root (a mirror) or downloaded; the content is checked either way
+                url, content = PUBLIC[name]
+                out[split] = (obtain(name, url, Path(data_dir) / "snli", [root], content_sha=content,
+                                     progress=progress, hint="or set task.data.root=DIR holding it"), None)
+            else:
+                out[split] = _in_root(root, name, split)
+        return out
     dest = Path(data_dir) / "snli" / "snli_1.0.zip"
     zip_path = fetch(cfg.get("url") or URL, dest, sha256=cfg.get("sha256", SHA256), mirrors=cfg.get("mirror") or (),
                      progress=progress, desc="snli_1.0.zip",

@@ -1,0 +1,99 @@
+"""Re-evaluate a finished run's best checkpoint, e.g. on another test set: ``make evaluate RUN=<run dir> [ARGS=...]``.
+
+    python -m tasks.evaluate outputs/gigaword/fusedmax/seed=1 task.test_set=duc2004 task.duc.root=DIR/DUC2004
+
+The task is rebuilt from the run dir's ``.hydra/config.yaml`` (the config the run was made with, its
+``${hydra:...}`` values resolved against the run's own ``.hydra/hydra.yaml``), with ``key=value`` overrides on top;
+its ``setup()`` rebuilds the data and vocabulary, ``checkpoints/best.pt`` is loaded and ``task.evaluate(model,
+split)`` runs (``split=test`` by default; ``--split valid``). The result is printed and written to
+``<run dir>/evaluations/<split>[,<overrides>].json``; the run and its record are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import OmegaConf
+
+from . import records
+from .trainer import load_checkpoint_file, pick_device
+from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
+
+
+def load_run_config(run_dir: str | os.PathLike, overrides=()) -> dict:
+    """The resolved config of a run, with ``key=value`` overrides (``+key=value`` adds a key)."""
+    from hydra.core.utils import setup_globals
+
+    run_dir = Path(run_dir)
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.exists():
+        raise FileNotFoundError(f"{saved} not found: RUN must be a run dir made by tasks.train (it has .hydra/)")
+    cfg = OmegaConf.load(saved)
+    for item in overrides:
+        key, _, value = str(item).partition("=")
+        OmegaConf.update(cfg, key.lstrip("+"), OmegaConf.from_dotlist([f"v={value}"]).v, force_add=True)
+    hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
+    saved_hydra = OmegaConf.load(hydra_yaml).hydra if hydra_yaml.exists() else OmegaConf.create()
+    # ${hydra:runtime.cwd} & co. as the run had them (Hydra's own resolver reads the live HydraConfig)
+    OmegaConf.register_new_resolver("hydra", lambda key: OmegaConf.select(saved_hydra, key), replace=True)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        OmegaConf.clear_resolver("hydra")
+        setup_globals()  # Hydra's resolvers back
+
+
+def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", device: str = "auto") -> dict:
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir, overrides)
+    task = hydra.utils.instantiate(config["task"], attention=config["attention"], seed=config["seed"],
+                                   data_dir=config["data_dir"], _recursive_=False, _convert_="all")
+    task.device = pick_device(device if device != "auto" else config.get("trainer", {}).get("device", "auto"))
+    task.setup()
+    best = run_dir / "checkpoints" / "best.pt"
+    if not best.exists():
+        raise FileNotFoundError(f"{best} not found: the run has not finished an epoch yet")
+    state = load_checkpoint_file(best)
+    model = task.build_model()
+    model.load_state_dict(state["model"])
+    model.to(task.device).eval()
+    with torch.no_grad():
+        metrics = task.evaluate(model, split)
+    metrics = {k: float(v) if isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool) else v
+               for k, v in metrics.items()}
+    result = {"run_dir": str(run_dir.resolve()), "task": task.name, "attention": config["attention"]["name"],
+              "split": split, "overrides": list(overrides), "best_epoch": int(state.get("epoch", -1)) + 1,
+              "metric": task.metric, "metrics": metrics, "git": records.git_info(), "finished": records.now()}
+    name = re.sub(r"[/\\:*?\"<>| ]+", "_", ",".join([split, *overrides]))[:200]
+    out = run_dir / "evaluations" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    result["path"] = str(out)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    split = "test"
+    if "--split" in args:
+        i = args.index("--split")
+        split = args[i + 1]
+        del args[i : i + 2]
+    if not args:
+        print("usage: python -m tasks.evaluate RUN_DIR [--split test|valid] [key=value ...]", file=sys.stderr)
+        return 2
+    result = evaluate_run(args[0], args[1:], split=split)
+    print(json.dumps({k: result[k] for k in ("task", "attention", "split", "overrides", "metrics")}, indent=1,
+                     default=str))
+    print(f"written to {result['path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""What a GPU cluster needs from the trainer: resume whatever device wrote or reads the checkpoint, preemption
+signals (checkpoint, then exit or requeue), wall-time checkpoints, mixed precision."""
+
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import tasks.trainer as trainer_mod
+from tasks.trainer import Preempted, Stop, Trainer, set_rng_state
+
+from test_harness_trainer import CFG, assert_same, make_task, weights
+
+QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0}  # only what a test asks for
+
+
+@pytest.mark.filterwarnings("ignore:.*meta parameter")
+def test_resume_reads_the_checkpoint_on_cpu_whatever_the_device(tmp_path, monkeypatch):
+    """A checkpoint resumed on another device: torch.load(map_location=<device>) moved the CPU RNG state there and
+    torch.set_rng_state raised ("RNG state must be a torch.ByteTensor"). "meta" stands in for "cuda" here."""
+    Trainer(make_task(), {**QUIET, "epochs": 1}, tmp_path / "r", seed=1).fit()
+    saved = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    monkeypatch.setattr(trainer_mod, "pick_device", lambda name: torch.device("meta"))
+    resumed = Trainer(make_task(), {**QUIET, "epochs": 2}, tmp_path / "r", seed=1)
+    resumed.setup()  # resumes from last.pt
+    assert resumed.resumed_from == {"epoch": 1, "batch_in_epoch": 0, "step": 8}
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+    assert all(p.device.type == "meta" for p in resumed.model.parameters())
+    moments = [s["exp_avg"] for s in resumed.optimizer.state_dict()["state"].values()]
+    assert moments and all(m.device.type == "meta" for m in moments)  # optimizer state follows the parameters
+
+
+def test_cuda_rng_states_restored_per_device(monkeypatch):
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    cpu_state = torch.get_rng_state()
+    cuda_states = [torch.ones(16, dtype=torch.uint8), torch.zeros(16, dtype=torch.uint8)]  # saved on 2 GPUs
+    set_rng_state({"python": __import__("random").getstate(), "numpy": __import__("numpy").random.get_state(),
+                   "torch": cpu_state, "cuda": cuda_states})
+    assert len(restored) == 1 and restored[0][1] == 0 and torch.equal(restored[0][0], cuda_states[0])
+
+
+def test_sigterm_mid_epoch_then_same_command_loses_nothing(tmp_path):
+    """SIGTERM during step 5 of 8 (no step or time checkpoints): the step finishes, a checkpoint is written, the run
+    stops; the same command resumes at step 5 and ends with the weights of an uninterrupted run."""
+    full = Trainer(make_task(), QUIET, tmp_path / "full", seed=1).fit()
+
+    def preempt(step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted) as info:
+        Trainer(make_task(), QUIET, tmp_path / "run", seed=1, on_step=preempt).fit()
+    assert info.value.step == 5 and info.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
+    resumed = Trainer(make_task(), QUIET, tmp_path / "run", seed=1).fit()
+    assert resumed["resumed_from"]["step"] == 5  # nothing lost but the step under way (none here)
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "run"))
+    assert resumed["test"] == full["test"]
+
+
+def test_signal_under_submitit_checkpoints_then_requeues(tmp_path):
+    """Run by submitit, the trainer hands over to submitit's handler (which requeues the job and exits) after the
+    checkpoint is on disk."""
+    calls = []
+
+    def checkpoint_and_try_requeue(signum, frame):  # the name of submitit's handler
+        calls.append((signum, torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"]))
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
+    try:
+        with pytest.raises(SystemExit):
+            Trainer(make_task(), QUIET, tmp_path / "run", seed=1,
+                    on_step=lambda step: step == 3 and os.kill(os.getpid(), signal.SIGUSR1)).fit()
+        assert signal.getsignal(signal.SIGUSR2) is checkpoint_and_try_requeue
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert calls == [(signal.SIGUSR1, 3)]
+
+
+def test_wall_time_checkpoints(tmp_path):
+    def kill(step):
+        if step == 6:
+            raise Stop  # a kill -9: no checkpoint of its own
+
+    cfg = {**QUIET, "checkpoint_every_minutes": 1e-9}  # every step is "10 minutes later"
+    with pytest.raises(Stop):
+        Trainer(make_task(), cfg, tmp_path / "run", seed=1, on_step=kill).fit()
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 5
+    assert trainer_mod.DEFAULTS["checkpoint_every_minutes"] == 10.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision(tmp_path, precision):
+    summary = Trainer(make_task("fusedmax"), {**QUIET, "epochs": 1, "precision": precision}, tmp_path / precision,
+                      seed=1).fit()
+    assert summary["precision"] == precision and math.isfinite(summary["history"][0]["train_loss"])
+    state = torch.load(tmp_path / precision / "checkpoints" / "last.pt", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
+    assert ("scale" in state["scaler"]) == (precision == "fp16")  # a GradScaler for fp16 only
+    with pytest.raises(ValueError, match="trainer.precision"):
+        Trainer(make_task(), {**QUIET, "precision": "fp8"}, tmp_path / "bad", seed=1).fit()
+
+
+def test_wandb_api_runs_prefer_their_uploaded_record(tmp_path):
+    """`make tables SOURCE=wandb PROJECT=entity/project`: a run's record.json (uploaded by the harness) is the
+    record, with every key the local one has (new keys included); runs without it fall back to the mapping."""
+    import json
+    import types
+
+    from tasks.report import wandb_source
+
+    record = {"task": "snli", "attention": {"name": "fusedmax", "params": {"lam": 0.1}}, "seed": 2,
+              "metrics": {"test": {"accuracy": 0.8}}, "per_example": {"test": [1, 0, 1]}, "git": {"commit": "abc"}}
+
+    class File:
+        def __init__(self, content):
+            self.content = content
+
+        def download(self, root, replace=False):
+            if self.content is None:
+                raise ValueError("file not found")
+            (Path(root) / "record.json").write_text(json.dumps(self.content))
+
+    def run(run_id, content):
+        return types.SimpleNamespace(id=run_id, name=run_id, state="finished", summary={"test/accuracy": 0.5},
+                                     config={"task": {"name": "snli"}, "attention": {"name": "softmax"}, "seed": 1},
+                                     file=lambda name: File(content))
+
+    api = types.SimpleNamespace(runs=lambda project, filters=None: [run("a", record), run("b", None)])
+    with_record, mapped = wandb_source.api_records("me/project", api=api)
+    assert {k: v for k, v in with_record.items() if k != "source"} == record
+    assert mapped["attention"]["name"] == "softmax" and mapped["metrics"]["test"]["accuracy"] == 0.5
