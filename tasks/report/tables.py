@@ -203,6 +203,8 @@ class Table:
     def rows_of(self, ds: Dataset) -> list:
         """The rows shown for ``ds``: those with runs on it, and an empty row for each mapping without any."""
         ran = [row for row in self.rows if self.n.get((row, ds.key), 0)]
+        if any("[" in row for row in ran):  # rows split by configuration: no empty placeholder rows
+            return sorted(ran, key=_row_sort_key)
         empty = [a for a in ATTENTION_ORDER if not any(r.split(" ")[0] == a for r in ran)]
         return sorted(ran + empty, key=_row_sort_key)
 
@@ -357,7 +359,7 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
         dropped.append(f"{uncompared} row(s) without a softmax row of the same configuration: no Δ")
 
     paper_cells = {}
-    for row in rows:
+    for row in set(rows) | set(ATTENTION_ORDER):
         for ds in datasets:
             for m in experiment.metrics:
                 paper_cells[(row, ds.key, m.key)] = paper_mod.value(paper, experiment.key, ds.key, row, m.key)
@@ -451,7 +453,7 @@ def _cell(table: Table, ds: Dataset, row: str, col, fmt: str) -> str:
             return "(baseline)"
         return format_comparison(table.comparisons.get((row, ds.key, what.key)), fmt)
     if kind == "paper":
-        value, _ = table.paper[(row, ds.key, what.key)]
+        value, _ = table.paper.get((row, ds.key, what.key), (None, None))
         return MISSING[fmt] if value is None else _fmt(float(value), what.digits)
     if kind == "n":
         return str(table.n.get((row, ds.key), 0))
