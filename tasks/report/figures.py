@@ -392,9 +392,11 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
 
 DYNAMICS_PANELS = (
     ("ppl", "validation perplexity", "log"),
-    ("above_1pct", "weights ≥ 1% per row", "linear"),
-    ("dead_rows", "rows with zero gradient to the scores (%)", "linear"),
-    ("top2_gap", "top-2 score gap / γ", "log"),
+    ("support", "nonzero weights per row (softmax: all)", "log"),
+    ("groups", "groups per row (fused segments; oscarmax: clusters)", "log"),
+    ("above_1pct", "weights ≥ 1% of the row", "log"),
+    ("dead_rows", "rows passing no gradient to their scores (%)", "linear"),
+    ("top2_gap", "top-2 score gap / γ (sparsemax one-hot above 1)", "log"),
 )
 MAPPING_COLOURS = {"softmax": "#1f77b4", "sparsemax": "#ff7f0e", "fusedmax": "#2ca02c", "oscarmax": "#d62728"}
 
@@ -427,8 +429,10 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS +
     for r in runs:
         styles.setdefault(labels[id(r)], ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3)))[len(styles) % 6])
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(DYNAMICS_PANELS), figsize=(4.1 * len(DYNAMICS_PANELS), 3.6), squeeze=False)
-    for ax, (key, label, scale) in zip(axes[0], DYNAMICS_PANELS):
+    cols = 3
+    nrows = -(-len(DYNAMICS_PANELS) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 3.3 * nrows), squeeze=False)
+    for ax, (key, label, scale) in zip(axes.ravel(), DYNAMICS_PANELS):
         for r in runs:
             hist = [h for h in r.get("history") or [] if key in (h.get("valid") or {})]
             if not hist:
@@ -438,9 +442,14 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS +
             name = attention_name(r)
             ax.plot(xs, ys, color=MAPPING_COLOURS.get(name, "black"), linestyle=styles[labels[id(r)]],
                     marker="o", markersize=2.5, linewidth=1.2)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label, fontsize=8.5)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_yscale(scale)
+        if scale == "log":  # plain numbers, not powers of ten, on short log ranges
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.tick_params(labelsize=7)
         if key == "top2_gap":
             ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
@@ -450,10 +459,10 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS +
     handles = [Line2D([], [], color=MAPPING_COLOURS.get(n, "black"), label=n) for n in names]
     handles += [Line2D([], [], color="grey", linestyle=st, label=lab or "(one configuration)")
                 for lab, st in styles.items() if len(styles) > 1]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7.5, frameon=False)
     fig.suptitle(title or f"Attention during training ({', '.join(sorted({task_of(r) for r in runs}))}, "
                  "validation set, per epoch)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * (len(handles) // 4), 1, 0.94))
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * (-(-len(handles) // 4)), 1, 0.96))
     return save(fig, out, stem)
 
 
