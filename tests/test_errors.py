@@ -172,8 +172,8 @@ def test_max_omega_ignores_non_finite_masked_scores(name):
 
 
 def test_unknown_name_in_framework():
-    with pytest.raises(ValueError, match=r"unknown attention mapping 'entmax'.*softmax, sparsemax, fusedmax, oscarmax"):
-        attention.max_omega(torch.randn(3), "entmax")
+    with pytest.raises(ValueError, match=r"unknown attention mapping 'tsallis'.*softmax, sparsemax, fusedmax, oscarmax, sq_pnorm_max, entmax"):
+        attention.max_omega(torch.randn(3), "tsallis")
     with pytest.raises(ValueError, match=r"unknown attention mapping 'bogus'; valid names"):
         attention.regularizer(torch.rand(3), "bogus")
     with pytest.raises(ValueError, match=r"gamma must be > 0"):
