@@ -29,9 +29,16 @@ def set_checks(mode):
     return previous
 
 
+def on_host(device: torch.device) -> bool:
+    """Whether a tensor lives in host memory, where reading a value costs no device-to-host sync (and where the
+    numba CPU kernels run). Every such decision goes through here (the tests route CPU tensors down the device
+    path by replacing it)."""
+    return device.type == "cpu"
+
+
 def checks_enabled(device: torch.device) -> bool:
     if _checks == "auto":
-        return device.type == "cpu"
+        return on_host(device)
     return bool(_checks)
 
 
@@ -165,7 +172,7 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
         lengths = valid.sum(-1)
         # On the CPU, a prefix mask (padding, causal) needs no gather, and finding out costs no sync. Elsewhere
         # the gather always runs: deciding would be a device-to-host sync on every call.
-        if scores.device.type != "cpu" or not _is_prefix(valid, lengths):
+        if not on_host(scores.device) or not _is_prefix(valid, lengths):
             order = valid_first_order(valid)
             values = values.gather(-1, order)
     return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, scores, mask, mapping)

@@ -68,7 +68,7 @@ def regularizer(weights, name, dim=-1, mask=None, **params):
     """Ω(y) of each slice of ``weights`` along ``dim`` (γ not included): negative entropy, ½‖y‖², ½‖y‖² + λ TV,
     ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|), ½‖y‖_p², or the Tsallis (Σ y^α - 1) / (α(α-1)); the parameters
     (``lam``, ``p``, ``alpha``) as for the mapping, with its defaults. Masked entries are left out, as in the
-    mappings."""
+    mappings; a slice with no unmasked entry gives 0."""
     if name not in MAPPINGS:
         raise unknown_name(name)
     unknown = set(params) - set(DEFAULTS.get(name, {}))
@@ -82,6 +82,7 @@ def regularizer(weights, name, dim=-1, mask=None, **params):
     if penalty is not None:
         lam = check_parameter("lam", name, _param(name, params, "lam"), positive=False)
         value = value + rows.per_row(lam, "lam") * penalty
+    value = torch.where(rows.lengths > 0, value, 0)  # no unmasked entry: 0, as max_omega defines it
     return value.reshape(rows.shape[:-1]).to(rows.dtype)
 
 
@@ -121,12 +122,13 @@ def max_omega(scores, name, dim=-1, gamma=1.0, mask=None, **params):
     rows = to_rows(y.detach(), dim, mask, f"max_omega({name})")
     yr = torch.where(torch.arange(rows.values.shape[-1], device=y.device) < rows.lengths.unsqueeze(-1), rows.values, 0)
     omega, penalty = _omega_rows(yr, rows.lengths, name, omega_params)
+    omega = torch.where(rows.lengths > 0, omega, 0)
     lam = rows.per_row(_param(name, omega_params, "lam"), "lam") if penalty is not None else None
     gamma_rows = rows.per_row(gamma, "gamma")
     with torch.no_grad():
         total = omega if penalty is None else omega + _detached(lam) * penalty
         inner = torch.where(y > 0, y * scores, 0).sum(dim).reshape(-1)
-        value = inner - _detached(gamma_rows) * total
+        value = torch.where(rows.lengths > 0, inner - _detached(gamma_rows) * total, 0)
     shape = rows.shape[:-1]
     result = _Envelope.apply(scores, y, value.reshape(shape).to(scores.dtype), dim % scores.dim())
     # learnable γ, λ: terms whose value is 0 and whose gradient is the envelope theorem's

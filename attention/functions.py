@@ -27,6 +27,7 @@ import torch
 from torch.autograd import Function
 
 from . import _cpu, _torch
+from . import _layout
 from ._layout import check_parameter, checks_enabled, to_rows, validate_scores
 
 _VARIANTS = {"exact": _cpu.PROX_SORTED, "owl": _cpu.PROX_OWL}
@@ -55,7 +56,7 @@ def _follow_torch_threads():
 
 def _prepare(rows, mapping):
     """Off the CPU the kernels do not count non-finite scores, so a check (and its sync) happens here, if asked."""
-    if rows.values.device.type != "cpu" and checks_enabled(rows.values.device):
+    if not _layout.on_host(rows.values.device) and checks_enabled(rows.values.device):
         validate_scores(rows.source, rows.mask, mapping)
 
 
@@ -67,7 +68,7 @@ class SparsemaxFunction(Function):
 
     @staticmethod
     def forward(ctx, z, lengths, rows=None):
-        if z.device.type == "cpu":
+        if _layout.on_host(z.device):
             _follow_torch_threads()
             y = torch.empty_like(z)
             bad = _cpu.sparsemax_forward(_np(z), _np(lengths), y.numpy())
@@ -84,7 +85,7 @@ class SparsemaxFunction(Function):
         # J = diag(s) - s sᵀ/|S|, s = 1 on the support S of y: keep the gradient on S and remove its mean there
         y, lengths = ctx.saved_tensors
         grad_y = grad_y.contiguous()
-        if grad_y.device.type == "cpu":
+        if _layout.on_host(grad_y.device):
             _follow_torch_threads()
             grad_z = torch.empty_like(grad_y)
             _cpu.sparsemax_backward(_np(grad_y), _np(y), _np(lengths), grad_z.numpy())
@@ -147,7 +148,7 @@ class ProxSparsemaxFunction(Function):
 
     @staticmethod
     def forward(ctx, z, lengths, lam, variant, rows=None):
-        if z.device.type == "cpu":
+        if _layout.on_host(z.device):
             y, groups, scale, bad = _cpu_prox_forward(z, lengths, lam, variant)
             if bad and rows is not None:
                 rows.non_finite(bad)
@@ -166,7 +167,7 @@ class ProxSparsemaxFunction(Function):
         # (average over each fused run / pooled block, with OWL's signs in D)
         y, groups, scale, lengths = ctx.saved_tensors
         grad_y = grad_y.contiguous()
-        if grad_y.device.type == "cpu":
+        if _layout.on_host(grad_y.device):
             _follow_torch_threads()
             grad_z = torch.empty_like(grad_y)
             if ctx.variant == _cpu.PROX_OWL:
@@ -192,7 +193,7 @@ class SqPnormFunction(Function):
 
     @staticmethod
     def forward(ctx, z, lengths, p, rows=None):
-        if z.device.type == "cpu":
+        if _layout.on_host(z.device):
             _follow_torch_threads()
             y = torch.empty_like(z)
             bad = _cpu.sq_pnorm_forward(_np(z), _np(lengths), p, y.numpy())
@@ -217,7 +218,7 @@ class EntmaxFunction(Function):
 
     @staticmethod
     def forward(ctx, z, lengths, alpha, rows=None):
-        if z.device.type == "cpu":
+        if _layout.on_host(z.device):
             _follow_torch_threads()
             y = torch.empty_like(z)
             bad = _cpu.entmax_forward(_np(z), _np(lengths), alpha, y.numpy())

@@ -148,3 +148,24 @@ def test_prox_forward_fallback_copy_path(variant):
     for a, b in zip(got, want):
         assert a.device == z.device
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# -- the smooth mappings: torch versions (the CUDA path) against the CPU kernels ------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 3, 12, 130])
+@pytest.mark.parametrize("kind,value", [("p", 1.5), ("p", 1.15), ("p", 2.0), ("alpha", 1.5), ("alpha", 1.3),
+                                        ("alpha", 2.4)])
+def test_smooth_forward_torch_matches_cpu(dtype, d, kind, value):
+    z, lengths, _ = batch(5 + d, d=d, dtype=dtype)
+    cpu = torch.empty_like(z)
+    if kind == "p":
+        _cpu.sq_pnorm_forward(z.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.sq_pnorm_forward(z, lengths, value)
+    else:
+        _cpu.entmax_forward(z.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.entmax_forward(z, lengths, value)
+    torch.testing.assert_close(dev, cpu, atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=1e-5)
+    valid = _torch.valid_positions(lengths, d)
+    assert (dev[~valid] == 0).all() and (cpu[~valid] == 0).all()

@@ -193,7 +193,11 @@ def test_build_returns_configured_modules():
     assert "lam=0.05" in repr(m) and "variant=owl" in repr(m)
     assert isinstance(attention.build("softmax"), attention.Softmax)
     assert isinstance(attention.build("sparsemax", gamma=0.5), attention.Sparsemax)
-    assert set(attention.NAMES) == {"softmax", "sparsemax", "fusedmax", "oscarmax"}
+    m = attention.build("sq_pnorm_max", p=1.3, gamma=0.5)
+    assert isinstance(m, attention.SqPnormMax) and (m.p, m.gamma) == (1.3, 0.5) and "p=1.3" in repr(m)
+    m = attention.build("entmax", alpha=1.7)
+    assert isinstance(m, attention.Entmax) and m.alpha == 1.7 and "alpha=1.7" in repr(m)
+    assert set(attention.NAMES) == {"softmax", "sparsemax", "fusedmax", "oscarmax", "sq_pnorm_max", "entmax"}
 
 
 @pytest.mark.parametrize("name", attention.NAMES)
@@ -201,7 +205,8 @@ def test_modules_match_functions(name):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
     mask = torch.rand(2, 1, 6, generator=g) < 0.7
-    params = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.3}, "oscarmax": {"lam": 0.2}}[name]
+    params = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.3}, "oscarmax": {"lam": 0.2},
+              "sq_pnorm_max": {"p": 1.4}, "entmax": {"alpha": 1.3}}[name]
     module = attention.build(name, dim=1, gamma=0.7, **params)
     torch.testing.assert_close(
         module(x, mask=mask.expand(2, 3, 6).clone()),
@@ -212,7 +217,7 @@ def test_modules_match_functions(name):
 
 def test_build_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown attention mapping 'sparsmax'; valid names: softmax, sparsemax, "
-                                         r"fusedmax, oscarmax"):
+                                         r"fusedmax, oscarmax, sq_pnorm_max, entmax"):
         attention.build("sparsmax")
 
 
