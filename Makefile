@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-slow bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode
+.PHONY: install test test-slow bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode align
 
 install: $(INSTALLED)
 
@@ -47,6 +47,11 @@ iwslt: $(INSTALLED)
 
 gigaword: $(INSTALLED)
 	$(BIN)/python -m tasks.train task=gigaword attention=$(ATTN) $(ARGS)
+
+# alignment quality of a finished de<->en translation run: make align RUN=outputs/multi30k/fusedmax/<run> [GOLD=DIR]
+align: $(INSTALLED)
+	@test -n "$(RUN)" || { echo "usage: make align RUN=<run dir> [GOLD=<dir with test.de-en, deen.talp>]"; exit 2; }
+	$(BIN)/python scripts/align.py "$(RUN)" $(if $(GOLD),--gold "$(GOLD)") $(ARGS)
 
 bench-decode: $(INSTALLED)
 	$(BIN)/python scripts/bench_decode.py --json results/bench/decode.json $(ARGS)
