@@ -823,6 +823,17 @@ _NEWTON_TOL = 1e-15  # on tau, which lives in [-1, 0) relative to the row's maxi
 
 
 @njit(cache=True, nogil=True)
+def _drop_at_or_below(buf, count, tau):
+    """Compact buf[:count] to the values above tau (a lower bound of the threshold); returns how many."""
+    c = 0
+    for j in range(count):
+        v = buf[j]
+        buf[c] = v
+        c += 1 if v > tau else 0
+    return c
+
+
+@njit(cache=True, nogil=True)
 def _pnorm_h(buf, k, tau, q):
     """h(tau) = (q + 1) log A - (q - 1) log B and h'(tau), A = sum d^q, B = sum d^(q+1), d = (c - tau)_+.
 
@@ -877,15 +888,14 @@ def _sq_pnorm_row(z, out, m, d, p, buf, spare):
                 break
             if h > 0.0:
                 lo = tau
+                count = _drop_at_or_below(buf, count, tau)  # tau < root: those never enter the support
             else:
                 hi = tau
             new = tau - h / dh
-            if not (lo < new < hi):
-                new = 0.5 * (lo + hi)
-            if abs(new - tau) < _NEWTON_TOL:
+            if abs(new - tau) < _NEWTON_TOL:  # before the bracket test: at the root, new == tau == lo or hi
                 tau = new
                 break
-            tau = new
+            tau = new if lo < new < hi else 0.5 * (lo + hi)
         delta = -tau
         total = 0.0
         for i in range(m):
@@ -990,7 +1000,9 @@ def _entmax_row(z, out, m, d, alpha, buf, order, keys, keys_tmp, order_tmp, hist
         else:
             lo = -1.0
             hi = -np.exp(scale * np.log(1.0 / count))
-            tau = 0.5 * (lo + hi)
+            # f is convex for alpha <= 2 (power >= 1), concave above: Newton from the left end, resp. the right
+            # end, then moves monotonically towards the root and never needs the safeguard in exact arithmetic
+            tau = lo if alpha <= 2.0 else hi
             if hi > lo:
                 for step in range(_NEWTON_MAX_STEPS):
                     f, df = _entmax_f(buf, count, tau, power)
@@ -998,15 +1010,14 @@ def _entmax_row(z, out, m, d, alpha, buf, order, keys, keys_tmp, order_tmp, hist
                         break
                     if f > 0.0:
                         lo = tau
+                        count = _drop_at_or_below(buf, count, tau)  # tau < root: those never enter the support
                     else:
                         hi = tau
                     new = tau - f / df if df < 0.0 else 0.5 * (lo + hi)
-                    if not (lo < new < hi):
-                        new = 0.5 * (lo + hi)
-                    if abs(new - tau) < _NEWTON_TOL:
+                    if abs(new - tau) < _NEWTON_TOL:  # before the bracket test: at the root, new == lo or hi
                         tau = new
                         break
-                    tau = new
+                    tau = new if lo < new < hi else 0.5 * (lo + hi)
             else:
                 tau = lo
             total = 0.0
@@ -1040,3 +1051,75 @@ def entmax_forward(z, lengths, alpha, out):
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             bad += _entmax_row(z[r], out[r], lengths[r], d, alpha, buf, order, keys, keys_tmp, order_tmp, hist, neg)
     return bad
+
+
+@njit(cache=True, parallel=True)
+def entmax_backward(grad, y, lengths, alpha, out):
+    """Jᵀ grad for alpha-entmax: s = y^(2 - alpha) on the support, J = diag(s) - s sᵀ / sum(s). Only the
+    support is visited (the power is taken there only)."""
+    n, d = grad.shape
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sup = np.empty(d, dtype=np.int64)
+        sv = np.empty(d, dtype=np.float64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            k = 0
+            for i in range(m):
+                sup[k] = i
+                k += 1 if y[r, i] > 0.0 else 0
+            for i in range(d):
+                out[r, i] = 0.0
+            total_s = 0.0
+            total_gs = 0.0
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                sv[t] = np.sqrt(v) if alpha == 1.5 else np.exp((2.0 - alpha) * np.log(v))
+                total_s += sv[t]
+                total_gs += grad[r, sup[t]] * sv[t]
+            if k > 0:
+                q = total_gs / total_s
+                for t in range(k):
+                    out[r, sup[t]] = (grad[r, sup[t]] - q) * sv[t]
+
+
+@njit(cache=True, parallel=True)
+def sq_pnorm_backward(grad, y, lengths, p, out):
+    """Jᵀ grad for sq-pnorm-max (see ``_torch.sq_pnorm_backward`` for the formula), on the support only."""
+    n, d = grad.shape
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sup = np.empty(d, dtype=np.int64)
+        wv = np.empty(d, dtype=np.float64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            k = 0
+            for i in range(m):
+                sup[k] = i
+                k += 1 if y[r, i] > 0.0 else 0
+            for i in range(d):
+                out[r, i] = 0.0
+            if k == 0:
+                continue
+            norm_p = 0.0
+            yg = 0.0
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                lv = np.log(v)
+                norm_p += np.exp(p * lv)
+                wv[t] = np.exp((2.0 - p) * lv)
+                yg += v * grad[r, sup[t]]
+            coef = (2.0 - p) / norm_p
+            sum_a = 0.0
+            sum_b = 0.0
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                sum_a += wv[t] * grad[r, sup[t]] - coef * v * yg
+                sum_b += wv[t] - coef * v
+            ratio = sum_a / sum_b
+            kappa = (p - 1.0) * np.exp((2.0 - p) / p * np.log(norm_p))
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                a = wv[t] * grad[r, sup[t]] - coef * v * yg
+                b = wv[t] - coef * v
+                out[r, sup[t]] = (a - ratio * b) / kappa

@@ -201,7 +201,8 @@ class SqPnormFunction(Function):
                 rows.non_finite(bad)
         else:
             y = _torch.sq_pnorm_forward(z, lengths, p)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(y, lengths)
+        ctx.mark_non_differentiable(lengths)
         ctx.p = p
         return y
 
@@ -209,7 +210,13 @@ class SqPnormFunction(Function):
     def backward(ctx, grad_y):
         # implicit differentiation of ∇Ω(y) = z - τ on the support: J = H⁻¹ - H⁻¹1 1ᵀH⁻¹ / 1ᵀH⁻¹1 with H the
         # Hessian of ½‖y‖_p² there (diagonal plus rank one); see _torch.sq_pnorm_backward
-        (y,) = ctx.saved_tensors
+        y, lengths = ctx.saved_tensors
+        if _layout.on_host(grad_y.device):
+            _follow_torch_threads()
+            grad_y = grad_y.contiguous()
+            grad_z = torch.empty_like(grad_y)
+            _cpu.sq_pnorm_backward(_np(grad_y), _np(y), _np(lengths), ctx.p, grad_z.numpy())
+            return grad_z, None, None, None
         return _torch.sq_pnorm_backward(grad_y, y, ctx.p), None, None, None
 
 
@@ -226,14 +233,21 @@ class EntmaxFunction(Function):
                 rows.non_finite(bad)
         else:
             y = _torch.entmax_forward(z, lengths, alpha)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(y, lengths)
+        ctx.mark_non_differentiable(lengths)
         ctx.alpha = alpha
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         # implicit differentiation: on the support dy/dz = diag(s) - s sᵀ / Σs with s = y^(2-α)
-        (y,) = ctx.saved_tensors
+        y, lengths = ctx.saved_tensors
+        if _layout.on_host(grad_y.device):
+            _follow_torch_threads()
+            grad_y = grad_y.contiguous()
+            grad_z = torch.empty_like(grad_y)
+            _cpu.entmax_backward(_np(grad_y), _np(y), _np(lengths), ctx.alpha, grad_z.numpy())
+            return grad_z, None, None, None
         return _torch.entmax_backward(grad_y, y, ctx.alpha), None, None, None
 
 

@@ -169,3 +169,21 @@ def test_smooth_forward_torch_matches_cpu(dtype, d, kind, value):
     torch.testing.assert_close(dev, cpu, atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=1e-5)
     valid = _torch.valid_positions(lengths, d)
     assert (dev[~valid] == 0).all() and (cpu[~valid] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,value", [("p", 1.5), ("p", 1.2), ("p", 2.0), ("alpha", 1.5), ("alpha", 1.3),
+                                        ("alpha", 2.4)])
+def test_smooth_backward_torch_matches_cpu(dtype, kind, value):
+    z, lengths, grad = batch(21, d=9, dtype=dtype)
+    y = torch.empty_like(z)
+    cpu = torch.empty_like(z)
+    if kind == "p":
+        _cpu.sq_pnorm_forward(z.numpy(), lengths.numpy(), value, y.numpy())
+        _cpu.sq_pnorm_backward(grad.numpy(), y.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.sq_pnorm_backward(grad, y, value)
+    else:
+        _cpu.entmax_forward(z.numpy(), lengths.numpy(), value, y.numpy())
+        _cpu.entmax_backward(grad.numpy(), y.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.entmax_backward(grad, y, value)
+    torch.testing.assert_close(dev, cpu, **tol(dtype))
