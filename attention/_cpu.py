@@ -623,6 +623,56 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
     return 0
 
 
+_POOL_BUCKETS = 64
+
+
+@njit(cache=True, nogil=True)
+def _pools_into_one_block(z, m, lam, total, sums, counts):
+    """Whether the sorted prox of z[:m] is one block (all entries equal, so oscarmax's weights are uniform), proved
+    without sorting; False may also mean "not proved".
+
+    Pool adjacent violators on v_k = z_(k) - lam (m - k) gives one block iff no prefix has a larger mean than the
+    whole: S_j / j - mean(z) <= lam (m - j) / 2 for every j, S_j the sum of the j largest scores. A histogram of
+    the scores (count and exact sum per value bucket) gives S_j exactly where j ends a bucket, and within a bucket
+    with upper edge h, S_j <= S_j0 + (j - j0) h; the bound over j is then convex (S_j0 >= j0 h), so checking each
+    bucket's two ends suffices. This is the regime of long rows with a lam large against the scores' spread
+    (d = 1000, lam = 0.01 on standard scores), where every weight is 1/m and there is nothing to sort.
+    """
+    low = np.inf
+    high = -np.inf
+    for i in range(m):
+        v = np.float64(z[i])
+        low = v if v < low else low
+        high = v if v > high else high
+    mean = total / m
+    if high == low:
+        return True
+    buckets = min(_POOL_BUCKETS, m)
+    step = (high - low) / buckets
+    for b in range(buckets):
+        sums[b] = 0.0
+        counts[b] = 0
+    for i in range(m):
+        v = np.float64(z[i])
+        b = min(int((v - low) / step), buckets - 1)
+        sums[b] += v
+        counts[b] += 1
+    slack = 1e-9 * (1.0 + abs(high) + abs(low))
+    j0 = 0
+    s0 = 0.0
+    for b in range(buckets - 1, -1, -1):
+        c = counts[b]
+        if c == 0:
+            continue
+        edge = low + (b + 1) * step if b < buckets - 1 else high
+        for j, bound in ((j0 + 1, s0 + edge), (j0 + c, s0 + c * edge)):
+            if bound / j - mean > 0.5 * lam * (m - j) + slack and j < m:
+                return False
+        j0 += c
+        s0 += sums[b]
+    return True
+
+
 @njit(cache=True, nogil=True)
 def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos, order, keys, keys_tmp, order_tmp,
                           hist, buf):
@@ -639,12 +689,20 @@ def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos
     level >= t, with the whole row as the fallback).
     """
     width = lam * (m - 1) + _SCREEN_MARGIN * (1.0 + lam * (m - 1))
-    top, finite = _row_top(z, m)
-    if not finite:
+    top, total = _max_and_sum(z, m)
+    if not (total - total == 0.0 or _all_finite(z, m)):
         _non_finite_row(y, d)
         for i in range(d):
             groups[i] = -1 if i >= m else i
         return 1
+    if m > 1 and top - total / m <= 0.5 * lam * (m - 1) and _pools_into_one_block(z, m, lam, total, buf, pos):
+        for i in range(m):
+            y[i] = 1.0 / m
+            groups[i] = 0
+        for i in range(m, d):
+            y[i] = 0.0
+            groups[i] = -1
+        return 0
     top_u = 0.0
     tau = 0.0
     theta = top - 1.0 - width

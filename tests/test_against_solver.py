@@ -44,7 +44,9 @@ def solve(x, name, gamma, lam=0.0, mask=None, **shape):
     y = cp.Variable(xs.shape[0])
     problem = cp.Problem(cp.Maximize(xs @ y - gamma * omega(y, name, lam, **shape)), [y >= 0, cp.sum(y) == 1])
     problem.solve(solver="CLARABEL", **(TOL if not shape else SMOOTH_TOL))
-    assert problem.status == cp.OPTIMAL, problem.status
+    # the power and p-norm cones sometimes stop "inaccurate" near 1e-8: accepted there, where the tests also check
+    # that our point is at least as good as the solver's
+    assert problem.status == cp.OPTIMAL or (shape and problem.status == cp.OPTIMAL_INACCURATE), problem.status
     out[keep] = y.value
     return out, problem.value
 
@@ -233,7 +235,7 @@ def test_smooth_mappings_match_solver(name, shape):
         keep = np.ones(d, bool) if mask is None else mask
         if keep.any():
             ours = x[keep] @ got[keep] - gamma * omega(cp.Constant(got[keep]), name, 0.0, **shape).value
-            assert ours >= value - 1e-9, (ours, value)
+            assert ours >= value - 1e-8, (ours, value)
             assert abs(got.sum() - 1) < 1e-12 and (got >= 0).all() and (got[~keep] == 0).all()
         got_value = attention.max_omega(torch.tensor(x), name, gamma=gamma, mask=tmask, **shape).item()
         assert got_value == pytest.approx(value, abs=1e-6)
@@ -255,3 +257,21 @@ def test_sq_pnorm_max_is_sparse_and_p2_is_sparsemax():
     assert (y == 0).sum() >= 1 and abs(y.sum().item() - 1) < 1e-14
     want, _ = solve(x[0].numpy(), "sq_pnorm_max", 1.0, p=1.5)
     np.testing.assert_allclose(y[0].numpy(), want, atol=1e-6)
+
+
+def test_oscarmax_one_block_shortcut():
+    """Rows whose sorted prox provably pools into one block (lam (m - 1) large against the spread) get uniform
+    weights without a sort: the solver agrees, rows just outside the regime take the sort and agree too."""
+    rng = np.random.default_rng(12)
+    hits = 0
+    for _ in range(40):
+        d = int(rng.integers(3, 9))
+        x = rng.normal(size=d) * rng.choice([0.05, 0.3, 1.0])
+        lam = float(rng.choice([0.1, 0.3, 1.0]))
+        got = attention.oscarmax(torch.tensor(x), lam=lam).numpy()
+        want, _ = solve(x, "oscarmax", 1.0, lam)
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"x={x.tolist()} λ={lam}")
+        hits += bool(np.allclose(got, 1.0 / d))
+    assert 5 <= hits <= 35  # both regimes were exercised
+    long = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(attention.oscarmax(long, lam=0.01), torch.full_like(long, 1e-3))

@@ -187,3 +187,26 @@ def test_smooth_backward_torch_matches_cpu(dtype, kind, value):
         _cpu.entmax_backward(grad.numpy(), y.numpy(), lengths.numpy(), value, cpu.numpy())
         dev = _torch.entmax_backward(grad, y, value)
     torch.testing.assert_close(dev, cpu, **tol(dtype))
+
+
+def test_one_block_test_is_sound():
+    """_pools_into_one_block says True only when pool adjacent violators on the sorted row gives one block, and it
+    does say True in the regime it is for (long rows, lam (m - 1) large against the spread)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    said_yes = 0
+    for _ in range(400):
+        m = int(rng.integers(2, 200))
+        z = rng.normal(size=m) * rng.choice([0.1, 1.0, 3.0])
+        lam = float(rng.choice([0.001, 0.01, 0.05, 0.2]))
+        yes = _cpu._pools_into_one_block(z, m, lam, z.sum(), np.empty(m), np.empty(m, np.int64))
+        v = np.sort(z)[::-1] - lam * (m - 1 - np.arange(m))
+        pooled, blocks = np.empty(m), np.empty(m, np.int64)
+        _cpu._pav_decreasing_row(np.ascontiguousarray(v), pooled, blocks, m)
+        if yes:
+            said_yes += 1
+            assert blocks.max() == 0, (m, lam)
+    assert said_yes > 40
+    z = rng.normal(size=1000)
+    assert _cpu._pools_into_one_block(z, 1000, 0.01, z.sum(), np.empty(1000), np.empty(1000, np.int64))
