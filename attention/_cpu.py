@@ -649,12 +649,13 @@ def _pools_into_one_block(z, m, lam, total, sums, counts):
         return True
     buckets = min(_POOL_BUCKETS, m)
     step = (high - low) / buckets
+    per_step = buckets / (high - low)
     for b in range(buckets):
         sums[b] = 0.0
         counts[b] = 0
     for i in range(m):
         v = np.float64(z[i])
-        b = min(int((v - low) / step), buckets - 1)
+        b = min(int((v - low) * per_step), buckets - 1)
         sums[b] += v
         counts[b] += 1
     slack = 1e-9 * (1.0 + abs(high) + abs(low))
@@ -825,10 +826,14 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
             for i in range(m):  # the support, compacted (branch-free: a rejected position is overwritten)
                 sup[s] = i
                 s += 1 if y[r, i] > 0.0 else 0
-            for t in range(s):
-                label = groups[r, sup[t]]
-                sums[label] = 0.0
-                sizes[label] = 0
+            if s > 16:  # labels are < m: clearing them all is cheaper than visiting the support once more
+                sums[:m] = 0.0
+                sizes[:m] = 0
+            else:
+                for t in range(s):
+                    label = groups[r, sup[t]]
+                    sums[label] = 0.0
+                    sizes[label] = 0
             for t in range(s):
                 label = groups[r, sup[t]]
                 sums[label] += out[r, sup[t]]
