@@ -235,3 +235,33 @@ def test_build_bad_kwargs():
 def test_functions_reject_unknown_kwargs():
     with pytest.raises(TypeError, match=r"lam"):
         attention.sparsemax(torch.randn(3), lam=0.1)
+
+
+# -- sq_pnorm_max and entmax parameters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 2.5, math.nan])
+def test_p_outside_one_two(p):
+    with pytest.raises(ValueError, match=r"sq_pnorm_max: p must be (in \(1, 2\]|finite)"):
+        attention.sq_pnorm_max(torch.randn(4), p=p)
+    with pytest.raises(ValueError, match=r"sq_pnorm_max: p must be"):
+        attention.build("sq_pnorm_max", p=p)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, -2.0, math.inf, math.nan])
+def test_alpha_must_exceed_one(alpha):
+    with pytest.raises(ValueError, match=r"entmax: alpha must be > 1 and finite.*softmax"):
+        attention.entmax(torch.randn(4), alpha=alpha)
+    with pytest.raises(ValueError, match=r"entmax: alpha must be > 1"):
+        attention.build("entmax", alpha=alpha)
+
+
+def test_smooth_parameters_are_numbers():
+    with pytest.raises(TypeError, match=r"entmax: alpha must be a number"):
+        attention.entmax(torch.randn(4), alpha="1.5")
+    with pytest.raises(TypeError, match=r"p must be a number"):
+        attention.sq_pnorm_max(torch.randn(4), p=torch.tensor(1.5))
+    with pytest.raises(TypeError, match=r"attention.build\('entmax'\).*unexpected keyword argument 'lam'"):
+        attention.build("entmax", lam=0.1)
+    with pytest.raises(TypeError, match=r"regularizer\('sq_pnorm_max'\): unexpected parameters \['alpha'\]"):
+        attention.regularizer(torch.rand(3), "sq_pnorm_max", alpha=1.5)
