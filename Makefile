@@ -19,7 +19,7 @@ export DATA_DIR
 endif
 
 .PHONY: install install-test test test-slow bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode \
-        demo data evaluate sync
+        demo data evaluate sync align
 
 install: $(INSTALLED)
 
@@ -94,6 +94,11 @@ iwslt: $(INSTALLED)
 
 gigaword: $(INSTALLED)
 	$(BIN)/python -m tasks.train task=gigaword attention=$(ATTN) $(ARGS)
+
+# alignment quality of a finished de<->en translation run: make align RUN=outputs/multi30k/fusedmax/<run> [GOLD=DIR]
+align: $(INSTALLED)
+	@test -n "$(RUN)" || { echo "usage: make align RUN=<run dir> [GOLD=<dir with test.de-en, deen.talp>]"; exit 2; }
+	$(BIN)/python scripts/align.py "$(RUN)" $(if $(GOLD),--gold "$(GOLD)") $(ARGS)
 
 bench-decode: $(INSTALLED)
 	$(BIN)/python scripts/bench_decode.py --json results/bench/decode.json $(ARGS)

@@ -2,19 +2,24 @@
 
     Π_Ω(x) = argmax_{y ∈ Δ} <y, x> - γ Ω(y)
 
-with Ω the negative entropy (softmax), ½‖y‖² (sparsemax), ½‖y‖² + λ TV(y) (fusedmax) or
-½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|) (oscarmax). Exact forward, closed-form backward, any dim, masks, CPU and CUDA.
+with Ω the negative entropy (softmax), ½‖y‖² (sparsemax), ½‖y‖² + λ TV(y) (fusedmax),
+½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|) (oscarmax), ½‖y‖_p² (sq_pnorm_max) or the Tsallis α-entropy (entmax).
+Exact forward, closed-form backward (learnable γ and λ included), any dim, masks, CPU and CUDA.
 
     import torch, attention
     attention.fusedmax(torch.tensor([1.0, 1.1, 0.2, -1.0]), lam=0.2)   # tensor([0.5, 0.5, 0.0, 0.0])
     attn = attention.build("oscarmax", lam=0.05)    # an nn.Module: attn(scores, mask=None)
+    out = attention.scaled_dot_product_attention(q, k, v, is_causal=True, mapping="sparsemax")
 """
 
+from ._layout import set_checks
 from .framework import MAPPINGS, max_omega, regularizer, unknown_name
-from .functions import fusedmax, oscarmax, softmax, sparsemax
-from .modules import Fusedmax, Oscarmax, Softmax, Sparsemax
+from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_max
+from .modules import Entmax, Fusedmax, Oscarmax, Softmax, Sparsemax, SqPnormMax
+from .sdpa import MultiheadAttention, scaled_dot_product_attention
 
-MODULES = {"softmax": Softmax, "sparsemax": Sparsemax, "fusedmax": Fusedmax, "oscarmax": Oscarmax}
+MODULES = {"softmax": Softmax, "sparsemax": Sparsemax, "fusedmax": Fusedmax, "oscarmax": Oscarmax,
+           "sq_pnorm_max": SqPnormMax, "entmax": Entmax}
 NAMES = tuple(MODULES)
 
 
@@ -29,7 +34,8 @@ def build(name: str, **params):
 
 
 __all__ = [
-    "softmax", "sparsemax", "fusedmax", "oscarmax",
-    "Softmax", "Sparsemax", "Fusedmax", "Oscarmax",
-    "max_omega", "regularizer", "build", "NAMES", "MAPPINGS",
+    "softmax", "sparsemax", "fusedmax", "oscarmax", "sq_pnorm_max", "entmax",
+    "Softmax", "Sparsemax", "Fusedmax", "Oscarmax", "SqPnormMax", "Entmax",
+    "scaled_dot_product_attention", "MultiheadAttention",
+    "max_omega", "regularizer", "build", "set_checks", "NAMES", "MAPPINGS",
 ]

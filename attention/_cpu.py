@@ -1,17 +1,22 @@
 """CPU kernels, and the exact one-row algorithms they are made of.
 
-The row algorithms (``sparsemax_row``, ``tv_prox_row``, ``pav_decreasing_row``) are plain Python written once and
-compiled twice: by numba here, run in parallel over rows, and by numba-cuda in ``_cuda.py``, one thread per row.
-They allocate nothing (CUDA device functions cannot), write into the arrays they are given, and read only the first
-``m`` entries of a row: the unmasked positions, moved to the front by the caller. Each prox also labels every entry
-with the index of its group (a run of fused equal values for TV, a block of pooled values for the sorted prox):
-those labels are all the backward pass needs.
+The full-row algorithms (``sparsemax_row``, ``tv_prox_row``, ``pav_decreasing_row``) are plain Python written once
+and compiled twice: by numba here, and by numba-cuda in ``_cuda.py``, one thread per row. They allocate nothing
+(CUDA device functions cannot), write into the arrays they are given, and read only the first ``m`` entries of a
+row: the unmasked positions, moved to the front by the caller. Each prox also labels every entry with its group
+(a run of fused equal values for TV, a block of pooled values for the sorted prox): those labels are all the
+backward pass needs.
+
+The CPU kernels screen each row before solving (see "numba CPU kernels" below): every mapping's threshold is at
+least max(z) - 1, so entries far below the maximum get weight 0 whatever the rest does, and the full-row
+algorithms then run on the few candidates left. Each screening rule is proved where it is used.
 
 Every kernel takes a C-contiguous (rows, d) float array and the number of valid entries of each row; entries past
-a row's length are written as 0 (outputs) or -1 (group labels). Compiled on first use and cached on disk. The row
-algorithms live in this file on purpose: numba's cache is invalidated by a change to the file that defines a
-kernel, not to the files of the functions it calls, so a row algorithm kept elsewhere could be edited while stale
-compiled kernels kept running.
+a row's length are written as 0 (outputs) or -1 (group labels). The forward kernels return how many rows held a
+nan or inf among their valid scores (written as nan; the caller raises the detailed error). Compiled on first use
+and cached on disk. The row algorithms live in this file on purpose: numba's cache is invalidated by a change to
+the file that defines a kernel, not to the files of the functions it calls, so a row algorithm kept elsewhere
+could be edited while stale compiled kernels kept running.
 """
 
 import numpy as np
@@ -250,6 +255,13 @@ PROX_TV = 0  # fusedmax: prox of lam * sum |u_{i+1} - u_i|
 PROX_SORTED = 1  # oscarmax, exact: prox of sum_k w_k u_(k), w_k = lam (m - k), no absolute values
 PROX_OWL = 2  # oscarmax as the authors computed it: prox of sum_k w_k |u|_(k), then sparsemax
 
+# The CPU kernels below screen before they solve. Every mapping here has a threshold tau >= max(z) - 1 (no weight
+# exceeds 1), so an entry far enough below the row's maximum gets weight 0 whatever the others do; the exact
+# algorithm then runs on the few remaining candidates (a handful out of 64 or 1000 on real scores) instead of the
+# whole row. Each rule is proved where it is used; a rule that only holds up to rounding is verified afterwards,
+# with the whole row as the fallback. What is left per entry is a few linear passes (maximum, screening, output).
+_SCREEN_MARGIN = 1e-6  # relative slack on every screening bound: never screen an entry that rounding might admit
+
 
 _MAX_CHUNKS = 128
 
@@ -263,35 +275,191 @@ def _chunks(n):
     return max(1, min(n, _MAX_CHUNKS))
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def _max_and_sum(z, m):
+    """(max, sum) of z[:m] in float64, the sum vectorized (reassociated). A nan or inf among them makes the sum
+    non-finite: the caller tests it, and only a non-finite (or overflowing) sum pays for ``_all_finite``; this
+    keeps the finiteness check off the loop's critical path. (No "no-nan" fast-math flag: LLVM would then be
+    entitled to assume the sum finite and drop the test.)"""
+    top = -np.inf
+    total = 0.0
+    for i in range(m):
+        v = np.float64(z[i])
+        top = max(top, v)
+        total += v
+    return top, total
+
+
+@njit(cache=True, nogil=True)
+def _all_finite(z, m):
+    for i in range(m):
+        if not abs(np.float64(z[i])) < np.inf:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _row_top(z, m):
+    """(max of z[:m], whether z[:m] is all finite)."""
+    top, total = _max_and_sum(z, m)
+    if total - total == 0.0:
+        return top, True
+    return top, _all_finite(z, m)
+
+
+@njit(cache=True, nogil=True)
+def _keep_positions(z, m, bound, val, pos):
+    """val[:k], pos[:k] = the entries of z[:m] above bound and their positions; returns k. Branch-free: every
+    entry is written, and a rejected one is overwritten by the next."""
+    k = 0
+    for i in range(m):
+        v = np.float64(z[i])
+        val[k] = v
+        pos[k] = i
+        k += 1 if v > bound else 0
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _refine(val, pos, k, top, width, buf):
+    """Trim candidates kept at top - 1 - width to those above tau(z) - width, tau(z) the sparsemax threshold of
+    the scores themselves (>= top - 1, usually well above): any lower bound on tau(z) works in the screening rules
+    below, and tau(z) is computed on the candidates alone. Returns (how many are kept, the level they are above).
+    """
+    if k == 0:
+        return 0, top
+    count = _screen_candidates(val, k, top, buf)[0]
+    total = 0.0
+    for j in range(count):
+        total += buf[j]
+    level = top + _michelot(buf, count, total) - width
+    c = 0
+    for j in range(k):
+        v = val[j]
+        val[c] = v
+        pos[c] = pos[j]
+        c += 1 if v > level else 0
+    return c, level
+
+
+@njit(cache=True, nogil=True)
+def _non_finite_row(out, d):
+    """A row with nan or inf among its valid scores: nan out (the caller raises unless checks are off)."""
+    for i in range(d):
+        out[i] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def _michelot(buf, count, total):
+    """The simplex threshold of the ``count`` values in buf (relative to their maximum, which is among them,
+    ``total`` their sum), given that they contain the support: Michelot's algorithm.
+
+    tau = (sum over the set - 1) / |set| stays below the true threshold for any superset of the support and rises
+    to it as the set {v > tau} shrinks; the set only shrinks, so the loop ends (stopping as soon as it does not
+    shrink also stops an entry sitting on tau from flipping in and out under rounding).
+    """
+    tau = (total - 1.0) / count
+    while True:
+        new_count = 0
+        total = 0.0
+        for j in range(count):
+            v = buf[j]
+            buf[new_count] = v  # compaction in place: new_count <= j, so nothing unread is overwritten
+            if v > tau:
+                total += v
+                new_count += 1
+        if new_count == count or new_count == 0:
+            return tau
+        count = new_count
+        tau = (total - 1.0) / count
+
+
+@njit(cache=True, nogil=True)
+def _screen_candidates(z, m, top, buf):
+    """buf[:count] = z_i - top for the entries with z_i > top - 1, the only ones that can get weight under a
+    threshold tau >= top - 1; returns (count, their sum). The pass over the row is branch-free (a rejected value
+    is overwritten) and carries no floating-point sum (its latency would chain the iterations): the sum is taken
+    over the few candidates afterwards."""
+    count = 0
+    for i in range(m):
+        v = np.float64(z[i]) - top
+        buf[count] = v
+        count += 1 if v > -1.0 else 0
+    total = 0.0
+    for j in range(count):
+        total += buf[j]
+    return count, total
+
+
+@njit(cache=True, nogil=True)
+def _simplex_threshold(u, k, buf):
+    """(top, tau): sum_j max(u[j] - top - tau, 0) = 1 over u[:k], k >= 1; the sparsemax threshold of u relative
+    to its maximum, computed on the screened candidates only."""
+    top = -np.inf
+    for j in range(k):
+        top = u[j] if u[j] > top else top
+    count, total = _screen_candidates(u, k, top, buf)
+    return top, _michelot(buf, count, total)
+
+
+@njit(cache=True, nogil=True)
+def _sparsemax_screened_row(z, out, m, d, buf):
+    top, finite = _row_top(z, m)
+    if not finite:
+        _non_finite_row(out, d)
+        return 1
+    if m > 0:
+        count, total = _screen_candidates(z, m, top, buf)
+        tau = _michelot(buf, count, total)
+        for i in range(m):
+            v = z[i] - top - tau
+            out[i] = v if v > 0.0 else 0.0
+    for i in range(m, d):
+        out[i] = 0.0
+    return 0
+
+
 @njit(cache=True, parallel=True)
 def sparsemax_forward(z, lengths, out):
+    """out = proj_Δ(z) row by row. Returns the number of rows with a non-finite valid score (their out is nan)."""
     n, d = z.shape
     n_chunks = _chunks(n)
+    bad = 0
     for c in prange(n_chunks):
+        buf = np.empty(d, dtype=np.float64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            m = lengths[r]
-            _sparsemax_row(z[r], out[r], m)
-            for i in range(m, d):
-                out[r, i] = 0.0
+            bad += _sparsemax_screened_row(z[r], out[r], lengths[r], d, buf)
+    return bad
+
+
+# Reassociation lets LLVM vectorize the sums (the only flags used: no assumption about nan/inf).
+_REDUCE = {"reassoc", "nsz", "contract"}
+
+
+@njit(cache=True, nogil=True, fastmath=_REDUCE)
+def _centre_on_support(grad, y, out, m, d):
+    """out[:m] = grad - mean(grad over supp y) on supp y, 0 elsewhere (and past m): the sparsemax VJP."""
+    total = 0.0
+    count = 0.0
+    for i in range(m):
+        keep = y[i] > 0.0
+        total += grad[i] if keep else 0.0
+        count += 1.0 if keep else 0.0
+    mean = total / count if count > 0.0 else 0.0
+    for i in range(m):
+        out[i] = grad[i] - mean if y[i] > 0.0 else 0.0
+    for i in range(m, d):
+        out[i] = 0.0
 
 
 @njit(cache=True, parallel=True)
 def sparsemax_backward(grad, y, lengths, out):
-    # J = diag(s) - s s^T / |S| with s the support indicator: centre the gradient on the support
+    # J = diag(s) - s s^T / |S| with s the support indicator: centre the gradient on the support, 0 elsewhere
     n, d = grad.shape
     n_chunks = _chunks(n)
     for c in prange(n_chunks):
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            m = lengths[r]
-            total = 0.0
-            count = 0
-            for i in range(m):
-                if y[r, i] > 0.0:
-                    total += grad[r, i]
-                    count += 1
-            mean = total / count if count > 0 else 0.0
-            for i in range(d):
-                out[r, i] = grad[r, i] - mean if (i < m and y[r, i] > 0.0) else 0.0
+            _centre_on_support(grad[r], y[r], out[r], lengths[r], d)
 
 
 _INSERTION_SORT_MAX = 96  # below this length a stable insertion sort beats the radix sort's fixed cost
@@ -384,48 +552,305 @@ def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blo
     _unsort_prox_row(z, pooled, blocks, order, u, groups, scale, m, variant)
 
 
+
+
+@njit(cache=True, nogil=True)
+def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
+    """y[:m] = proj_Δ(prox_{lam TV}(z[:m])), screened; groups[i] = the position of the first entry of i's group.
+
+    Screening rule: z_i <= t - 4 lam implies y_i = 0, for t = the sparsemax threshold of z, or any lower bound
+    such as max(z) - 1. The TV prox moves no entry by more than 2 lam (u = z - Dᵀw with |w| <= lam), and
+    t = (sum_S z - 1) / |S| for a set S (the support of sparsemax(z)), so the threshold of u is
+    tau >= (sum_S u - 1) / |S| >= t - 2 lam >= z_i + 2 lam >= u_i. With those entries fixed at 0, the problem splits: each run of consecutive
+    candidates keeps its own TV, and a screened neighbour adds lam |y_j - 0| = lam y_j, a linear term on the
+    simplex, i.e. z_j shifted by -lam. The composition proj_Δ ∘ prox (see ``fusedmax``) holds for that TV on a
+    union of chains as for one chain, so the candidates get proj_Δ of the per-run prox of the shifted scores.
+    """
+    top, finite = _row_top(z, m)
+    if not finite:
+        _non_finite_row(y, d)
+        for i in range(d):
+            groups[i] = -1 if i >= m else i
+        return 1
+    width = 4.0 * lam + _SCREEN_MARGIN * (1.0 + 4.0 * lam)
+    k = _keep_positions(z, m, top - 1.0 - width, zc, pos)
+    k = _refine(zc, pos, k, top, width, buf)[0]
+    for i in range(m):
+        y[i] = 0.0
+        groups[i] = i  # a screened entry is a group of its own, outside the support
+    a = 0
+    while a < k:
+        b = a + 1
+        while b < k and pos[b] == pos[b - 1] + 1:
+            b += 1
+        if pos[a] > 0:
+            zc[a] -= lam
+        if pos[b - 1] < m - 1:
+            zc[b - 1] -= lam
+        if b - a == 1:  # most runs: the prox of one entry is itself (no slices, no call)
+            uc[a] = zc[a]
+            gc[a] = pos[a]
+        elif b - a == 2:  # two entries fuse when they are within 2 lam, else move lam towards each other
+            diff = zc[a] - zc[a + 1]
+            if abs(diff) <= 2.0 * lam:
+                uc[a] = uc[a + 1] = 0.5 * (zc[a] + zc[a + 1])
+                gc[a] = gc[a + 1] = pos[a]
+            else:
+                step = lam if diff > 0.0 else -lam
+                uc[a] = zc[a] - step
+                uc[a + 1] = zc[a + 1] + step
+                gc[a] = pos[a]
+                gc[a + 1] = pos[a + 1]
+        else:
+            _tv_prox_row(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+            previous = -1
+            head = 0
+            for j in range(a, b):  # segment index -> position of the segment's first entry, unique in the row
+                if gc[j] != previous:
+                    previous = gc[j]
+                    head = pos[j]
+                gc[j] = head
+        a = b
+    if k > 0:
+        top_u, tau = _simplex_threshold(uc, k, buf)
+        for j in range(k):
+            v = uc[j] - top_u - tau
+            y[pos[j]] = v if v > 0.0 else 0.0
+            groups[pos[j]] = gc[j]
+    for i in range(m, d):
+        y[i] = 0.0
+        groups[i] = -1
+    return 0
+
+
+_POOL_BUCKETS = 64
+
+
+@njit(cache=True, nogil=True)
+def _pools_into_one_block(z, m, lam, total, sums, counts):
+    """Whether the sorted prox of z[:m] is one block (all entries equal, so oscarmax's weights are uniform), proved
+    without sorting; False may also mean "not proved".
+
+    Pool adjacent violators on v_k = z_(k) - lam (m - k) gives one block iff no prefix has a larger mean than the
+    whole: S_j / j - mean(z) <= lam (m - j) / 2 for every j, S_j the sum of the j largest scores. A histogram of
+    the scores (count and exact sum per value bucket) gives S_j exactly where j ends a bucket, and within a bucket
+    with upper edge h, S_j <= S_j0 + (j - j0) h; the bound over j is then convex (S_j0 >= j0 h), so checking each
+    bucket's two ends suffices. This is the regime of long rows with a lam large against the scores' spread
+    (d = 1000, lam = 0.01 on standard scores), where every weight is 1/m and there is nothing to sort.
+    """
+    low = np.inf
+    high = -np.inf
+    for i in range(m):
+        v = np.float64(z[i])
+        low = v if v < low else low
+        high = v if v > high else high
+    mean = total / m
+    if high == low:
+        return True
+    buckets = min(_POOL_BUCKETS, m)
+    step = (high - low) / buckets
+    per_step = buckets / (high - low)
+    for b in range(buckets):
+        sums[b] = 0.0
+        counts[b] = 0
+    for i in range(m):
+        v = np.float64(z[i])
+        b = min(int((v - low) * per_step), buckets - 1)
+        sums[b] += v
+        counts[b] += 1
+    slack = 1e-9 * (1.0 + abs(high) + abs(low))
+    j0 = 0
+    s0 = 0.0
+    for b in range(buckets - 1, -1, -1):
+        c = counts[b]
+        if c == 0:
+            continue
+        edge = low + (b + 1) * step if b < buckets - 1 else high
+        for j, bound in ((j0 + 1, s0 + edge), (j0 + c, s0 + c * edge)):
+            if bound / j - mean > 0.5 * lam * (m - j) + slack and j < m:
+                return False
+        j0 += c
+        s0 += sums[b]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos, order, keys, keys_tmp, order_tmp,
+                          hist, buf):
+    """y[:m] = proj_Δ(prox_{lam S}(z[:m])) with S(u) = sum_k (m - k) u_(k) (``oscarmax``'s exact variant), screened;
+    groups[i] = the position of the first (sorted) entry of i's pooled block.
+
+    Screening: z_i <= t - lam (m - 1) implies y_i = 0, t as for fusedmax (the prox lowers every entry by between
+    0 and lam (m - 1), so tau >= (sum_S u - 1) / |S| >= t - lam (m - 1) >= z_i >= u_i). The candidates are the top k
+    entries, so their ranks, hence their weights lam (m - rank), are known without sorting the rest. Pool adjacent
+    violators on the candidates alone gives the final blocks of every block whose mean exceeds t, the largest
+    screened score: a later block's mean never exceeds max(t, the means it absorbs), so it cannot absorb such a
+    block; what it may absorb ends at most at t. Hence if the threshold found on the candidates is >= t, it is the
+    threshold of the whole row (the bound above says it is; rounding is why it is checked, against the screening
+    level >= t, with the whole row as the fallback).
+    """
+    width = lam * (m - 1) + _SCREEN_MARGIN * (1.0 + lam * (m - 1))
+    top, total = _max_and_sum(z, m)
+    if not (total - total == 0.0 or _all_finite(z, m)):
+        _non_finite_row(y, d)
+        for i in range(d):
+            groups[i] = -1 if i >= m else i
+        return 1
+    if m > 1 and top - total / m <= 0.5 * lam * (m - 1) and _pools_into_one_block(z, m, lam, total, buf, pos):
+        for i in range(m):
+            y[i] = 1.0 / m
+            groups[i] = 0
+        for i in range(m, d):
+            y[i] = 0.0
+            groups[i] = -1
+        return 0
+    top_u = 0.0
+    tau = 0.0
+    theta = top - 1.0 - width
+    for i in range(m):
+        y[i] = 0.0
+        groups[i] = i  # a screened entry is a group of its own, outside the support
+    for attempt in range(2):
+        if attempt == 0:
+            k = _keep_positions(z, m, theta, negc, pos)
+            k, theta = _refine(negc, pos, k, top, width, buf)
+        else:  # rounding defeated the screen: the whole row
+            k = m
+            for i in range(m):
+                negc[i] = z[i]
+                pos[i] = i
+        for j in range(k):
+            negc[j] = -negc[j]
+        if k == 0:
+            break
+        _stable_argsort(negc, k, order, keys, keys_tmp, order_tmp, hist)  # decreasing z, ties by position
+        for j in range(k):
+            uc[j] = -negc[order[j]] - lam * (m - 1 - j)
+        _pav_decreasing_row(uc, pooled, blocks, k)
+        top_u, tau = _simplex_threshold(pooled, k, buf)
+        if k == m or top_u + tau >= theta:  # theta >= every screened score
+            break
+    previous = -1
+    head = 0
+    for j in range(k):
+        i = pos[order[j]]
+        if blocks[j] != previous:
+            previous = blocks[j]
+            head = i
+        v = pooled[j] - top_u - tau
+        y[i] = v if v > 0.0 else 0.0
+        groups[i] = head
+    for i in range(m, d):
+        y[i] = 0.0
+        groups[i] = -1
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _owl_sparsemax_row(z, y, groups, scale, m, d, lam, u, order, v, pooled, blocks, keys, keys_tmp, order_tmp, hist,
+                       gbuf):
+    """The authors' OWL composition on the whole row (no screening: OWL is not shift invariant)."""
+    top, finite = _row_top(z, m)
+    if not finite:
+        _non_finite_row(y, d)
+        for i in range(d):
+            groups[i] = -1 if i >= m else i
+            scale[i] = 0.0
+        return 1
+    _sorted_prox_row(z, u, gbuf, scale, m, lam, PROX_OWL, order, v, pooled, blocks, keys, keys_tmp, order_tmp,
+                     hist)
+    for i in range(m):
+        groups[i] = gbuf[i]
+    _sparsemax_row(u, y, m)
+    _clear_tail_row(y, groups, scale, m, d)
+    return 0
+
+
 @njit(cache=True, parallel=True)
 def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
-    """y = sparsemax(prox(z)) row by row; groups and scale describe the prox's Jacobian for the backward."""
+    """y = sparsemax(prox(z)) row by row; groups (and, for OWL, scale) describe the prox's Jacobian.
+
+    ``lam`` holds one value, or one per row. Returns the number of rows with a non-finite valid score.
+    """
     n, d = z.shape
     n_chunks = _chunks(n)
+    bad = 0
     for c in prange(n_chunks):
-        # scratch buffers, once per chunk: the sorted prox's only where it runs, the radix sort's for long rows
-        u = np.empty(d, dtype=z.dtype)
+        # scratch, once per chunk: the sort's buffers only where a sort runs, the radix sort's for long rows
         ds = 0 if variant == PROX_TV else d
         dr = ds if d > _INSERTION_SORT_MAX else 0
+        zc = np.empty(d, dtype=np.float64)
+        uc = np.empty(d, dtype=np.float64)
+        buf = np.empty(d, dtype=np.float64)
+        gc = np.empty(d, dtype=np.int64)
+        pos = np.empty(d, dtype=np.int64)
         order = np.empty(ds, dtype=np.int64)
-        v = np.empty(ds, dtype=z.dtype)
-        pooled = np.empty(ds, dtype=z.dtype)
-        blocks = np.empty(ds, dtype=groups.dtype)
+        pooled = np.empty(ds, dtype=np.float64)
+        blocks = np.empty(ds, dtype=np.int64)
         keys = np.empty(ds, dtype=np.uint64)
         keys_tmp = np.empty(dr, dtype=np.uint64)
         order_tmp = np.empty(dr, dtype=np.int64)
         hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             m = lengths[r]
+            lam_r = lam[0] if lam.shape[0] == 1 else lam[r]
             if variant == PROX_TV:
-                _tv_prox_row(z[r], u, groups[r], m, lam)
-                for i in range(m):
-                    scale[r, i] = 1.0
+                bad += _tv_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, gc, pos, buf)
+            elif variant == PROX_SORTED:
+                bad += _sorted_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, pooled, blocks, pos, order,
+                                             keys, keys_tmp, order_tmp, hist, buf)
             else:
-                _sorted_prox_row(z[r], u, groups[r], scale[r], m, lam, variant, order, v, pooled, blocks, keys,
-                                 keys_tmp, order_tmp, hist)
-            _sparsemax_row(u, y[r], m)
-            _clear_tail_row(y[r], groups[r], scale[r], m, d)
+                bad += _owl_sparsemax_row(z[r], y[r], groups[r], scale[r], m, d, lam_r, uc, order, zc, pooled,
+                                          blocks, keys, keys_tmp, order_tmp, hist, gc)
+    return bad
 
 
 @njit(cache=True, parallel=True)
-def prox_sparsemax_backward(grad, y, groups, scale, lengths, out):
-    """Vector-Jacobian product of y = sparsemax(prox(z)); both Jacobians are symmetric, so VJP = JVP.
+def prox_sparsemax_backward(grad, y, groups, lengths, out):
+    """Vector-Jacobian product of y = sparsemax(prox(z)) for the exact proxes (TV, sorted); J is symmetric.
 
-    sparsemax: centre the gradient on the support of y. prox: J = D A D, with A averaging over each group of the
-    prox output (fused run or pooled block) and D = diag(scale) (1, or the signs and zeros of the OWL prox).
+    sparsemax: centre the gradient on the support of y. prox: average it over each group (fused run or pooled
+    block). A group shares one prox value, so it lies wholly inside or wholly outside the support: only the
+    support's groups are visited, and everything else is 0.
     """
     n, d = grad.shape
     n_chunks = _chunks(n)
     for c in prange(n_chunks):
-        sums = np.empty(d, dtype=grad.dtype)
+        sup = np.empty(d, dtype=np.int64)
+        sums = np.empty(d, dtype=np.float64)
+        sizes = np.empty(d, dtype=np.int64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            _centre_on_support(grad[r], y[r], out[r], m, d)
+            s = 0
+            for i in range(m):  # the support, compacted (branch-free: a rejected position is overwritten)
+                sup[s] = i
+                s += 1 if y[r, i] > 0.0 else 0
+            if s > 16:  # labels are < m: clearing them all is cheaper than visiting the support once more
+                sums[:m] = 0.0
+                sizes[:m] = 0
+            else:
+                for t in range(s):
+                    label = groups[r, sup[t]]
+                    sums[label] = 0.0
+                    sizes[label] = 0
+            for t in range(s):
+                label = groups[r, sup[t]]
+                sums[label] += out[r, sup[t]]
+                sizes[label] += 1
+            for t in range(s):
+                label = groups[r, sup[t]]
+                out[r, sup[t]] = sums[label] / sizes[label]
+
+
+@njit(cache=True, parallel=True)
+def owl_sparsemax_backward(grad, y, groups, scale, lengths, out):
+    """The same for the OWL prox, whose Jacobian is D A D with D = diag(scale) (signs, 0 where clipped): its
+    blocks pool |u|, so a block may straddle the support and every entry is visited."""
+    n, d = grad.shape
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sums = np.empty(d, dtype=np.float64)
         sizes = np.empty(d, dtype=np.int64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             m = lengths[r]
@@ -436,11 +861,7 @@ def prox_sparsemax_backward(grad, y, groups, scale, lengths, out):
                     total += grad[r, i]
                     count += 1
             mean = total / count if count > 0 else 0.0
-            n_groups = 0
-            for i in range(m):
-                if groups[r, i] >= n_groups:
-                    n_groups = groups[r, i] + 1
-            for k in range(n_groups):
+            for k in range(m):
                 sums[k] = 0.0
                 sizes[k] = 0
             for i in range(m):
@@ -449,10 +870,319 @@ def prox_sparsemax_backward(grad, y, groups, scale, lengths, out):
                 sums[k] += scale[r, i] * g
                 sizes[k] += 1
             # one division a group; scale is 1, -1 or 0, so scale * (s / n) is (scale * s) / n bit for bit
-            for k in range(n_groups):
+            for k in range(m):
                 if sizes[k] > 0:
                     sums[k] = sums[k] / sizes[k]
             for i in range(m):
                 out[r, i] = scale[r, i] * sums[groups[r, i]]
             for i in range(m, d):
                 out[r, i] = 0.0
+
+
+# ---------------------------------------------------------------- sq-pnorm-max and alpha-entmax
+
+_NEWTON_MAX_STEPS = 200
+_NEWTON_TOL = 1e-15  # on tau, which lives in [-1, 0) relative to the row's maximum: float64 resolution
+
+
+@njit(cache=True, nogil=True)
+def _drop_at_or_below(buf, count, tau):
+    """Compact buf[:count] to the values above tau (a lower bound of the threshold); returns how many."""
+    c = 0
+    for j in range(count):
+        v = buf[j]
+        buf[c] = v
+        c += 1 if v > tau else 0
+    return c
+
+
+@njit(cache=True, nogil=True)
+def _pnorm_h(buf, k, tau, q):
+    """h(tau) = (q + 1) log A - (q - 1) log B and h'(tau), A = sum d^q, B = sum d^(q+1), d = (c - tau)_+.
+
+    Evaluated with d / delta, delta = -tau = the largest d, so that A, B >= 1 never under- or overflow.
+    """
+    delta = -tau
+    a = 0.0
+    b = 0.0
+    cc = 0.0
+    for j in range(k):
+        t = (buf[j] - tau) / delta
+        if t > 0.0:
+            tq = np.exp(q * np.log(t))
+            a += tq
+            b += tq * t
+            cc += tq / t
+    h = (q + 1.0) * (np.log(delta) + np.log(a)) - (q - 1.0) * np.log(b)
+    dh = (q + 1.0) / delta * (-q * cc / a + (q - 1.0) * a / b)
+    return h, dh
+
+
+@njit(cache=True, nogil=True)
+def _sq_pnorm_row(z, out, m, d, p, buf, spare):
+    """out[:m] = argmax_{y in simplex} <y, z> - ½‖y‖_p² for 1 < p <= 2 (``sq_pnorm_max``).
+
+    On the support, ∇½‖y‖_p² = ‖y‖_p^(2-p) y^(p-1) = z - tau, so y = w / sum(w) with w = (z - tau)_+^q,
+    q = 1/(p-1), and the normalisation forces sum(w) = ‖w‖_p^(2-p), i.e. h(tau) = 0 for h as in ``_pnorm_h``.
+    h is strictly decreasing (h' has the sign of (q-1) A² - q B C < 0 by Cauchy-Schwarz, A² <= B C), positive at
+    tau = max(z) - 1 (all d <= 1 there, so B <= A and A >= 1) and -> -inf at max(z): one root, and the entries
+    below max(z) - 1 are screened out. Safeguarded Newton keeps the bracket [lo, hi] around the root, takes the
+    Newton step when it lands inside and bisects otherwise: it always converges (the bracket shrinks), and
+    quadratically near the root (h is smooth with h' < 0 there). Stops when a step moves tau by < 1e-15.
+    """
+    top, finite = _row_top(z, m)
+    if not finite:
+        _non_finite_row(out, d)
+        return 1
+    if m > 0:
+        count, total = _screen_candidates(z, m, top, buf)
+        q = 1.0 / (p - 1.0)
+        # start from the sparsemax threshold (the root for p = 2; Michelot compacts its input, hence the copy)
+        for j in range(count):
+            spare[j] = buf[j]
+        tau = _michelot(spare, count, total)
+        lo = -1.0
+        hi = 0.0
+        for step in range(_NEWTON_MAX_STEPS):
+            if not (lo <= tau < hi):
+                tau = 0.5 * (lo + hi)
+            h, dh = _pnorm_h(buf, count, tau, q)
+            if h == 0.0:
+                break
+            if h > 0.0:
+                lo = tau
+                count = _drop_at_or_below(buf, count, tau)  # tau < root: those never enter the support
+            else:
+                hi = tau
+            new = tau - h / dh
+            if abs(new - tau) < _NEWTON_TOL:  # before the bracket test: at the root, new == tau == lo or hi
+                tau = new
+                break
+            tau = new if lo < new < hi else 0.5 * (lo + hi)
+        delta = -tau
+        total = 0.0
+        for i in range(m):
+            t = (z[i] - top - tau) / delta
+            w = np.exp(q * np.log(t)) if t > 0.0 else 0.0
+            out[i] = w
+            total += w
+        for i in range(m):
+            out[i] = out[i] / total
+    for i in range(m, d):
+        out[i] = 0.0
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def sq_pnorm_forward(z, lengths, p, out):
+    """out = argmax_{y in simplex} <y, z> - ½‖y‖_p² row by row; returns the number of non-finite rows."""
+    n, d = z.shape
+    n_chunks = _chunks(n)
+    bad = 0
+    for c in prange(n_chunks):
+        buf = np.empty(d, dtype=np.float64)
+        spare = np.empty(d, dtype=np.float64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            bad += _sq_pnorm_row(z[r], out[r], lengths[r], d, p, buf, spare)
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _entmax_f(buf, k, tau, power):
+    """f(tau) = sum (c - tau)_+^power - 1 and f'(tau)."""
+    f = -1.0
+    df = 0.0
+    for j in range(k):
+        t = buf[j] - tau
+        if t > 0.0:
+            tp = np.exp(power * np.log(t))
+            f += tp
+            df -= power * tp / t
+    return f, df
+
+
+@njit(cache=True, nogil=True)
+def _entmax15_tau(buf, k, order, keys, keys_tmp, order_tmp, hist, neg):
+    """The 1.5-entmax threshold of buf[:k] (relative values, max 0), exactly: sort-based (Peters et al., 2019).
+
+    With the values sorted decreasingly, a support of size j has tau_j = mean_j - sqrt((1 - ss_j) / j), ss_j the
+    sum of squared deviations from mean_j; the support size is the number of j with tau_j <= the j-th value.
+    """
+    for j in range(k):
+        neg[j] = -buf[j]
+    _stable_argsort(neg, k, order, keys, keys_tmp, order_tmp, hist)
+    total = 0.0
+    total_sq = 0.0
+    support = 0
+    tau_star = 0.0
+    for j in range(k):
+        v = buf[order[j]]
+        total += v
+        total_sq += v * v
+        size = j + 1.0
+        mean = total / size
+        ss = total_sq - size * mean * mean
+        delta = (1.0 - ss) / size
+        tau = mean - np.sqrt(delta if delta > 0.0 else 0.0)
+        if tau <= v:
+            support += 1
+            tau_star = tau
+    return tau_star if support > 0 else -1.0
+
+
+@njit(cache=True, nogil=True)
+def _entmax_row(z, out, m, d, alpha, buf, order, keys, keys_tmp, order_tmp, hist, neg):
+    """out[:m] = alpha-entmax(z[:m]) = argmax_{y in simplex} <y, z> + H_alpha^T(y) (Peters et al., 2019):
+    y = ((alpha - 1) z - tau)_+^(1/(alpha - 1)), tau such that sum(y) = 1.
+
+    tau >= max((alpha - 1) z) - 1 (no weight exceeds 1), so only the entries above are candidates. alpha = 1.5:
+    the exact sort-based threshold on the candidates. Otherwise f(tau) = sum(y) - 1 is strictly decreasing on
+    the bracket [max - 1, max - k^(1 - alpha)] (f >= 0 at the left end, <= 0 at the right), and the same
+    safeguarded Newton as ``_sq_pnorm_row`` (bisection when a Newton step leaves the bracket) converges; y is then
+    divided by its sum, as the entmax package does.
+    """
+    scale = alpha - 1.0
+    top, finite = _row_top(z, m)
+    if not finite:
+        _non_finite_row(out, d)
+        return 1
+    if m > 0:
+        top = scale * top
+        count = 0
+        for i in range(m):
+            v = scale * z[i] - top
+            buf[count] = v
+            if v > -1.0:
+                count += 1
+        power = 1.0 / scale
+        if alpha == 1.5:
+            tau = _entmax15_tau(buf, count, order, keys, keys_tmp, order_tmp, hist, neg)
+            for i in range(m):
+                t = scale * z[i] - top - tau
+                out[i] = t * t if t > 0.0 else 0.0
+        else:
+            lo = -1.0
+            hi = -np.exp(scale * np.log(1.0 / count))
+            # f is convex for alpha <= 2 (power >= 1), concave above: Newton from the left end, resp. the right
+            # end, then moves monotonically towards the root and never needs the safeguard in exact arithmetic
+            tau = lo if alpha <= 2.0 else hi
+            if hi > lo:
+                for step in range(_NEWTON_MAX_STEPS):
+                    f, df = _entmax_f(buf, count, tau, power)
+                    if f == 0.0:
+                        break
+                    if f > 0.0:
+                        lo = tau
+                        count = _drop_at_or_below(buf, count, tau)  # tau < root: those never enter the support
+                    else:
+                        hi = tau
+                    new = tau - f / df if df < 0.0 else 0.5 * (lo + hi)
+                    if abs(new - tau) < _NEWTON_TOL:  # before the bracket test: at the root, new == lo or hi
+                        tau = new
+                        break
+                    tau = new if lo < new < hi else 0.5 * (lo + hi)
+            else:
+                tau = lo
+            total = 0.0
+            for i in range(m):
+                t = scale * z[i] - top - tau
+                w = np.exp(power * np.log(t)) if t > 0.0 else 0.0
+                out[i] = w
+                total += w
+            for i in range(m):
+                out[i] = out[i] / total
+    for i in range(m, d):
+        out[i] = 0.0
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def entmax_forward(z, lengths, alpha, out):
+    """out = alpha-entmax(z) row by row; returns the number of non-finite rows."""
+    n, d = z.shape
+    n_chunks = _chunks(n)
+    bad = 0
+    for c in prange(n_chunks):
+        dr = d if d > _INSERTION_SORT_MAX else 0
+        buf = np.empty(d, dtype=np.float64)
+        neg = np.empty(d, dtype=np.float64)
+        order = np.empty(d, dtype=np.int64)
+        keys = np.empty(d, dtype=np.uint64)
+        keys_tmp = np.empty(dr, dtype=np.uint64)
+        order_tmp = np.empty(dr, dtype=np.int64)
+        hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            bad += _entmax_row(z[r], out[r], lengths[r], d, alpha, buf, order, keys, keys_tmp, order_tmp, hist, neg)
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def entmax_backward(grad, y, lengths, alpha, out):
+    """Jᵀ grad for alpha-entmax: s = y^(2 - alpha) on the support, J = diag(s) - s sᵀ / sum(s). Only the
+    support is visited (the power is taken there only)."""
+    n, d = grad.shape
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sup = np.empty(d, dtype=np.int64)
+        sv = np.empty(d, dtype=np.float64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            k = 0
+            for i in range(m):
+                sup[k] = i
+                k += 1 if y[r, i] > 0.0 else 0
+            for i in range(d):
+                out[r, i] = 0.0
+            total_s = 0.0
+            total_gs = 0.0
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                sv[t] = np.sqrt(v) if alpha == 1.5 else np.exp((2.0 - alpha) * np.log(v))
+                total_s += sv[t]
+                total_gs += grad[r, sup[t]] * sv[t]
+            if k > 0:
+                q = total_gs / total_s
+                for t in range(k):
+                    out[r, sup[t]] = (grad[r, sup[t]] - q) * sv[t]
+
+
+@njit(cache=True, parallel=True)
+def sq_pnorm_backward(grad, y, lengths, p, out):
+    """Jᵀ grad for sq-pnorm-max (see ``_torch.sq_pnorm_backward`` for the formula), on the support only."""
+    n, d = grad.shape
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sup = np.empty(d, dtype=np.int64)
+        wv = np.empty(d, dtype=np.float64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            k = 0
+            for i in range(m):
+                sup[k] = i
+                k += 1 if y[r, i] > 0.0 else 0
+            for i in range(d):
+                out[r, i] = 0.0
+            if k == 0:
+                continue
+            norm_p = 0.0
+            yg = 0.0
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                lv = np.log(v)
+                norm_p += np.exp(p * lv)
+                wv[t] = np.exp((2.0 - p) * lv)
+                yg += v * grad[r, sup[t]]
+            coef = (2.0 - p) / norm_p
+            sum_a = 0.0
+            sum_b = 0.0
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                sum_a += wv[t] * grad[r, sup[t]] - coef * v * yg
+                sum_b += wv[t] - coef * v
+            ratio = sum_a / sum_b
+            kappa = (p - 1.0) * np.exp((2.0 - p) / p * np.log(norm_p))
+            for t in range(k):
+                v = np.float64(y[r, sup[t]])
+                a = wv[t] * grad[r, sup[t]] - coef * v * yg
+                b = wv[t] - coef * v
+                out[r, sup[t]] = (a - ratio * b) / kappa

@@ -57,7 +57,7 @@ def _kernels():
         if r >= z.shape[0]:
             return
         m = lengths[r]
-        tv_prox_row(z[r], u[r], groups[r], m, lam)
+        tv_prox_row(z[r], u[r], groups[r], m, lam[0] if lam.shape[0] == 1 else lam[r])
         for i in range(m):
             scale[r, i] = 1.0
         sparsemax_row(u[r], y[r], m)
@@ -70,8 +70,9 @@ def _kernels():
         if r >= z.shape[0]:
             return
         m = lengths[r]
+        lam_r = lam[0] if lam.shape[0] == 1 else lam[r]
         for k in range(m):
-            u[r, k] = z_sorted[r, k] - lam * (m - 1 - k)
+            u[r, k] = z_sorted[r, k] - lam_r * (m - 1 - k)
         pav_decreasing_row(u[r], pooled[r], blocks[r], m)
         unsort_prox_row(z[r], pooled[r], blocks[r], order[r], u[r], groups[r], scale[r], m, variant)
         sparsemax_row(u[r], y[r], m)
@@ -117,22 +118,30 @@ def prox_sparsemax_forward(z, lengths, lam, variant):
             )
     from .functions import _cpu_prox_forward
 
-    y, groups, scale = _cpu_prox_forward(z.detach().cpu().contiguous(), lengths.cpu(), lam, variant)
+    cpu_lam = lam.detach().cpu() if isinstance(lam, torch.Tensor) else lam
+    y, groups, scale, _ = _cpu_prox_forward(z.detach().cpu().contiguous(), lengths.cpu(), cpu_lam, variant)
     return y.to(z.device), groups.to(z.device), scale.to(z.device)
 
 
 def _gpu_prox_forward(z, lengths, lam, variant):
+    """The GPU kernels: each row's whole prox (one thread per row), with no screening: that pays on the CPU, where
+    a row's cost is its number of entries, and would only add divergent branches here. ``lam``: a float, or a
+    tensor of one value or one per row."""
     tv_sparsemax, sorted_sparsemax = _kernels()
     z = z.detach().contiguous()
     n, d = z.shape
+    if isinstance(lam, torch.Tensor):
+        lam = lam.detach().to(device=z.device, dtype=torch.float64).reshape(-1).contiguous()
+    else:
+        lam = torch.full((1,), float(lam), dtype=torch.float64, device=z.device)
     u = torch.empty_like(z)
     y = torch.empty_like(z)
-    groups = torch.empty(z.shape, dtype=torch.int64, device=z.device)
+    groups = torch.empty(z.shape, dtype=torch.int32, device=z.device)
     scale = torch.empty_like(z)
     if n == 0:
         return y, groups, scale
     if variant == PROX_TV:
-        _launch(tv_sparsemax, n, z.device, z, lengths, float(lam), u, y, groups, scale)
+        _launch(tv_sparsemax, n, z.device, z, lengths, lam, u, y, groups, scale)
         return y, groups, scale
     valid = torch.arange(d, device=z.device) < lengths.unsqueeze(-1)
     key = z.abs() if variant == PROX_OWL else z
@@ -140,6 +149,6 @@ def _gpu_prox_forward(z, lengths, lam, variant):
     z_sorted, order = torch.sort(key, dim=-1, descending=True, stable=True)
     pooled = torch.empty_like(z)
     blocks = torch.empty(z.shape, dtype=torch.int64, device=z.device)
-    _launch(sorted_sparsemax, n, z.device, z, z_sorted.contiguous(), order.contiguous(), lengths, float(lam), int(variant),
+    _launch(sorted_sparsemax, n, z.device, z, z_sorted.contiguous(), order.contiguous(), lengths, lam, int(variant),
             u, pooled, blocks, y, groups, scale)
     return y, groups, scale

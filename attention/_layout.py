@@ -3,6 +3,11 @@
 Every mapping acts on 2-D float32/float64 rows plus a per-row count of valid entries; this module builds that
 view with differentiable torch ops (movedim, reshape, gather) and maps the result back, so autograd sees through
 it and the kernels never deal with strides, masks or half precision.
+
+Checks that need a value from the tensors (nan/inf scores, a tensor gamma <= 0) cost a device-to-host sync on
+a GPU, once per call. ``set_checks`` decides where they run: ``"auto"`` (default) checks CPU tensors, where it
+costs nothing extra (the CPU kernels count non-finite scores as they read them), and skips other devices;
+``True`` checks everywhere, ``False`` nowhere (a non-finite row then comes out as nan).
 """
 
 import math
@@ -10,19 +15,69 @@ from dataclasses import dataclass
 
 import torch
 
+_CHECK_MODES = ("auto", True, False)
+_checks = "auto"
 
-def check_parameter(name: str, mapping: str, value, *, positive: bool) -> float:
+
+def set_checks(mode):
+    """Where values are checked (nan/inf scores, gamma > 0, lam >= 0 for tensors): "auto" (CPU tensors only, the
+    default), True (every device: one device-to-host sync per call on a GPU) or False. Returns the previous mode."""
+    global _checks
+    if mode not in _CHECK_MODES:
+        raise ValueError(f"attention.set_checks: mode must be 'auto', True or False, got {mode!r}")
+    previous, _checks = _checks, mode
+    return previous
+
+
+def on_host(device: torch.device) -> bool:
+    """Whether a tensor lives in host memory, where reading a value costs no device-to-host sync (and where the
+    numba CPU kernels run). Every such decision goes through here (the tests route CPU tensors down the device
+    path by replacing it)."""
+    return device.type == "cpu"
+
+
+def checks_enabled(device: torch.device) -> bool:
+    if _checks == "auto":
+        return on_host(device)
+    return bool(_checks)
+
+
+def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None, high=None):
+    """A float, or a floating tensor (learnable: one value per row, head, ...), checked.
+
+    ``positive``: > 0 (gamma) or >= 0 (lam); ``low``/``high``: an open/closed interval (low, high] instead."""
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{mapping}: {name} must be a float or a floating-point tensor, got {value.dtype}")
+        if checks_enabled(value.device):
+            _check_tensor_parameter(name, mapping, value.detach(), positive)
+        return value
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{mapping}: {name} must be a number, got {value!r}") from None
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{mapping}: {name} must be finite, got {value}")
+    if low is not None:
+        if not low < value <= high:
+            raise ValueError(f"{mapping}: {name} must be in ({low:g}, {high:g}], got {value}")
+        return value
     if positive and value <= 0:
         raise ValueError(f"{mapping}: {name} must be > 0, got {value} (it scales the regularizer: gamma > 0)")
     if not positive and value < 0:
         raise ValueError(f"{mapping}: {name} must be >= 0, got {value} (a negative penalty is not convex)")
     return value
+
+
+def _check_tensor_parameter(name, mapping, value, positive):
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{mapping}: {name} must be finite, got a tensor with nan/inf")
+    if positive and bool((value <= 0).any()):
+        raise ValueError(f"{mapping}: {name} must be > 0, got a tensor with min {value.min().item():g} (it scales "
+                         "the regularizer: gamma > 0; parametrize it as exp(log_gamma) to learn it)")
+    if not positive and bool((value < 0).any()):
+        raise ValueError(f"{mapping}: {name} must be >= 0, got a tensor with min {value.min().item():g} (a negative "
+                         "penalty is not convex; parametrize it as exp(log_lam) or softplus to learn it)")
 
 
 @dataclass
@@ -35,14 +90,49 @@ class Rows:
     dim: int
     dtype: torch.dtype
     order: torch.Tensor | None  # (n, d) positions gathered into each row, or None when the mask is a prefix
+    source: torch.Tensor  # the scores, for error messages
+    mask: torch.Tensor | None
+    mapping: str
 
     def restore(self, rows: torch.Tensor) -> torch.Tensor:
         if self.order is not None:
             rows = torch.zeros_like(rows).scatter(-1, self.order, rows)
         return rows.reshape(self.shape).movedim(-1, self.dim).to(self.dtype)
 
+    def per_row(self, value, name: str):
+        """A float as it is; a tensor broadcast to one value per row, (n,), or kept as a 0-d tensor."""
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            return value
+        target = list(self.shape[:-1])
+        target.insert(self.dim, 1)  # the scores' shape with size 1 along dim
+        try:
+            expanded = value.to(self.values.device).broadcast_to(target)
+        except RuntimeError:
+            raise ValueError(
+                f"{self.mapping}: {name} of shape {tuple(value.shape)} does not broadcast to one value per row, "
+                f"i.e. to {tuple(target)} (scores of shape {tuple(self.source.shape)}, size 1 along dim={self.dim})"
+            ) from None
+        return expanded.movedim(self.dim, -1).reshape(-1)
+
+    def scaled(self, gamma):
+        """z = x / gamma, row by row; no copy for gamma = 1 (the division is then the identity)."""
+        if isinstance(gamma, torch.Tensor):
+            gamma = self.per_row(gamma, "gamma")
+            return self.values / (gamma.unsqueeze(-1) if gamma.dim() else gamma).to(self.values.dtype)
+        return self.values if gamma == 1.0 else self.values / gamma
+
+    def non_finite(self, bad: int) -> None:
+        """Called by a CPU kernel that met ``bad`` rows with nan/inf: the detailed error, unless checks are off."""
+        if bad and checks_enabled(self.values.device):
+            check_finite(self.source, self.mask, self.mapping)
+            raise ValueError(
+                f"{self.mapping}: scores / gamma overflow to inf in {bad} row(s) (scores of shape "
+                f"{tuple(self.source.shape)}); use a larger gamma or smaller scores"
+            )
+
 
 def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str) -> Rows:
+    """The (rows, d) view. No value is checked here (that would be a sync on a GPU): see ``set_checks``."""
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"{mapping}: scores must be a torch.Tensor, got {type(scores).__name__}")
     if not scores.is_floating_point():
@@ -67,7 +157,6 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
                 f"{tuple(scores.shape)}"
             )
         mask = mask.to(scores.device).expand(scores.shape)
-    check_finite(scores, mask, mapping)
 
     work_dtype = scores.dtype if scores.dtype == torch.float64 else torch.float32
     moved = scores.movedim(dim, -1)
@@ -81,12 +170,35 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
     else:
         valid = mask.movedim(dim, -1).reshape(n, d)
         lengths = valid.sum(-1)
-        is_prefix = bool((valid == (torch.arange(d, device=valid.device) < lengths.unsqueeze(-1))).all())
-        if not is_prefix:
-            # valid entries to the front, in their original order (a stable sort of the "is masked" flags)
-            order = torch.sort((~valid).to(torch.uint8), dim=-1, stable=True).indices
+        # On the CPU, a prefix mask (padding, causal) needs no gather, and finding out costs no sync. Elsewhere
+        # the gather always runs: deciding would be a device-to-host sync on every call.
+        if not on_host(scores.device) or not _is_prefix(valid, lengths):
+            order = valid_first_order(valid)
             values = values.gather(-1, order)
-    return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order)
+    return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, scores, mask, mapping)
+
+
+def _is_prefix(valid: torch.Tensor, lengths: torch.Tensor) -> bool:
+    return bool((valid == (torch.arange(valid.shape[-1], device=valid.device) < lengths.unsqueeze(-1))).all())
+
+
+def valid_first_order(valid: torch.Tensor) -> torch.Tensor:
+    """order[r, k] = the position that goes to slot k of row r: the valid ones first, each group in its original
+    order (what a stable sort of the "is masked" flags gives), by counting instead of sorting."""
+    valid_i = valid.to(torch.int64)
+    before_valid = valid_i.cumsum(-1) - valid_i  # valid entries before j
+    before_masked = torch.arange(valid.shape[-1], device=valid.device) - before_valid  # masked entries before j
+    slot = torch.where(valid, before_valid, valid_i.sum(-1, keepdim=True) + before_masked)
+    positions = torch.arange(valid.shape[-1], device=valid.device).expand_as(slot)
+    return torch.empty_like(slot).scatter_(-1, slot, positions)
+
+
+def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> None:
+    """check_finite, with one reduction in the common case: a finite sum means every (unmasked) score is finite
+    (nan and ±inf propagate); only a non-finite sum (or an overflow) pays for the full check."""
+    total = (scores if mask is None else torch.where(mask, scores, 0)).sum()
+    if not bool(torch.isfinite(total)):
+        check_finite(scores, mask, mapping)
 
 
 def check_finite(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> None:

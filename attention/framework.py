@@ -3,8 +3,8 @@ r"""The framework itself: the regularizers Ω, the smoothed max max_Ω and its g
     max_Ω(x) = max_{y ∈ Δ} <y, x> - γ Ω(y),        ∇max_Ω(x) = Π_Ω(x)   (Danskin)
 
 ``regularizer(y, name)`` evaluates Ω on attention weights, ``max_omega(x, name)`` the value, whose autograd
-gradient is the mapping (and whose Hessian-vector products are the mapping's Jacobian): the framework, not four
-unrelated functions.
+gradient is the mapping (and whose Hessian-vector products are the mapping's Jacobian): the framework, not six
+unrelated functions. Its gradients in a learnable γ or λ are the envelope theorem's -Ω(y) and -γ ∂Ω/∂λ(y).
 """
 
 import torch
@@ -18,7 +18,10 @@ MAPPINGS = {
     "sparsemax": functions.sparsemax,
     "fusedmax": functions.fusedmax,
     "oscarmax": functions.oscarmax,
+    "sq_pnorm_max": functions.sq_pnorm_max,
+    "entmax": functions.entmax,
 }
+DEFAULTS = {"fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.01}, "sq_pnorm_max": {"p": 1.5}, "entmax": {"alpha": 1.5}}
 
 
 def unknown_name(name) -> ValueError:
@@ -40,23 +43,46 @@ def _penalty_rows(y: torch.Tensor, lengths: torch.Tensor, name: str) -> torch.Te
     return (weights * a_sorted).sum(-1)
 
 
-def regularizer(weights, name, dim=-1, lam=None, mask=None):
+def _param(name, params, key):
+    value = params.get(key)
+    return DEFAULTS[name][key] if value is None else value
+
+
+def _omega_rows(y, lengths, name, params):
+    """(Ω without its λ term, the λ-free penalty or None) of each row; y: rows with valid entries in front."""
+    if name == "softmax":
+        return torch.where(y > 0, y * torch.log(torch.where(y > 0, y, 1)), 0).sum(-1), None
+    if name == "sq_pnorm_max":
+        p = check_parameter("p", name, _param(name, params, "p"), positive=True, low=1.0, high=2.0)
+        return 0.5 * y.abs().pow(p).sum(-1).pow(2.0 / p), None
+    if name == "entmax":
+        alpha = functions._check_alpha(_param(name, params, "alpha"))
+        return (y.abs().pow(alpha).sum(-1) - 1) / (alpha * (alpha - 1)), None
+    value = 0.5 * (y * y).sum(-1)
+    if name in ("fusedmax", "oscarmax"):
+        return value, _penalty_rows(y, lengths, name)
+    return value, None
+
+
+def regularizer(weights, name, dim=-1, mask=None, **params):
     """Ω(y) of each slice of ``weights`` along ``dim`` (γ not included): negative entropy, ½‖y‖², ½‖y‖² + λ TV,
-    or ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|). Masked entries are left out, as in the mappings."""
+    ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|), ½‖y‖_p², or the Tsallis (Σ y^α - 1) / (α(α-1)); the parameters
+    (``lam``, ``p``, ``alpha``) as for the mapping, with its defaults. Masked entries are left out, as in the
+    mappings; a slice with no unmasked entry gives 0."""
     if name not in MAPPINGS:
         raise unknown_name(name)
+    unknown = set(params) - set(DEFAULTS.get(name, {}))
+    if unknown:
+        raise TypeError(f"regularizer({name!r}): unexpected parameters {sorted(unknown)}")
     rows = to_rows(weights, dim, mask, f"regularizer({name})")
     y = rows.values
     valid = torch.arange(y.shape[-1], device=y.device) < rows.lengths.unsqueeze(-1)
     y = torch.where(valid, y, 0)
-    if name == "softmax":
-        value = torch.where(y > 0, y * torch.log(torch.where(y > 0, y, 1)), 0).sum(-1)
-    else:
-        value = 0.5 * (y * y).sum(-1)
-        if name in ("fusedmax", "oscarmax"):
-            default = 0.1 if name == "fusedmax" else 0.01
-            lam = check_parameter("lam", name, default if lam is None else lam, positive=False)
-            value = value + lam * _penalty_rows(y, rows.lengths, name)
+    value, penalty = _omega_rows(y, rows.lengths, name, params)
+    if penalty is not None:
+        lam = check_parameter("lam", name, _param(name, params, "lam"), positive=False)
+        value = value + rows.per_row(lam, "lam") * penalty
+    value = torch.where(rows.lengths > 0, value, 0)  # no unmasked entry: 0, as max_omega defines it
     return value.reshape(rows.shape[:-1]).to(rows.dtype)
 
 
@@ -80,6 +106,8 @@ def max_omega(scores, name, dim=-1, gamma=1.0, mask=None, **params):
     """max_{y ∈ Δ} <y, x> - γ Ω(y) of each slice along ``dim``; its gradient w.r.t. ``scores`` is Π_Ω(scores).
 
     An all-masked slice has no feasible y; its value is defined as 0 (and its gradient as 0, like the mapping's).
+    A tensor γ or λ (broadcasting to the scores with size 1 along ``dim``) gets the envelope theorem's gradient:
+    ∂/∂γ = -Ω(y), ∂/∂λ = -γ × the structured penalty of y.
     """
     if name not in MAPPINGS:
         raise unknown_name(name)
@@ -90,7 +118,26 @@ def max_omega(scores, name, dim=-1, gamma=1.0, mask=None, **params):
         )
     gamma = check_parameter("gamma", name, gamma, positive=True)
     y = MAPPINGS[name](scores, dim=dim, gamma=gamma, mask=mask, **params)
+    omega_params = {k: v for k, v in params.items() if k != "variant"}
+    rows = to_rows(y.detach(), dim, mask, f"max_omega({name})")
+    yr = torch.where(torch.arange(rows.values.shape[-1], device=y.device) < rows.lengths.unsqueeze(-1), rows.values, 0)
+    omega, penalty = _omega_rows(yr, rows.lengths, name, omega_params)
+    omega = torch.where(rows.lengths > 0, omega, 0)
+    lam = rows.per_row(_param(name, omega_params, "lam"), "lam") if penalty is not None else None
+    gamma_rows = rows.per_row(gamma, "gamma")
     with torch.no_grad():
-        inner = torch.where(y > 0, y * scores, 0).sum(dim)
-        value = inner - gamma * regularizer(y, name, dim=dim, lam=params.get("lam"), mask=mask)
-    return _Envelope.apply(scores, y, value.to(scores.dtype), dim % scores.dim())
+        total = omega if penalty is None else omega + _detached(lam) * penalty
+        inner = torch.where(y > 0, y * scores, 0).sum(dim).reshape(-1)
+        value = torch.where(rows.lengths > 0, inner - _detached(gamma_rows) * total, 0)
+    shape = rows.shape[:-1]
+    result = _Envelope.apply(scores, y, value.reshape(shape).to(scores.dtype), dim % scores.dim())
+    # learnable γ, λ: terms whose value is 0 and whose gradient is the envelope theorem's
+    if isinstance(gamma_rows, torch.Tensor) and gamma_rows.requires_grad:
+        result = result - ((gamma_rows - gamma_rows.detach()) * total).reshape(shape).to(scores.dtype)
+    if isinstance(lam, torch.Tensor) and lam.requires_grad:
+        result = result - (_detached(gamma_rows) * (lam - lam.detach()) * penalty).reshape(shape).to(scores.dtype)
+    return result
+
+
+def _detached(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value

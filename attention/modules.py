@@ -1,5 +1,10 @@
-"""``nn.Module`` forms of the mappings, for models and for Hydra's ``_target_``."""
+"""``nn.Module`` forms of the mappings, for models and for Hydra's ``_target_``.
 
+A parameter given as a tensor is kept as it is: an ``nn.Parameter`` (say one γ per head, shape (heads, 1, 1))
+is registered and learned with the model; its gradient is exact (see ``attention.functions``).
+"""
+
+import torch
 from torch import nn
 
 from . import functions
@@ -9,17 +14,23 @@ from ._layout import check_parameter
 class _Mapping(nn.Module):
     name = ""
 
-    def __init__(self, dim: int = -1, gamma: float = 1.0):
+    def __init__(self, dim: int = -1, gamma=1.0):
         super().__init__()
         self.dim = dim
         self.gamma = check_parameter("gamma", self.name, gamma, positive=True)
 
     def extra_repr(self) -> str:
-        extra = "".join(f", {k}={v}" for k, v in self.params().items())
-        return f"dim={self.dim}, gamma={self.gamma}{extra}"
+        extra = "".join(f", {k}={_show(v)}" for k, v in self.params().items())
+        return f"dim={self.dim}, gamma={_show(self.gamma)}{extra}"
 
     def params(self) -> dict:
         return {}
+
+
+def _show(value):
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}"
+    return value
 
 
 class Softmax(_Mapping):
@@ -39,7 +50,7 @@ class Sparsemax(_Mapping):
 class Fusedmax(_Mapping):
     name = "fusedmax"
 
-    def __init__(self, dim: int = -1, gamma: float = 1.0, lam: float = 0.1):
+    def __init__(self, dim: int = -1, gamma=1.0, lam=0.1):
         super().__init__(dim, gamma)
         self.lam = check_parameter("lam", self.name, lam, positive=False)
 
@@ -53,7 +64,7 @@ class Fusedmax(_Mapping):
 class Oscarmax(_Mapping):
     name = "oscarmax"
 
-    def __init__(self, dim: int = -1, gamma: float = 1.0, lam: float = 0.01, variant: str = "exact"):
+    def __init__(self, dim: int = -1, gamma=1.0, lam=0.01, variant: str = "exact"):
         super().__init__(dim, gamma)
         self.lam = check_parameter("lam", self.name, lam, positive=False)
         if variant not in ("exact", "owl"):
@@ -67,3 +78,31 @@ class Oscarmax(_Mapping):
         return functions.oscarmax(
             scores, dim=self.dim, gamma=self.gamma, lam=self.lam, mask=mask, variant=self.variant
         )
+
+
+class SqPnormMax(_Mapping):
+    name = "sq_pnorm_max"
+
+    def __init__(self, dim: int = -1, gamma=1.0, p: float = 1.5):
+        super().__init__(dim, gamma)
+        self.p = check_parameter("p", self.name, p, positive=True, low=1.0, high=2.0)
+
+    def params(self) -> dict:
+        return {"p": self.p}
+
+    def forward(self, scores, mask=None):
+        return functions.sq_pnorm_max(scores, dim=self.dim, gamma=self.gamma, p=self.p, mask=mask)
+
+
+class Entmax(_Mapping):
+    name = "entmax"
+
+    def __init__(self, dim: int = -1, gamma=1.0, alpha: float = 1.5):
+        super().__init__(dim, gamma)
+        self.alpha = functions._check_alpha(alpha)
+
+    def params(self) -> dict:
+        return {"alpha": self.alpha}
+
+    def forward(self, scores, mask=None):
+        return functions.entmax(scores, alpha=self.alpha, dim=self.dim, gamma=self.gamma, mask=mask)

@@ -125,12 +125,12 @@ def heatmap(weights, row_labels=None, col_labels=None, ax=None, outline_groups=T
     return ax
 
 
-def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, ax=None):
-    """The paper's Figure 2 idea: Π_Ω([t, 0])_1 against t for the four mappings; returns (figure, axes).
+def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, p: float = 1.5, alpha: float = 1.5, ax=None):
+    """The paper's Figure 2: Π_Ω([t, 0])_1 against t for the six mappings; returns (figure, axes).
 
-    With two coordinates, y_1 is the weight of the first; sparsemax reaches 0 and 1 at |t| = γ, fusedmax and
-    oscarmax hold y = (½, ½) over a plateau around t = 0 that widens with λ (both penalties reduce to
-    λ|y_1 - y_2| and λ max(y_1, y_2) here).
+    With two coordinates, y_1 is the weight of the first. sparsemax and sq-pnorm-max reach 0 and 1 at |t| = γ
+    (sq-pnorm-max along a curve, p < 2), α-entmax at |t| = γ/(α - 1); fusedmax and oscarmax hold y = (½, ½) over
+    a plateau around t = 0 that widens with λ (both penalties reduce to λ|y_1 - y_2| and λ max(y_1, y_2) here).
     """
     import matplotlib.pyplot as plt
     import torch
@@ -142,6 +142,8 @@ def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, ax=None):
     curves = {
         "softmax": attention.softmax(scores, gamma=gamma),
         "sparsemax": attention.sparsemax(scores, gamma=gamma),
+        f"sq-pnorm-max (p={p:g})": attention.sq_pnorm_max(scores, gamma=gamma, p=p),
+        f"{alpha:g}-entmax": attention.entmax(scores, alpha=alpha, gamma=gamma),
         f"fusedmax (λ={lam:g})": attention.fusedmax(scores, gamma=gamma, lam=lam),
         f"oscarmax (λ={lam:g})": attention.oscarmax(scores, gamma=gamma, lam=lam),
     }
@@ -149,9 +151,9 @@ def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, ax=None):
         fig, ax = plt.subplots(figsize=(5.0, 3.6))
     else:
         fig = ax.figure
-    styles = ["-", "-", "--", ":"]
+    styles = ["-", "-", "-.", (0, (1, 1)), "--", ":"]
     for (label, y), style in zip(curves.items(), styles):
-        ax.plot(t, y[:, 0].numpy(), style, linewidth=2.0, label=label)
+        ax.plot(t, y[:, 0].numpy(), linestyle=style, linewidth=2.0, label=label)
     ax.set_xlabel("t")
     ax.set_ylabel(r"$\Pi_\Omega([t, 0])_1$")
     ax.set_title(f"two-coordinate mappings (γ={gamma:g})")

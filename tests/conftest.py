@@ -13,6 +13,9 @@ CASES = {
     "fusedmax": {"lam": 0.3},
     "oscarmax": {"lam": 0.1},
     "oscarmax-owl": {"lam": 0.1, "variant": "owl"},
+    "sq_pnorm_max": {"p": 1.5},
+    "entmax": {"alpha": 1.5},  # the exact sort-based threshold
+    "entmax-bisect": {"alpha": 1.3},  # safeguarded Newton
 }
 
 

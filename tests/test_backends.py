@@ -70,31 +70,52 @@ def test_sparsemax_backward(dtype, seed):
     torch.testing.assert_close(_torch.sparsemax_backward(grad, y), cpu, **tol(dtype))
 
 
+def _cpu_forward(z, lengths, lam, variant):
+    y, groups, scale, bad = _cpu_prox_forward(z, lengths, lam, variant)
+    assert bad == 0
+    return y, groups, (scale if variant == _cpu.PROX_OWL else None)
+
+
+def _cpu_backward(grad, y, groups, scale, lengths):
+    out = torch.empty_like(grad)
+    if scale is None:
+        _cpu.prox_sparsemax_backward(grad.numpy(), y.numpy(), groups.numpy(), lengths.numpy(), out.numpy())
+    else:
+        _cpu.owl_sparsemax_backward(grad.numpy(), y.numpy(), groups.numpy(), scale.numpy(), lengths.numpy(),
+                                    out.numpy())
+    return out
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("lam", [0.0, 0.1, 0.7])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("d", [1, 4, 11])
 def test_prox_sparsemax_backward(variant, lam, dtype, d):
     z, lengths, grad = batch(int(10 * lam) + d, d=d, dtype=dtype)
-    y, groups, scale = _cpu_prox_forward(z, lengths, lam, VARIANTS[variant])
-    cpu = torch.empty_like(grad)
-    _cpu.prox_sparsemax_backward(
-        grad.numpy(), y.numpy(), groups.numpy(), scale.numpy(), lengths.numpy(), cpu.numpy()
-    )
+    y, groups, scale = _cpu_forward(z, lengths, lam, VARIANTS[variant])
+    cpu = _cpu_backward(grad, y, groups, scale, lengths)
     dev = _torch.prox_sparsemax_backward(grad, y, groups, scale, lengths)
     torch.testing.assert_close(dev, cpu, **tol(dtype))
     assert (dev[~_torch.valid_positions(lengths, d)] == 0).all()
 
 
 def test_prox_forward_labels():
-    """The groups/scale contract the torch backward relies on: -1 / 0 past each row's length, labels in [0, m)."""
+    """The groups/scale contract the torch backward relies on: -1 (and scale 0) past each row's length, labels in
+    [0, m), one label per group; an exact prox's group lies wholly inside or outside the support."""
     z, lengths, _ = batch(7, d=10)
     for variant in VARIANTS.values():
-        y, groups, scale = _cpu_prox_forward(z, lengths, 0.3, variant)
+        y, groups, scale = _cpu_forward(z, lengths, 0.3, variant)
         valid = _torch.valid_positions(lengths, 10)
-        assert (groups[~valid] == -1).all() and (scale[~valid] == 0).all() and (y[~valid] == 0).all()
+        assert (groups[~valid] == -1).all() and (y[~valid] == 0).all()
+        if scale is not None:
+            assert (scale[~valid] == 0).all()
         assert (groups[valid] >= 0).all()
         assert (groups < lengths.unsqueeze(-1).clamp_min(1)).all()
+        if variant != _cpu.PROX_OWL:
+            for r in range(z.shape[0]):
+                for label in groups[r][valid[r]].unique():
+                    members = y[r][groups[r] == label]
+                    assert (members > 0).all() or (members == 0).all()
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -103,15 +124,15 @@ def test_torch_backward_is_the_jacobian(variant):
     (checked against finite differences of the forward, row by row)."""
     z, lengths, grad = batch(8, n=6, d=7)
     lam = 0.2
-    y, groups, scale = _cpu_prox_forward(z, lengths, lam, VARIANTS[variant])
+    y, groups, scale = _cpu_forward(z, lengths, lam, VARIANTS[variant])
     vjp = _torch.prox_sparsemax_backward(grad, y, groups, scale, lengths)
     eps = 1e-6
     numeric = torch.zeros_like(z)
     for j in range(z.shape[1]):
         step = torch.zeros_like(z)
         step[:, j] = eps
-        plus = _cpu_prox_forward(z + step, lengths, lam, VARIANTS[variant])[0]
-        minus = _cpu_prox_forward(z - step, lengths, lam, VARIANTS[variant])[0]
+        plus = _cpu_forward(z + step, lengths, lam, VARIANTS[variant])[0]
+        minus = _cpu_forward(z - step, lengths, lam, VARIANTS[variant])[0]
         numeric[:, j] = ((plus - minus) / (2 * eps) * grad).sum(-1)
     torch.testing.assert_close(vjp, numeric, atol=1e-6, rtol=1e-5)
 
@@ -123,7 +144,69 @@ def test_prox_forward_fallback_copy_path(variant):
 
     z, lengths, _ = batch(11, d=8)
     got = functions._prox_forward_elsewhere(z, lengths, 0.25, VARIANTS[variant])
-    want = _cpu_prox_forward(z, lengths, 0.25, VARIANTS[variant])
+    want = _cpu_prox_forward(z, lengths, 0.25, VARIANTS[variant])[:3]
     for a, b in zip(got, want):
         assert a.device == z.device
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# -- the smooth mappings: torch versions (the CUDA path) against the CPU kernels ------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [1, 3, 12, 130])
+@pytest.mark.parametrize("kind,value", [("p", 1.5), ("p", 1.15), ("p", 2.0), ("alpha", 1.5), ("alpha", 1.3),
+                                        ("alpha", 2.4)])
+def test_smooth_forward_torch_matches_cpu(dtype, d, kind, value):
+    z, lengths, _ = batch(5 + d, d=d, dtype=dtype)
+    cpu = torch.empty_like(z)
+    if kind == "p":
+        _cpu.sq_pnorm_forward(z.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.sq_pnorm_forward(z, lengths, value)
+    else:
+        _cpu.entmax_forward(z.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.entmax_forward(z, lengths, value)
+    torch.testing.assert_close(dev, cpu, atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=1e-5)
+    valid = _torch.valid_positions(lengths, d)
+    assert (dev[~valid] == 0).all() and (cpu[~valid] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,value", [("p", 1.5), ("p", 1.2), ("p", 2.0), ("alpha", 1.5), ("alpha", 1.3),
+                                        ("alpha", 2.4)])
+def test_smooth_backward_torch_matches_cpu(dtype, kind, value):
+    z, lengths, grad = batch(21, d=9, dtype=dtype)
+    y = torch.empty_like(z)
+    cpu = torch.empty_like(z)
+    if kind == "p":
+        _cpu.sq_pnorm_forward(z.numpy(), lengths.numpy(), value, y.numpy())
+        _cpu.sq_pnorm_backward(grad.numpy(), y.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.sq_pnorm_backward(grad, y, value)
+    else:
+        _cpu.entmax_forward(z.numpy(), lengths.numpy(), value, y.numpy())
+        _cpu.entmax_backward(grad.numpy(), y.numpy(), lengths.numpy(), value, cpu.numpy())
+        dev = _torch.entmax_backward(grad, y, value)
+    torch.testing.assert_close(dev, cpu, **tol(dtype))
+
+
+def test_one_block_test_is_sound():
+    """_pools_into_one_block says True only when pool adjacent violators on the sorted row gives one block, and it
+    does say True in the regime it is for (long rows, lam (m - 1) large against the spread)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    said_yes = 0
+    for _ in range(400):
+        m = int(rng.integers(2, 200))
+        z = rng.normal(size=m) * rng.choice([0.1, 1.0, 3.0])
+        lam = float(rng.choice([0.001, 0.01, 0.05, 0.2]))
+        yes = _cpu._pools_into_one_block(z, m, lam, z.sum(), np.empty(m), np.empty(m, np.int64))
+        v = np.sort(z)[::-1] - lam * (m - 1 - np.arange(m))
+        pooled, blocks = np.empty(m), np.empty(m, np.int64)
+        _cpu._pav_decreasing_row(np.ascontiguousarray(v), pooled, blocks, m)
+        if yes:
+            said_yes += 1
+            assert blocks.max() == 0, (m, lam)
+    assert said_yes > 40
+    z = rng.normal(size=1000)
+    assert _cpu._pools_into_one_block(z, 1000, 0.01, z.sum(), np.empty(1000), np.empty(1000, np.int64))

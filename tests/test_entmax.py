@@ -60,3 +60,40 @@ def test_masked_sparsemax_matches_entmax_with_minus_inf():
     (ours * w).sum().backward()
     (ref * w).sum().backward()
     torch.testing.assert_close(a.grad, b.grad)
+
+
+# -- attention.entmax against the entmax package -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [1.5, 1.2, 1.7, 2.0, 2.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,dim", [((5, 9), -1), ((3, 4, 6), 1), ((64, 33), -1)])
+def test_entmax_matches_the_package(alpha, dtype, shape, dim):
+    g = torch.Generator().manual_seed(int(alpha * 100) + len(shape))
+    x = (torch.randn(*shape, generator=g, dtype=torch.float64) * 2).to(dtype)
+    w = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    ours_x = x.clone().requires_grad_(True)
+    ref_x = x.clone().requires_grad_(True)
+    ours = attention.entmax(ours_x, alpha=alpha, dim=dim)
+    if alpha == 1.5:
+        ref = entmax.entmax15(ref_x, dim=dim)
+    else:
+        ref = entmax.entmax_bisect(ref_x, alpha=alpha, dim=dim, n_iter=100)
+    tol = dict(atol=2e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(ours, ref, **tol)
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, **tol)
+
+
+def test_entmax_gamma_and_mask_match_the_package():
+    """entmax(x, γ) = entmax.entmax15(x / γ); a mask is a score of -inf for the package."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(8, 7, generator=g, dtype=torch.float64)
+    mask = torch.rand(8, 7, generator=g) < 0.6
+    mask[:, 2] = True
+    for gamma in (0.3, 2.0):
+        torch.testing.assert_close(attention.entmax(x, gamma=gamma, mask=mask),
+                                   entmax.entmax15(x.masked_fill(~mask, -torch.inf) / gamma))
+        torch.testing.assert_close(attention.entmax(x, alpha=1.3, gamma=gamma, mask=mask),
+                                   entmax.entmax_bisect(x.masked_fill(~mask, -1e4) / gamma, alpha=1.3, n_iter=100))

@@ -172,8 +172,8 @@ def test_max_omega_ignores_non_finite_masked_scores(name):
 
 
 def test_unknown_name_in_framework():
-    with pytest.raises(ValueError, match=r"unknown attention mapping 'entmax'.*softmax, sparsemax, fusedmax, oscarmax"):
-        attention.max_omega(torch.randn(3), "entmax")
+    with pytest.raises(ValueError, match=r"unknown attention mapping 'tsallis'.*softmax, sparsemax, fusedmax, oscarmax, sq_pnorm_max, entmax"):
+        attention.max_omega(torch.randn(3), "tsallis")
     with pytest.raises(ValueError, match=r"unknown attention mapping 'bogus'; valid names"):
         attention.regularizer(torch.rand(3), "bogus")
     with pytest.raises(ValueError, match=r"gamma must be > 0"):
@@ -193,7 +193,11 @@ def test_build_returns_configured_modules():
     assert "lam=0.05" in repr(m) and "variant=owl" in repr(m)
     assert isinstance(attention.build("softmax"), attention.Softmax)
     assert isinstance(attention.build("sparsemax", gamma=0.5), attention.Sparsemax)
-    assert set(attention.NAMES) == {"softmax", "sparsemax", "fusedmax", "oscarmax"}
+    m = attention.build("sq_pnorm_max", p=1.3, gamma=0.5)
+    assert isinstance(m, attention.SqPnormMax) and (m.p, m.gamma) == (1.3, 0.5) and "p=1.3" in repr(m)
+    m = attention.build("entmax", alpha=1.7)
+    assert isinstance(m, attention.Entmax) and m.alpha == 1.7 and "alpha=1.7" in repr(m)
+    assert set(attention.NAMES) == {"softmax", "sparsemax", "fusedmax", "oscarmax", "sq_pnorm_max", "entmax"}
 
 
 @pytest.mark.parametrize("name", attention.NAMES)
@@ -201,7 +205,8 @@ def test_modules_match_functions(name):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
     mask = torch.rand(2, 1, 6, generator=g) < 0.7
-    params = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.3}, "oscarmax": {"lam": 0.2}}[name]
+    params = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.3}, "oscarmax": {"lam": 0.2},
+              "sq_pnorm_max": {"p": 1.4}, "entmax": {"alpha": 1.3}}[name]
     module = attention.build(name, dim=1, gamma=0.7, **params)
     torch.testing.assert_close(
         module(x, mask=mask.expand(2, 3, 6).clone()),
@@ -212,7 +217,7 @@ def test_modules_match_functions(name):
 
 def test_build_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown attention mapping 'sparsmax'; valid names: softmax, sparsemax, "
-                                         r"fusedmax, oscarmax"):
+                                         r"fusedmax, oscarmax, sq_pnorm_max, entmax"):
         attention.build("sparsmax")
 
 
@@ -230,3 +235,33 @@ def test_build_bad_kwargs():
 def test_functions_reject_unknown_kwargs():
     with pytest.raises(TypeError, match=r"lam"):
         attention.sparsemax(torch.randn(3), lam=0.1)
+
+
+# -- sq_pnorm_max and entmax parameters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 2.5, math.nan])
+def test_p_outside_one_two(p):
+    with pytest.raises(ValueError, match=r"sq_pnorm_max: p must be (in \(1, 2\]|finite)"):
+        attention.sq_pnorm_max(torch.randn(4), p=p)
+    with pytest.raises(ValueError, match=r"sq_pnorm_max: p must be"):
+        attention.build("sq_pnorm_max", p=p)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5, -2.0, math.inf, math.nan])
+def test_alpha_must_exceed_one(alpha):
+    with pytest.raises(ValueError, match=r"entmax: alpha must be > 1 and finite.*softmax"):
+        attention.entmax(torch.randn(4), alpha=alpha)
+    with pytest.raises(ValueError, match=r"entmax: alpha must be > 1"):
+        attention.build("entmax", alpha=alpha)
+
+
+def test_smooth_parameters_are_numbers():
+    with pytest.raises(TypeError, match=r"entmax: alpha must be a number"):
+        attention.entmax(torch.randn(4), alpha="1.5")
+    with pytest.raises(TypeError, match=r"p must be a number"):
+        attention.sq_pnorm_max(torch.randn(4), p=torch.tensor(1.5))
+    with pytest.raises(TypeError, match=r"attention.build\('entmax'\).*unexpected keyword argument 'lam'"):
+        attention.build("entmax", lam=0.1)
+    with pytest.raises(TypeError, match=r"regularizer\('sq_pnorm_max'\): unexpected parameters \['alpha'\]"):
+        attention.regularizer(torch.rand(3), "sq_pnorm_max", alpha=1.5)

@@ -83,16 +83,25 @@ def test_heatmap_renders(tmp_path):
 def test_mapping_curves_render(tmp_path):
     import matplotlib.pyplot as plt
 
-    fig, ax = plot.mapping_curves(lam=0.3)
+    fig, ax = plot.mapping_curves(lam=0.3, p=1.5, alpha=1.5)
     lines = ax.get_lines()
-    assert len(lines) == 4
+    assert len(lines) == 6
     labels = [line.get_label() for line in lines]
-    assert labels[:2] == ["softmax", "sparsemax"] and "λ=0.3" in labels[2] and "λ=0.3" in labels[3]
+    assert labels == ["softmax", "sparsemax", "sq-pnorm-max (p=1.5)", "1.5-entmax", "fusedmax (λ=0.3)",
+                      "oscarmax (λ=0.3)"]
     t, y = lines[1].get_data()
     assert y[0] == 0.0 and y[-1] == 1.0  # sparsemax saturates at |t| >= gamma
     middle = np.abs(t) < 0.05
     for line in lines[1:]:
         assert np.allclose(line.get_data()[1][middle][[0, -1]].mean(), 0.5, atol=0.05)
+    # sq-pnorm-max saturates at |t| = gamma too, but leaves sparsemax's straight line in between
+    t, pnorm = lines[2].get_data()
+    sparse = lines[1].get_data()[1]
+    assert pnorm[np.abs(t) >= 1.0].tolist() == sparse[np.abs(t) >= 1.0].tolist()
+    assert np.abs(pnorm - sparse)[np.abs(t) < 0.9].max() > 0.02
+    # 1.5-entmax saturates only at |t| = gamma / (alpha - 1) = 2
+    entmax_y = lines[3].get_data()[1]
+    assert 0 < entmax_y[np.abs(t - 1.5).argmin()] < 1 and entmax_y[-1] == 1.0
     written = plot.save(fig, tmp_path / "sub" / "curves")
     assert all(_non_trivial(p, 5_000) for p in written)
     plt.close("all")

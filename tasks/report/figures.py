@@ -299,7 +299,7 @@ def _params(record: dict) -> str:
 
 
 def mapping_curves_figure(out: Path) -> list[Path]:
-    """Π_Ω([t, 0])₁ against t for the four mappings (``attention.plot.mapping_curves``)."""
+    """Π_Ω([t, 0])₁ against t for the mappings (``attention.plot.mapping_curves``)."""
     from attention import plot
 
     fig, _ = plot.mapping_curves()

@@ -1,0 +1,194 @@
+"""Attention layers for Transformers: ``scaled_dot_product_attention`` and ``MultiheadAttention``, with any mapping
+of the library in place of softmax.
+
+``scaled_dot_product_attention`` has the signature and semantics of ``torch.nn.functional.
+scaled_dot_product_attention`` (shapes (..., L, E), a bool ``attn_mask`` where True takes part in attention, a
+float one added to the scores, ``is_causal``, ``scale``, ``dropout_p``, ``enable_gqa``), plus ``mapping`` and
+its parameters; ``mapping="softmax"`` gives torch's result. ``MultiheadAttention`` has the interface and the mask
+conventions of ``torch.nn.MultiheadAttention`` (bool masks: True = *not* allowed), so it can replace the
+``self_attn`` of ``nn.TransformerEncoderLayer``:
+
+    layer = nn.TransformerEncoderLayer(64, 4, batch_first=True)
+    layer.self_attn = attention.MultiheadAttention(64, 4, batch_first=True, mapping="fusedmax", lam=0.1)
+
+Masked keys get exactly 0 weight; a query that may attend to no key gets a zero output (torch gives nan).
+A float mask's -inf entries are treated as masked (the sparse mappings refuse infinite scores), its finite
+entries are added to the scores.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .framework import MAPPINGS, unknown_name
+
+
+def _apply_mapping(scores, mask, mapping, params):
+    if callable(mapping):
+        return mapping(scores, mask=mask, **params)
+    if mapping not in MAPPINGS:
+        raise unknown_name(mapping)
+    return MAPPINGS[mapping](scores, dim=-1, mask=mask, **params)
+
+
+def _split_float_mask(attn_mask):
+    """A float mask as (allowed, finite additive part): -inf means "masked"."""
+    allowed = attn_mask != -torch.inf
+    return allowed, torch.where(allowed, attn_mask, 0)
+
+
+def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=None, enable_gqa=False,
+           mapping="fusedmax", **params):
+    """(output, weights): weights = mapping(q kᵀ · scale + additive, mask=allowed) over the keys, output =
+    weights @ value. ``allowed``: bool, True = may attend, broadcastable to (..., L, S)."""
+    if enable_gqa and query.dim() >= 3 and key.size(-3) != query.size(-3):
+        groups = query.size(-3) // key.size(-3)
+        key = key.repeat_interleave(groups, dim=-3)
+        value = value.repeat_interleave(groups, dim=-3)
+    scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale
+    if additive is not None:
+        scores = scores + additive.to(scores.dtype)
+    weights = _apply_mapping(scores, allowed, mapping, params)
+    if dropout_p > 0.0:
+        weights = torch.dropout(weights, dropout_p, train=True)
+    return weights @ value, weights
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, mapping="fusedmax", **params):
+    """``torch.nn.functional.scaled_dot_product_attention`` with the attention ``mapping`` (a name of
+    ``attention.MAPPINGS`` or a callable ``f(scores, mask=...)``) in place of softmax; ``params`` go to the
+    mapping (``gamma``, ``lam``, ``p``, ``alpha``; tensors broadcasting to (..., L, 1) are per head/query and
+    learnable).
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev).
+    """
+    L, S = query.size(-2), key.size(-2)
+    allowed, additive = None, None
+    if is_causal:
+        if attn_mask is not None:
+            raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal=True, not both (as torch)")
+        allowed = torch.ones(L, S, dtype=torch.bool, device=query.device).tril(diagonal=0)
+    elif attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            allowed = attn_mask
+        else:
+            allowed, additive = _split_float_mask(attn_mask)
+    out, _ = attend(query, key, value, allowed, additive, dropout_p, scale, enable_gqa, mapping, **params)
+    return out
+
+
+class MultiheadAttention(nn.Module):
+    """``torch.nn.MultiheadAttention`` with an attention mapping of this library in place of softmax.
+
+    Same constructor arguments (``embed_dim, num_heads, dropout, bias, kdim, vdim, batch_first``), same ``forward``
+    (``query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal``) and mask
+    conventions (bool: True = not allowed; float: added), so it replaces ``self_attn`` in
+    ``nn.TransformerEncoderLayer`` / ``DecoderLayer``. ``mapping``: a name of ``attention.MAPPINGS``; ``params``:
+    its parameters. ``learn_gamma`` / ``learn_lam``: one γ (λ) per head, learned as exp(log γ) so it stays > 0
+    (λ: fusedmax and oscarmax), starting from the given value.
+
+    Separate q/k/v projections (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``); ``in_proj_weight`` is None,
+    which also keeps torch's Transformer layers off their fused fast path (that path would bypass this module).
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, batch_first=False,
+                 mapping="fusedmax", learn_gamma=False, learn_lam=False, device=None, dtype=None, **params):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads "
+                             f"({num_heads})")
+        if mapping not in MAPPINGS:
+            raise unknown_name(mapping)
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
+        self.dropout, self.batch_first, self.mapping = dropout, batch_first, mapping
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.k_proj = nn.Linear(self.kdim, embed_dim, bias=bias, **factory)
+        self.v_proj = nn.Linear(self.vdim, embed_dim, bias=bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self._qkv_same_embed_dim = False
+        self.in_proj_weight = None
+        self.in_proj_bias = None
+        # a check of the parameters now, not at the first forward
+        MAPPINGS[mapping](torch.zeros(1, 2), **params)
+        self.params = dict(params)
+        for name, learn in (("gamma", learn_gamma), ("lam", learn_lam)):
+            if learn:
+                if name == "lam" and mapping not in ("fusedmax", "oscarmax"):
+                    raise ValueError(f"MultiheadAttention: learn_lam needs mapping fusedmax or oscarmax, not {mapping}")
+                start = float(self.params.pop(name, 1.0 if name == "gamma" else (0.1 if mapping == "fusedmax" else 0.01)))
+                if start <= 0:
+                    raise ValueError(f"MultiheadAttention: a learned {name} starts > 0 (it is exp(log_{name})), "
+                                     f"got {start}")
+                self.register_parameter(f"log_{name}", nn.Parameter(torch.full((num_heads, 1, 1), math.log(start),
+                                                                               **factory)))
+
+    def extra_repr(self) -> str:
+        learned = [n for n in ("gamma", "lam") if hasattr(self, f"log_{n}")]
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, mapping={self.mapping}, "
+                f"params={self.params}, learned={learned}, batch_first={self.batch_first}")
+
+    def mapping_params(self) -> dict:
+        params = dict(self.params)
+        for name in ("gamma", "lam"):
+            log = getattr(self, f"log_{name}", None)
+            if log is not None:
+                params[name] = log.exp()
+        return params
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        batched = query.dim() == 3
+        if not batched:
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif self.batch_first:
+            query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+        # (L, N, E) from here on
+        L, N, _ = query.shape
+        S = key.shape[0]
+        H, D = self.num_heads, self.head_dim
+
+        def heads(x, length):
+            return x.reshape(length, N, H, D).permute(1, 2, 0, 3)  # (N, H, length, D)
+
+        q, k, v = heads(self.q_proj(query), L), heads(self.k_proj(key), S), heads(self.v_proj(value), S)
+
+        allowed, additive = None, None
+        if attn_mask is None and is_causal:
+            allowed = torch.ones(L, S, dtype=torch.bool, device=query.device).tril(diagonal=0)
+        elif attn_mask is not None:
+            if attn_mask.dim() == 3:  # (N * H, L, S)
+                attn_mask = attn_mask.reshape(N, H, L, S)
+            allowed, additive = self._canonical(attn_mask)
+        if key_padding_mask is not None:
+            pad_allowed, pad_additive = self._canonical(key_padding_mask.reshape(N, 1, 1, S))
+            allowed = pad_allowed if allowed is None else allowed & pad_allowed
+            if pad_additive is not None:
+                additive = pad_additive if additive is None else additive + pad_additive
+        out, weights = attend(q, k, v, allowed, additive, self.dropout if self.training else 0.0, None, False,
+                              self.mapping, **self.mapping_params())
+        out = self.out_proj(out.permute(2, 0, 1, 3).reshape(L, N, self.embed_dim))
+        if not batched:
+            out = out.squeeze(1)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        if not need_weights:
+            return out, None
+        if average_attn_weights:
+            weights = weights.mean(dim=1)
+        if not batched:
+            weights = weights.squeeze(0)
+        return out, weights
+
+    @staticmethod
+    def _canonical(mask):
+        """nn.MultiheadAttention's conventions -> (allowed bool, additive float or None)."""
+        if mask.dtype == torch.bool:
+            return ~mask, None
+        return _split_float_mask(mask)

@@ -1,0 +1,143 @@
+"""Learnable γ and λ: tensors (one value, or one per row / head) that require grad get exact gradients.
+
+Every gradient is checked by torch.autograd.gradcheck in float64 (finite differences of the forward), with masks
+and other dims, and for λ against a finite difference of the kernels' closed form.
+"""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import attention
+from conftest import randn
+
+GC = dict(eps=1e-6, atol=1e-5, rtol=1e-4)
+
+LAM_MAPPINGS = {"fusedmax": 0.3, "oscarmax": 0.1}
+ALL = ["softmax", "sparsemax", "fusedmax", "oscarmax", "sq_pnorm_max", "entmax"]
+
+
+def _mask(gen, shape):
+    mask = torch.rand(*shape, generator=gen) < 0.75
+    flat = mask.reshape(-1, shape[-1])
+    flat[0] = False  # an all-masked row
+    flat[1, 1::3] = False  # holes: not a prefix
+    flat[1, 0] = True
+    return mask
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gamma_scalar_tensor(name, gen):
+    x = randn(gen, 4, 7).requires_grad_(True)
+    gamma = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    mask = _mask(gen, (4, 7))
+    fn = attention.MAPPINGS[name]
+    assert gradcheck(lambda s, g: fn(s, gamma=g, mask=mask), (x, gamma), **GC)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gamma_per_head(name, gen):
+    """(batch, heads, queries, keys) scores, one γ per head (shape (heads, 1, 1)), attention over keys."""
+    x = randn(gen, 2, 3, 4, 6).requires_grad_(True)
+    gamma = (torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) + 0.4).requires_grad_(True)
+    mask = _mask(gen, (2, 1, 4, 6))
+    fn = attention.MAPPINGS[name]
+    assert gradcheck(lambda s, g: fn(s, gamma=g, mask=mask), (x, gamma), **GC)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_gamma_other_dim(name, gen):
+    x = randn(gen, 5, 3, 2).requires_grad_(True)
+    gamma = (torch.rand(1, 3, 2, generator=gen, dtype=torch.float64) + 0.5).requires_grad_(True)  # size 1 on dim
+    fn = attention.MAPPINGS[name]
+    assert gradcheck(lambda s, g: fn(s, dim=0, gamma=g), (x, gamma), **GC)
+
+
+@pytest.mark.parametrize("name", list(LAM_MAPPINGS))
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_lam_scalar_tensor(name, scale, gen):
+    x = randn(gen, 6, 8, scale=scale).requires_grad_(True)
+    lam = torch.tensor(LAM_MAPPINGS[name], dtype=torch.float64, requires_grad=True)
+    mask = _mask(gen, (6, 8))
+    fn = attention.MAPPINGS[name]
+    assert gradcheck(lambda s, l: fn(s, lam=l, mask=mask), (x, lam), **GC)
+
+
+@pytest.mark.parametrize("name", list(LAM_MAPPINGS))
+def test_lam_and_gamma_per_head(name, gen):
+    x = randn(gen, 2, 3, 4, 9, scale=2.0).requires_grad_(True)
+    lam = (torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) * 0.3 + 0.02).requires_grad_(True)
+    gamma = (torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) + 0.5).requires_grad_(True)
+    mask = _mask(gen, (2, 3, 4, 9))
+    fn = attention.MAPPINGS[name]
+    assert gradcheck(lambda s, l, g: fn(s, lam=l, gamma=g, mask=mask), (x, lam, gamma), **GC)
+
+
+@pytest.mark.parametrize("name", list(LAM_MAPPINGS))
+def test_lam_gradient_is_not_zero_and_other_dims(name, gen):
+    """A check that could fail: the λ gradient is non-trivial (λ changes fused/pooled groups' values)."""
+    x = randn(gen, 7, 5, scale=0.5).requires_grad_(True)
+    lam = torch.full((1, 5), LAM_MAPPINGS[name], dtype=torch.float64, requires_grad=True)  # per column, dim=0
+    fn = attention.MAPPINGS[name]
+    assert gradcheck(lambda s, l: fn(s, dim=0, lam=l), (x, lam), **GC)
+    y = fn(x, dim=0, lam=lam)
+    (grad,) = torch.autograd.grad((y * torch.arange(35.0, dtype=torch.float64).reshape(7, 5)).sum(), lam)
+    assert grad.abs().max() > 1e-3
+
+
+def test_lam_gradient_closed_form_on_a_known_input():
+    """fusedmax of [1, 1.1, 0.2, -1] with λ = 0.05: u = prox_TV fuses nothing; y = (0.45 + ..) on the top two.
+    The two support entries form their own groups, the left one has a jump up to its right neighbour (sign -1)
+    and none on its left (row end), the right one a jump down to each side (+1, +1). So du1/dλ = +1 and
+    du2/dλ = -2; y = proj(u) centres: dy/dλ = (1.5, -1.5) over the support, 0 elsewhere."""
+    x = torch.tensor([1.0, 1.1, 0.2, -1.0], dtype=torch.float64)
+    lam = torch.tensor(0.01, dtype=torch.float64, requires_grad=True)
+    y = attention.fusedmax(x, lam=lam)
+    jac = torch.stack([torch.autograd.grad(y[i], lam, retain_graph=True)[0] for i in range(4)])
+    torch.testing.assert_close(jac, torch.tensor([1.5, -1.5, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_parameters_in_modules_are_learned(gen):
+    gamma = torch.nn.Parameter(torch.tensor([[0.8], [1.2], [1.0]], dtype=torch.float64))
+    lam = torch.nn.Parameter(torch.tensor(0.2, dtype=torch.float64))
+    module = attention.build("fusedmax", gamma=gamma, lam=lam)
+    assert {id(p) for p in module.parameters()} == {id(gamma), id(lam)}
+    assert "gamma=tensor(3, 1)" in repr(module)
+    x = randn(gen, 3, 6)
+    (module(x) * randn(gen, 3, 6)).sum().backward()
+    assert gamma.grad is not None and lam.grad is not None and gamma.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["sparsemax", "fusedmax", "oscarmax", "entmax"])
+def test_max_omega_envelope_gradients(name, gen):
+    """∂max_Ω/∂γ = -Ω(y), ∂max_Ω/∂λ = -γ × penalty(y): gradcheck of max_omega in γ (and λ)."""
+    x = randn(gen, 3, 6).requires_grad_(True)
+    gamma = torch.tensor([[0.6], [1.0], [1.7]], dtype=torch.float64, requires_grad=True)
+    mask = _mask(gen, (3, 6))
+    if name in LAM_MAPPINGS:
+        lam = torch.tensor(LAM_MAPPINGS[name], dtype=torch.float64, requires_grad=True)
+        assert gradcheck(lambda s, g, l: attention.max_omega(s, name, gamma=g, lam=l, mask=mask), (x, gamma, lam),
+                         **GC)
+    else:
+        assert gradcheck(lambda s, g: attention.max_omega(s, name, gamma=g, mask=mask), (x, gamma), **GC)
+
+
+# -- errors -------------------------------------------------------------------------------------------------------
+
+
+def test_tensor_parameter_errors():
+    x = torch.randn(2, 4)
+    with pytest.raises(ValueError, match=r"gamma must be > 0.*exp\(log_gamma\)"):
+        attention.sparsemax(x, gamma=torch.tensor([[1.0], [-0.5]]))
+    with pytest.raises(ValueError, match=r"lam must be >= 0"):
+        attention.fusedmax(x, lam=torch.tensor(-0.1))
+    with pytest.raises(ValueError, match=r"gamma must be finite"):
+        attention.entmax(x, gamma=torch.tensor(float("nan")))
+    with pytest.raises(TypeError, match=r"gamma must be a float or a floating-point tensor"):
+        attention.softmax(x, gamma=torch.tensor(1))
+    with pytest.raises(ValueError, match=r"gamma of shape \(3,\) does not broadcast to one value per row"):
+        attention.sparsemax(x, gamma=torch.ones(3))
+    with pytest.raises(ValueError, match=r"lam of shape \(1, 4\) does not broadcast to one value per row"):
+        attention.fusedmax(x, lam=torch.ones(1, 4))  # one value per key, not per row
+    with pytest.raises(ValueError, match=r"learnable lam.*variant='exact'"):
+        attention.oscarmax(x, lam=torch.tensor(0.1, requires_grad=True), variant="owl")
