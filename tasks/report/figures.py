@@ -32,6 +32,7 @@ import numpy as np
 
 from .runs import (
     ATTENTION_ORDER,
+    mapping_rank,
     attention_name,
     attention_params,
     finished_key,
@@ -105,7 +106,7 @@ def pick_runs(records: list, tasks: tuple) -> dict:
 
 
 def _order(name: str) -> int:
-    return ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
+    return mapping_rank(name)
 
 
 def _describe(record: dict) -> str:
@@ -398,7 +399,8 @@ DYNAMICS_PANELS = (
     ("dead_rows", "rows passing no gradient to their scores (%)", "linear"),
     ("top2_gap", "top-2 score gap / γ (sparsemax one-hot above 1)", "log"),
 )
-MAPPING_COLOURS = {"softmax": "#1f77b4", "sparsemax": "#ff7f0e", "fusedmax": "#2ca02c", "oscarmax": "#d62728"}
+MAPPING_COLOURS = {"softmax": "#1f77b4", "sparsemax": "#ff7f0e", "fusedmax": "#2ca02c", "oscarmax": "#d62728",
+                   "entmax": "#9467bd", "sq_pnorm_max": "#8c564b"}
 
 
 def _config_labels(records: list) -> dict:

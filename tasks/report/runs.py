@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-ATTENTION_ORDER = ("softmax", "sparsemax", "fusedmax", "oscarmax")
+ATTENTION_ORDER = ("softmax", "sparsemax", "fusedmax", "oscarmax")  # the paper's four: a row each, always
+# every mapping of attention/, in the order rows and figures list them
+MAPPING_ORDER = ATTENTION_ORDER + ("entmax", "sq_pnorm_max")
+
+
+def mapping_rank(name: str) -> int:
+    return MAPPING_ORDER.index(name) if name in MAPPING_ORDER else len(MAPPING_ORDER)
 # parameters that never distinguish two rows of a table
 _IGNORED_PARAMS = {"name", "_target_"}
 
@@ -135,7 +141,7 @@ def row_labels(records: Iterable[dict]) -> dict[int, str]:
 
 def attention_sort_key(label: str) -> tuple:
     name = label.split(" ")[0]
-    rank = ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
+    rank = mapping_rank(name)
     return (rank, label)
 
 

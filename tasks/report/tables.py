@@ -43,6 +43,7 @@ from .runs import (
     attention_name,
     attention_params,
     config_signature,
+    mapping_rank,
     finished_key,
     get,
     load_local,
@@ -279,7 +280,7 @@ def _label_groups(groups: list) -> dict:
 
 def _row_sort_key(label: str) -> tuple:
     name = label.split(" ")[0]
-    rank = ATTENTION_ORDER.index(name) if name in ATTENTION_ORDER else len(ATTENTION_ORDER)
+    rank = mapping_rank(name)
     config = label[label.index("["):] if "[" in label else ""
     return (config, rank, label)
 
