@@ -123,3 +123,27 @@ def test_main_never_crashes_on_empty_results(tmp_path, monkeypatch, capsys):
     assert figures.main(["--results", str(tmp_path / "none"), "--out", str(tmp_path / "figs")]) == 0
     out = capsys.readouterr()
     assert "snli_attention           skipped" in out.out and "no SNLI run records" in out.err
+
+
+def _dyn_record(name, optimizer, lr, gamma=1.0, lam=None, seed=1):
+    params = {"gamma": gamma, **({"lam": lam} if lam is not None else {})}
+    hist = [{"epoch": e, "valid": {"ppl": 10.0 / e, "support": 3.0, "groups": 2.0, "above_1pct": 2.5,
+                                   "dead_rows": 0.1 * e, "top2_gap": 0.5 * e}} for e in (1, 2, 3)]
+    return {"task": "multi30k", "attention": {"name": name, "params": params}, "seed": seed,
+            "config": {"task": {"name": "multi30k"}, "trainer": {"optimizer": {"name": optimizer, "lr": lr}}},
+            "history": hist, "metrics": {"test": {}}}
+
+
+def test_dynamics_figure_and_its_configuration_labels(tmp_path):
+    records = [_dyn_record("softmax", "adam", 0.003), _dyn_record("fusedmax", "adam", 0.003, lam=0.1),
+               _dyn_record("softmax", "sgd", 1.0), _dyn_record("fusedmax", "sgd", 1.0, lam=0.1),
+               _dyn_record("fusedmax", "adam", 0.003, gamma=16.0, lam=0.1)]
+    labels = figures._config_labels(records)
+    # optimizer.lr splits the runs exactly as optimizer.name does: left out; fusedmax's λ is no difference;
+    # the one fusedmax run with an unusual γ says so
+    assert [labels[id(r)] for r in records] == [
+        "optimizer.name=adam", "optimizer.name=adam", "optimizer.name=sgd", "optimizer.name=sgd",
+        "optimizer.name=adam, gamma=16.0"]
+    paths = figures.dynamics_figure(records, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
+    assert figures.dynamics_figure([{**records[0], "history": []}], tmp_path / "none") == []

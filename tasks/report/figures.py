@@ -404,15 +404,40 @@ MAPPING_COLOURS = {"softmax": "#1f77b4", "sparsemax": "#ff7f0e", "fusedmax": "#2
 
 
 def _config_labels(records: list) -> dict:
-    """A short label per record (by id) from the settings that differ between the records' configurations (and
-    their attention parameters), e.g. ``optimizer.name=sgd``."""
+    """A short label per record (by id) from the settings that differ between the records' configurations, e.g.
+    ``optimizer.name=sgd``, and an attention parameter where a run differs from the usual value of its mapping
+    (``gamma=16.0``). A setting that splits the records exactly as an earlier one does (``optimizer.lr`` beside
+    ``optimizer.name``) is left out: it adds nothing."""
     from .runs import result_config
 
-    flat = [{**result_config(r), **{f"attention.{k}": v for k, v in attention_params(r).items()}} for r in records]
-    keys = sorted({k for f in flat for k in f})
-    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+    flat = [result_config(r) for r in records]
+    # attention parameters count where they differ between runs of the same mapping (fusedmax's λ is not a
+    # configuration difference from softmax)
+    by_name: dict = {}
+    for r in records:
+        by_name.setdefault(attention_name(r), []).append(attention_params(r))
+    from collections import Counter
+
+    for r, f in zip(records, flat):
+        same = by_name[attention_name(r)]
+        for k, v in attention_params(r).items():
+            counts = Counter(json.dumps(p.get(k), sort_keys=True, default=str) for p in same)
+            # only a value other than the mapping's usual one is a difference worth a line style
+            if len(counts) > 1 and json.dumps(v, sort_keys=True, default=str) != counts.most_common(1)[0][0]:
+                f[k] = v
+    keys = sorted({k for f in flat for k in f}, key=lambda k: (not k.endswith(".name"), k))
+    value = lambda f, k: json.dumps(f.get(k), sort_keys=True, default=str)  # noqa: E731
+    varying, partitions = [], set()
+    for k in keys:
+        values = [value(f, k) for f in flat]
+        if len(set(values)) < 2:
+            continue
+        partition = frozenset(frozenset(i for i, v in enumerate(values) if v == u) for u in set(values))
+        if partition not in partitions:
+            partitions.add(partition)
+            varying.append(k)
     short = lambda k: k.split(".", 1)[1] if k.startswith(("task.", "trainer.")) else k  # noqa: E731
-    return {id(r): ", ".join(f"{short(k)}={f.get(k)}" for k in varying) for r, f in zip(records, flat)}
+    return {id(r): ", ".join(f"{short(k)}={f[k]}" for k in varying if k in f) for r, f in zip(records, flat)}
 
 
 def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",),
