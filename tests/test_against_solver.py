@@ -4,6 +4,7 @@
 """
 
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -48,7 +49,19 @@ def solve(x, name, gamma, lam=0.0, mask=None, **shape):
     # that our point is at least as good as the solver's
     assert problem.status == cp.OPTIMAL or (shape and problem.status == cp.OPTIMAL_INACCURATE), problem.status
     out[keep] = y.value
-    return out, problem.value
+    value = problem.value
+    if not np.isfinite(value):
+        # the power cone's point can sit a hair outside y >= 0, where y**alpha is NaN: evaluate the objective at
+        # the solver's point projected back onto the simplex
+        ys = np.clip(y.value, 0.0, None)
+        ys /= ys.sum()
+        value = float(xs @ ys - gamma * omega(cp.Constant(ys), name, lam, **shape).value)
+    return out, value
+
+
+def stable_seed(*parts):
+    """A seed that is the same in every process: hash() of a str is salted per interpreter (PYTHONHASHSEED)."""
+    return zlib.crc32(repr(parts).encode())
 
 
 def draw(rng, d, scale):
@@ -75,7 +88,7 @@ def call(name, x, gamma, lam, mask=None, **extra):
 @pytest.mark.parametrize("name,lam", STRUCTURED)
 @pytest.mark.parametrize("gamma", [0.3, 1.0, 2.0])
 def test_forward_matches_solver(name, lam, gamma):
-    rng = np.random.default_rng(hash((name, lam, gamma)) % 2**32)
+    rng = np.random.default_rng(stable_seed(name, lam, gamma))
     for d in range(2, 9):
         x = draw(rng, d, scale=1.0)
         got = call(name, torch.tensor(x), gamma, lam).numpy()
@@ -221,7 +234,7 @@ SMOOTH = [("sq_pnorm_max", {"p": 1.5}), ("sq_pnorm_max", {"p": 1.2}), ("sq_pnorm
 @pytest.mark.parametrize("name,shape", SMOOTH)
 def test_smooth_mappings_match_solver(name, shape):
     """Forward (masked and not, several γ) and max_Ω against cvxpy (p-norm and power cones)."""
-    rng = np.random.default_rng(hash((name, tuple(shape.values()))) % 2**32)
+    rng = np.random.default_rng(stable_seed(name, *shape.values()))
     for d in range(2, 8):
         x = draw(rng, d, scale=1.0)
         gamma = float(rng.choice([0.3, 1.0, 2.0]))
