@@ -137,7 +137,9 @@ def test_translation_columns_per_pair(results):
     assert table.scale["bleu"] == 1.0  # BLEU is never rescaled
     assert table.cells[("oscarmax", "iwslt de-en", "bleu")].values == [25.5]
     md = to_markdown(table)
-    assert "#### Multi30k de→en" in md and "#### Multi30k en→de" in md and "#### IWSLT14 de→en" in md
+    assert "#### Multi30k de→en" in md and "#### IWSLT14 de→en" in md
+    # en→de has neither runs nor paper values: named, not printed as a table of dashes
+    assert "#### Multi30k en→de" not in md and "_No runs for Multi30k en→de: table left out._" in md
     assert "| softmax | 31.00 ± 1.41 | — | 2 | (baseline) | 33.10 | 21.00 | — | — | 21.00 | 2.0 / 3.0 | 0.5 |" in md
     tex = to_latex(table)
     assert r"\multicolumn{12}{c}{Multi30k de$\to$en}" in tex
@@ -290,3 +292,17 @@ def test_a_preset_note_is_said_under_the_table():
                  config={"task": {"name": "iwslt", "pair": "de-en"}, "note": "a pipeline check, not a result"})
     md = to_markdown(build_table(EXP["translation"], [rec], {}))
     assert "IWSLT14 de→en: a pipeline check, not a result" in md
+
+
+def test_datasets_and_tasks_without_runs_are_named_not_printed(tmp_path):
+    recs = [record("multi30k", "softmax", 1, {"bleu": 30.0}, config={"task": {"name": "multi30k", "src": "de", "tgt": "en"}})]
+    tables = write_tables(recs, tmp_path / "out", {"translation": {"datasets": {"multi30k en-de": {}}}})
+    md = to_markdown(tables["translation"])
+    assert "#### Multi30k de→en" in md and "#### Multi30k en→de" not in md
+    assert "_No runs for Multi30k en→de: table left out._" in md
+    combined = (tmp_path / "out" / "tables.md").read_text()
+    assert combined.count("\n### ") == 1 and "### Machine translation" in combined
+    assert "_No runs for: Textual entailment" in combined and "Sentence summarization" in combined
+    # with no runs at all, every table is still written in full (a skeleton to fill)
+    tables = write_tables([], tmp_path / "empty", {})
+    assert (tmp_path / "empty" / "tables.md").read_text().count("\n### ") == 3
