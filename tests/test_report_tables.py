@@ -306,3 +306,10 @@ def test_datasets_and_tasks_without_runs_are_named_not_printed(tmp_path):
     # with no runs at all, every table is still written in full (a skeleton to fill)
     tables = write_tables([], tmp_path / "empty", {})
     assert (tmp_path / "empty" / "tables.md").read_text().count("\n### ") == 3
+
+
+def test_minutes_per_run_count_every_part_of_a_resumed_run():
+    from tasks.report.tables import run_seconds
+    assert run_seconds({"wall_time_s": 600.0, "time_per_epoch_s": 50.0, "epochs": 10}) == 600.0  # one process
+    assert run_seconds({"wall_time_s": 120.0, "time_per_epoch_s": 50.0, "epochs": 10}) == 500.0  # resumed late
+    assert run_seconds({"wall_time_s": 120.0}) == 120.0 and run_seconds({}) is None

@@ -285,6 +285,15 @@ def _row_sort_key(label: str) -> tuple:
     return (config, rank, label)
 
 
+def run_seconds(record: dict) -> float | None:
+    """Time of the whole run. ``wall_time_s`` is the last process's only, so a run that was killed and resumed would
+    read as short as its last part: its epochs' total time (kept across resumes) is used when larger."""
+    wall, per_epoch, epochs = record.get("wall_time_s"), record.get("time_per_epoch_s"), record.get("epochs")
+    trained = float(per_epoch) * float(epochs) if per_epoch is not None and epochs is not None else None
+    candidates = [float(x) for x in (wall, trained) if x is not None]
+    return max(candidates) if candidates else None
+
+
 def build_table(experiment: Experiment, records: list, paper: dict | None = None, samples: int = 1000) -> Table:
     paper = paper or {}
     datasets = _datasets(experiment, records, paper)
@@ -351,8 +360,8 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
             if r.get("best_epoch") is not None and r.get("epochs") is not None:
                 cells.setdefault((row, ds.key, "best_epoch"), Cell()).values.append(float(r["best_epoch"]))
                 cells.setdefault((row, ds.key, "epochs"), Cell()).values.append(float(r["epochs"]))
-            if r.get("wall_time_s") is not None:
-                cells.setdefault((row, ds.key, "minutes"), Cell()).values.append(float(r["wall_time_s"]) / 60)
+            if (seconds := run_seconds(r)) is not None:
+                cells.setdefault((row, ds.key, "minutes"), Cell()).values.append(seconds / 60)
 
     comparisons = _compare(experiment, list(groups.values()), labels, samples)
     uncompared = sum(1 for v in comparisons.values() if isinstance(v, str) and v.startswith("no "))
@@ -491,7 +500,7 @@ def notes(table: Table) -> str:
     parts.append(f"paper values from {', '.join(sources)}" if sources else "paper values not filled in yet")
     parts.append("nonzero: exactly nonzero attention weights per row (softmax: every position); ≥1%: weights of at "
                  "least 1% of the row; exp(H): perplexity of the row; groups: fused segments (clusters for "
-                 "oscarmax) per row; all on the test set")
+                 "oscarmax) per row; all on the test set; min/run: wall time of a run, all its parts")
     scaled = [m.label for m in table.experiment.metrics if table.scale.get(m.key) == 100.0]
     if scaled:
         parts.append(f"{', '.join(scaled)} recorded as fractions, shown ×100")
