@@ -147,3 +147,13 @@ def test_dynamics_figure_and_its_configuration_labels(tmp_path):
     paths = figures.dynamics_figure(records, tmp_path)
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
     assert figures.dynamics_figure([{**records[0], "history": []}], tmp_path / "none") == []
+
+
+def test_dynamics_figures_one_per_task_when_tasks_mix(tmp_path):
+    records = [_dyn_record("softmax", "sgd", 1.0), _dyn_record("fusedmax", "sgd", 1.0, lam=0.1)]
+    other = {**_dyn_record("sparsemax", "sgd", 1.0), "task": "snli", "config": {"task": {"name": "snli"}}}
+    names = sorted(p.name for p in figures.dynamics_figures(records + [other], tmp_path))
+    assert names == ["attention_dynamics_multi30k.pdf", "attention_dynamics_multi30k.png",
+                     "attention_dynamics_snli.pdf", "attention_dynamics_snli.png"]
+    assert sorted(p.name for p in figures.dynamics_figures(records, tmp_path / "one")) == [
+        "attention_dynamics.pdf", "attention_dynamics.png"]

@@ -493,6 +493,18 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS +
     return save(fig, out, stem)
 
 
+def dynamics_figures(records: list, out: Path) -> list[Path]:
+    """``dynamics_figure`` once per task when the records span several (``attention_dynamics_<task>``): curves of
+    SNLI, translation and summarization on one set of axes would share nothing but the colours."""
+    tasks = sorted({task_of(r) for r in records if task_of(r) in TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",)})
+    if len(tasks) <= 1:
+        return dynamics_figure(records, out)
+    made = []
+    for task in tasks:
+        made += dynamics_figure(records, out, tasks=(task,), stem=f"attention_dynamics_{task}")
+    return made
+
+
 # ---- all of them
 
 
@@ -506,7 +518,7 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
                                                            "translation", sentence)),
         ("summarization_alignment", lambda: alignment_figure(records, out, SUMMARIZATION_TASKS,
                                                              "summarization_alignment", "summarization", sentence)),
-        ("attention_dynamics", lambda: dynamics_figure(records, out)),
+        ("attention_dynamics", lambda: dynamics_figures(records, out)),
     )
     for name, step in steps:
         try:
