@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ SNLI_FILE = "attention_test.json"
 SEQ2SEQ_FILE = "attention_test.pt"
 TRANSLATION_TASKS = ("multi30k", "iwslt", "iwslt14", "wmt16")
 SUMMARIZATION_TASKS = ("gigaword", "gigaword_duc2004", "duc")
+DYNAMICS_TASKS = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",)  # tasks whose records log per-epoch attention
 SIMPLEX_MAPPINGS = (("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.1}))
 
 
@@ -410,26 +412,26 @@ def _config_labels(records: list) -> dict:
     ``optimizer.name``) is left out: it adds nothing."""
     from .runs import result_config
 
+    def canonical(v) -> str:
+        return json.dumps(v, sort_keys=True, default=str)
+
     flat = [result_config(r) for r in records]
     # attention parameters count where they differ between runs of the same mapping (fusedmax's λ is not a
     # configuration difference from softmax)
     by_name: dict = {}
     for r in records:
         by_name.setdefault(attention_name(r), []).append(attention_params(r))
-    from collections import Counter
-
     for r, f in zip(records, flat):
         same = by_name[attention_name(r)]
         for k, v in attention_params(r).items():
-            counts = Counter(json.dumps(p.get(k), sort_keys=True, default=str) for p in same)
+            counts = Counter(canonical(p.get(k)) for p in same)
             # only a value other than the mapping's usual one is a difference worth a line style
-            if len(counts) > 1 and json.dumps(v, sort_keys=True, default=str) != counts.most_common(1)[0][0]:
+            if len(counts) > 1 and canonical(v) != counts.most_common(1)[0][0]:
                 f[k] = v
     keys = sorted({k for f in flat for k in f}, key=lambda k: (not k.endswith(".name"), k))
-    value = lambda f, k: json.dumps(f.get(k), sort_keys=True, default=str)  # noqa: E731
     varying, partitions = [], set()
     for k in keys:
-        values = [value(f, k) for f in flat]
+        values = [canonical(f.get(k)) for f in flat]
         if len(set(values)) < 2:
             continue
         partition = frozenset(frozenset(i for i, v in enumerate(values) if v == u) for u in set(values))
@@ -440,7 +442,7 @@ def _config_labels(records: list) -> dict:
     return {id(r): ", ".join(f"{short(k)}={f[k]}" for k in varying if k in f) for r, f in zip(records, flat)}
 
 
-def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",),
+def dynamics_figure(records: list, out: Path, tasks: tuple = DYNAMICS_TASKS,
                     stem: str = "attention_dynamics", title: str = "") -> list[Path]:
     """Per epoch (validation set): perplexity, weights ≥ 1% per attention row, the share of rows through which
     no gradient reaches the attention scores, and the gap between the two largest scores (in units of γ; sparsemax
@@ -496,7 +498,7 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = TRANSLATION_TASKS +
 def dynamics_figures(records: list, out: Path) -> list[Path]:
     """``dynamics_figure`` once per task when the records span several (``attention_dynamics_<task>``): curves of
     SNLI, translation and summarization on one set of axes would share nothing but the colours."""
-    tasks = sorted({task_of(r) for r in records if task_of(r) in TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",)})
+    tasks = sorted({task_of(r) for r in records if task_of(r) in DYNAMICS_TASKS})
     if len(tasks) <= 1:
         return dynamics_figure(records, out)
     made = []
