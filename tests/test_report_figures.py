@@ -157,3 +157,30 @@ def test_dynamics_figures_one_per_task_when_tasks_mix(tmp_path):
                      "attention_dynamics_snli.pdf", "attention_dynamics_snli.png"]
     assert sorted(p.name for p in figures.dynamics_figures(records, tmp_path / "one")) == [
         "attention_dynamics.pdf", "attention_dynamics.png"]
+
+
+def test_accuracy_vs_spread_uses_the_tables_rows_and_comparisons(tmp_path, monkeypatch, capsys):
+    base = "1100110011" * 20
+    better = "1110111011" * 20
+
+    def rec(name, seed, correct, above=None):
+        test = {"accuracy": correct.count("1") / len(correct),
+                "per_example": {"kind": "accuracy", "correct": correct}}
+        if above is not None:
+            test["above_1pct"] = above
+        return {"task": "snli", "attention": {"name": name, "params": {}}, "seed": seed,
+                "config": {"task": {"name": "snli"}}, "metrics": {"test": test}}
+
+    records = [rec("softmax", s, base, 12.0 + s) for s in (1, 2)]
+    records += [rec("sparsemax", s, better, 4.0) for s in (1, 2)]
+    records += [rec("oscarmax", 1, base)]  # no attention statistics: said, not drawn
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem: drawn.append(fig) or [out / f"{stem}.png"])
+    assert figures.tradeoff_figure(records, tmp_path, samples=200) == [tmp_path / "accuracy_vs_spread.png"]
+    (ax,) = [a for a in drawn[0].axes if a.get_visible()]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0] == "softmax (n=2)"
+    assert legend[1].startswith("sparsemax (n=2): Δ +20.00, p")  # 80% vs 60% correct, ×100
+    assert len(legend) == 2 and "oscarmax has no attention statistics" in capsys.readouterr().err
+    assert ax.get_title() == "SNLI" and ax.get_xscale() == "log"
+    assert figures.tradeoff_figure([], tmp_path / "none") == []

@@ -12,6 +12,8 @@ Written as PNG and PDF into ``--out``:
   sentence per mapping, fused groups outlined (from ``<run_dir>/attention_test.pt``, written by
   ``tasks/seq2seq`` at the end of every run).
 - ``mapping_curves``: Π_Ω([t, 0])₁ as a function of t for every mapping (``attention.plot.mapping_curves``).
+- ``accuracy_vs_spread``: the paper's question at a glance: per dataset, each mapping's test metric (seeds and
+  mean ± std) against its attention's spread (weights ≥ 1% per row), labelled with Δ and p against softmax.
 - ``simplex``: Π_Ω([t₁, t₂, 0]) for sparsemax, fusedmax and oscarmax over a grid of scores: the score plane
   coloured by the structure of the output (support size, number of fused segments / clusters) and the outputs
   on the probability simplex (d = 3), coloured the same way.
@@ -507,6 +509,71 @@ def dynamics_figures(records: list, out: Path) -> list[Path]:
     return made
 
 
+# ---- accuracy against attention spread
+
+
+def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples: int = 1000,
+                    stem: str = "accuracy_vs_spread") -> list[Path]:
+    """The paper's question in one picture: per dataset, each table row's test metric (every seed a dot, mean ± std
+    a bar) against how many source positions its attention rows spread over (weights ≥ 1% of the row, the measure
+    that means the same thing for every mapping, mean ± std over seeds). Each legend entry gives the row's paired
+    difference to softmax and p-value, the same numbers as in ``make tables`` (same rows, same bootstrap)."""
+    from .tables import EXPERIMENTS, build_table, has_runs
+
+    panels = []
+    for experiment in EXPERIMENTS:
+        table = build_table(experiment, records, paper, samples=samples)
+        metric = next(m for m in experiment.metrics if m.compare)
+        for ds in table.datasets:
+            points = []
+            for row in table.rows_of(ds):
+                ys, xs = table.cells.get((row, ds.key, metric.key)), table.cells.get((row, ds.key, "above_1pct"))
+                if ys is None or not ys.n:
+                    continue
+                if xs is None or not xs.n:
+                    say(f"{stem}: {ds.label} {row} has no attention statistics (above_1pct): left out")
+                    continue
+                points.append((row, xs, ys, table.comparisons.get((row, ds.key, metric.key))))
+            if has_runs(table, ds) and points:
+                label = metric.label + (" (%)" if table.scale.get(metric.key) == 100.0 else "")
+                panels.append((ds.label, label, points))
+    if not panels:
+        say(f"{stem} skipped: no run with a test metric and attention statistics")
+        return []
+    plt = _pyplot()
+    cols = min(len(panels), 2)
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, ylabel, points) in zip(axes.ravel(), panels):
+        for row, xs, ys, comparison in points:
+            colour = MAPPING_COLOURS.get(row.split(" ")[0], "black")
+            ax.scatter([xs.mean] * ys.n, ys.values, color=colour, s=12, alpha=0.45, linewidths=0)
+            label = f"{row} (n={ys.n})"
+            if comparison is not None and not isinstance(comparison, str):  # a str says why there is no Δ
+                p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
+                label += f": Δ {comparison.delta:+.2f}, {p}"
+            ax.errorbar(xs.mean, ys.mean, yerr=ys.std or 0.0, xerr=xs.std or 0.0, color=colour, marker="o",
+                        markersize=5, capsize=2.5, linewidth=1.1, label=label)
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.25, y=0.35)  # room for the legend
+        ax.legend(fontsize=6.5, loc="best", frameon=False, handletextpad=0.3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("weights ≥ 1% per attention row (test)", fontsize=7.5)
+        ax.set_ylabel(ylabel, fontsize=7.5)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Test metric against attention spread: dots are seeds, bars mean ± std; "
+                 "Δ and p: paired bootstrap vs softmax", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return save(fig, out, stem)
+
+
 # ---- all of them
 
 
@@ -521,6 +588,7 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
         ("summarization_alignment", lambda: alignment_figure(records, out, SUMMARIZATION_TASKS,
                                                              "summarization_alignment", "summarization", sentence)),
         ("attention_dynamics", lambda: dynamics_figures(records, out)),
+        ("accuracy_vs_spread", lambda: tradeoff_figure(records, out)),
     )
     for name, step in steps:
         try:
