@@ -290,8 +290,14 @@ def test_duc2004_scored_by_the_gigaword_run():
 def test_a_preset_note_is_said_under_the_table():
     rec = record("iwslt", "softmax", 1, {"bleu": 3.0},
                  config={"task": {"name": "iwslt", "pair": "de-en"}, "note": "a pipeline check, not a result"})
-    md = to_markdown(build_table(EXP["translation"], [rec], {}))
-    assert "IWSLT14 de→en: a pipeline check, not a result" in md
+    other = record("multi30k", "softmax", 1, {"bleu": 30.0}, config={"task": {"name": "multi30k", "pair": "de-en"}})
+    table = build_table(EXP["translation"], [rec, other], {})
+    md = to_markdown(table)
+    assert "IWSLT14 de→en: a pipeline check, not a result" in md  # in the notes ...
+    iwslt = md.split("#### IWSLT14 de→en")[1].split("#### ")[0]
+    assert iwslt.lstrip().startswith("**A pipeline check, not a result.**")  # ... and above its own table only
+    assert "pipeline" not in md.split("#### Multi30k de→en")[1].split("#### ")[0].split("_mean")[0]
+    assert table.remarks == {"iwslt de-en": ["a pipeline check, not a result"]}
 
 
 def test_datasets_and_tasks_without_runs_are_named_not_printed(tmp_path):

@@ -536,7 +536,8 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
                 points.append((row, xs, ys, table.comparisons.get((row, ds.key, metric.key))))
             if has_runs(table, ds) and points:
                 label = metric.label + (" (%)" if table.scale.get(metric.key) == 100.0 else "")
-                panels.append((ds.label, label, points))
+                title = "\n".join([ds.label] + table.remarks.get(ds.key, []))  # e.g. "a pipeline check, not a result"
+                panels.append((title, label, points))
     if not panels:
         say(f"{stem} skipped: no run with a test metric and attention statistics")
         return []
@@ -564,7 +565,7 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.25, y=0.35)  # room for the legend
         ax.legend(fontsize=6.5, loc="best", frameon=False, handletextpad=0.3)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9 if "\n" not in title else 7.5)
         ax.set_xlabel("weights ≥ 1% per attention row (test)", fontsize=7.5)
         ax.set_ylabel(ylabel, fontsize=7.5)
         ax.tick_params(labelsize=7)

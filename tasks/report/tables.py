@@ -188,6 +188,7 @@ class Table:
     comparisons: dict = field(default_factory=dict)  # (row, dataset key, metric key) -> Comparison | str (why not)
     dropped: list = field(default_factory=list)  # sentences: runs left out, and why
     legend: list = field(default_factory=list)  # sentences: what the row labels' settings are
+    remarks: dict = field(default_factory=dict)  # dataset key -> its runs' preset notes ("a pipeline check, ...")
 
     def columns(self, ds: Dataset):
         """(kind, what) per column of dataset ``ds``'s table, after the row label."""
@@ -374,9 +375,13 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
             for m in experiment.metrics:
                 paper_cells[(row, ds.key, m.key)] = paper_mod.value(paper, experiment.key, ds.key, row, m.key)
     # a preset's `note:` (e.g. "a pipeline check, not a result") is said under the table, once per dataset
-    legend = sorted({f"{g.dataset.label}: {note}" for g in groups.values() for r in g.runs
-                     if (note := get(r, "config.note"))})
-    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, legend)
+    remarks: dict = {}
+    for g in groups.values():
+        for r in g.runs:
+            if (note := get(r, "config.note")) and note not in remarks.setdefault(g.dataset.key, []):
+                remarks[g.dataset.key].append(note)
+    legend = sorted(f"{ds.label}: {note}" for ds in datasets for note in remarks.get(ds.key, []))
+    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, legend, remarks)
 
 
 def _compare(experiment: Experiment, groups: list, labels: dict, samples: int) -> dict:
@@ -532,6 +537,8 @@ def to_markdown(table: Table) -> str:
         cols = table.columns(ds)
         if multi:
             lines += [f"#### {ds.label}", ""]
+        for note in table.remarks.get(ds.key, []):  # said where it is read, not only in the notes at the end
+            lines += [f"**{note[:1].upper()}{note[1:]}.**", ""]
         lines += ["| attention | " + " | ".join(_header(c) for c in cols) + " |",
                   "|" + "|".join([":---"] + ["---:"] * len(cols)) + "|"]
         for row in table.rows_of(ds):
