@@ -541,6 +541,7 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
     if not panels:
         say(f"{stem} skipped: no run with a test metric and attention statistics")
         return []
+    panels.sort(key=lambda panel: "\n" in panel[0])  # results first, datasets with a preset note (checks) last
     plt = _pyplot()
     cols = min(len(panels), 2)
     nrows = -(-len(panels) // cols)
