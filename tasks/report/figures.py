@@ -545,14 +545,19 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
     plt = _pyplot()
     cols = min(len(panels), 2)
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.8 * nrows), squeeze=False)
+    # rows split by configuration have long labels: their legends go under the axes, one line each
+    below = max(len(points) for _, _, points in panels) > 5 or any(
+        len(row) > 40 for _, _, points in panels for row, *_ in points)
+    extra = 0.16 * max(len(points) for _, _, points in panels) if below else 0.0
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(5.2 * cols, 7.5 if below else 0), (3.8 + extra) * nrows),
+                             squeeze=False)
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
     for ax, (title, ylabel, points) in zip(axes.ravel(), panels):
         for row, xs, ys, comparison in points:
             colour = MAPPING_COLOURS.get(row.split(" ")[0], "black")
             ax.scatter([xs.mean] * ys.n, ys.values, color=colour, s=12, alpha=0.45, linewidths=0)
-            label = f"{row} (n={ys.n})"
+            label = f"{row.replace('trainer.', '')} (n={ys.n})"
             if comparison is not None and not isinstance(comparison, str):  # a str says why there is no Δ
                 p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
                 label += f": Δ {comparison.delta:+.2f}, {p}"
@@ -565,7 +570,10 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.25, y=0.35)  # room for the legend
-        ax.legend(fontsize=6.5, loc="best", frameon=False, handletextpad=0.3)
+        if below:
+            ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, handletextpad=0.3)
+        else:
+            ax.legend(fontsize=6.5, loc="best", frameon=False, handletextpad=0.3)
         ax.set_title(title, fontsize=9 if "\n" not in title else 7.5)
         ax.set_xlabel("weights ≥ 1% per attention row (test)", fontsize=7.5)
         ax.set_ylabel(ylabel, fontsize=7.5)
