@@ -444,6 +444,15 @@ def _config_labels(records: list) -> dict:
     return {id(r): ", ".join(f"{short(k)}={f[k]}" for k in varying if k in f) for r, f in zip(records, flat)}
 
 
+def _plain_log_ticks(axis, subs=(1.0,)) -> None:
+    """Plain numbers, not powers of ten, on a short log-scaled axis (ticks at subs × 10^k)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
 def dynamics_figure(records: list, out: Path, tasks: tuple = DYNAMICS_TASKS,
                     stem: str = "attention_dynamics", title: str = "") -> list[Path]:
     """Per epoch (validation set): perplexity, weights ≥ 1% per attention row, the share of rows through which
@@ -476,11 +485,8 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = DYNAMICS_TASKS,
         ax.set_title(label, fontsize=8.5)
         ax.set_xlabel("epoch", fontsize=8)
         ax.set_yscale(scale)
-        if scale == "log":  # plain numbers, not powers of ten, on short log ranges
-            from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-            ax.yaxis.set_major_formatter(ScalarFormatter())
-            ax.yaxis.set_minor_formatter(NullFormatter())
+        if scale == "log":
+            _plain_log_ticks(ax.yaxis)
         ax.tick_params(labelsize=7)
         if key == "top2_gap":
             ax.axhline(1.0, color="grey", linewidth=0.7, linestyle=":")
@@ -536,24 +542,24 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
                 points.append((row, xs, ys, table.comparisons.get((row, ds.key, metric.key))))
             if has_runs(table, ds) and points:
                 label = metric.label + (" (%)" if table.scale.get(metric.key) == 100.0 else "")
-                title = "\n".join([ds.label] + table.remarks.get(ds.key, []))  # e.g. "a pipeline check, not a result"
-                panels.append((title, label, points))
+                # remarks: a preset's notes, e.g. "a pipeline check, not a result"
+                panels.append((ds.label, table.remarks.get(ds.key, []), label, points))
     if not panels:
         say(f"{stem} skipped: no run with a test metric and attention statistics")
         return []
-    panels.sort(key=lambda panel: "\n" in panel[0])  # results first, datasets with a preset note (checks) last
+    panels.sort(key=lambda panel: bool(panel[1]))  # results first, datasets with a preset note (checks) last
     plt = _pyplot()
     cols = min(len(panels), 2)
     nrows = -(-len(panels) // cols)
     # rows split by configuration have long labels: their legends go under the axes, one line each
-    below = max(len(points) for _, _, points in panels) > 5 or any(
-        len(row) > 40 for _, _, points in panels for row, *_ in points)
-    extra = 0.16 * max(len(points) for _, _, points in panels) if below else 0.0
+    most = max(len(points) for *_, points in panels)
+    below = most > 5 or any(len(row) > 40 for *_, points in panels for row, *_ in points)
+    extra = 0.16 * most if below else 0.0
     fig, axes = plt.subplots(nrows, cols, figsize=(max(5.2 * cols, 7.5 if below else 0), (3.8 + extra) * nrows),
                              squeeze=False)
     for ax in axes.ravel()[len(panels):]:
         ax.set_visible(False)
-    for ax, (title, ylabel, points) in zip(axes.ravel(), panels):
+    for ax, (title, remarks, ylabel, points) in zip(axes.ravel(), panels):
         for row, xs, ys, comparison in points:
             colour = MAPPING_COLOURS.get(row.split(" ")[0], "black")
             ax.scatter([xs.mean] * ys.n, ys.values, color=colour, s=12, alpha=0.45, linewidths=0)
@@ -563,18 +569,14 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
                 label += f": Δ {comparison.delta:+.2f}, {p}"
             ax.errorbar(xs.mean, ys.mean, yerr=ys.std or 0.0, xerr=xs.std or 0.0, color=colour, marker="o",
                         markersize=5, capsize=2.5, linewidth=1.1, label=label)
-        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _plain_log_ticks(ax.xaxis, subs=(1.0, 2.0, 5.0))
         ax.margins(x=0.25, y=0.35)  # room for the legend
         if below:
             ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, handletextpad=0.3)
         else:
             ax.legend(fontsize=6.5, loc="best", frameon=False, handletextpad=0.3)
-        ax.set_title(title, fontsize=9 if "\n" not in title else 7.5)
+        ax.set_title("\n".join([title] + remarks), fontsize=7.5 if remarks else 9)
         ax.set_xlabel("weights ≥ 1% per attention row (test)", fontsize=7.5)
         ax.set_ylabel(ylabel, fontsize=7.5)
         ax.tick_params(labelsize=7)

@@ -187,8 +187,12 @@ class Table:
     scale: dict  # metric key -> 100 or 1
     comparisons: dict = field(default_factory=dict)  # (row, dataset key, metric key) -> Comparison | str (why not)
     dropped: list = field(default_factory=list)  # sentences: runs left out, and why
-    legend: list = field(default_factory=list)  # sentences: what the row labels' settings are
     remarks: dict = field(default_factory=dict)  # dataset key -> its runs' preset notes ("a pipeline check, ...")
+
+    @property
+    def legend(self) -> list:
+        """The preset notes as sentences for the notes under the tables, one per dataset and note."""
+        return sorted(f"{ds.label}: {note}" for ds in self.datasets for note in self.remarks.get(ds.key, []))
 
     def columns(self, ds: Dataset):
         """(kind, what) per column of dataset ``ds``'s table, after the row label."""
@@ -374,14 +378,13 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
         for ds in datasets:
             for m in experiment.metrics:
                 paper_cells[(row, ds.key, m.key)] = paper_mod.value(paper, experiment.key, ds.key, row, m.key)
-    # a preset's `note:` (e.g. "a pipeline check, not a result") is said under the table, once per dataset
+    # a preset's `note:` (e.g. "a pipeline check, not a result") is said above its dataset's table and in the notes
     remarks: dict = {}
     for g in groups.values():
         for r in g.runs:
             if (note := get(r, "config.note")) and note not in remarks.setdefault(g.dataset.key, []):
                 remarks[g.dataset.key].append(note)
-    legend = sorted(f"{ds.label}: {note}" for ds in datasets for note in remarks.get(ds.key, []))
-    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, legend, remarks)
+    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, remarks)
 
 
 def _compare(experiment: Experiment, groups: list, labels: dict, samples: int) -> dict:
