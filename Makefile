@@ -115,6 +115,7 @@ bench-train: $(INSTALLED)
 # ---- the report (tasks/report/): tables, figures, and the whole sweep behind them
 # make tables [SOURCE=wandb PROJECT=entity/project|DIR-of-offline-runs] [RESULTS=results]   -> $(RESULTS)/tables/
 # make figures [RESULTS=results]                                                            -> $(RESULTS)/figures/
+# make select [RESULTS=results] [TASK=snli]      rank a sweep's settings by validation metric -> $(RESULTS)/selection.md
 # make reproduce [LAUNCHER=slurm] [PRESET=cpu] [SEEDS=1,2,3] [DUC_ROOT=DIR] [ARGS="..."] [ARGS_<task>="..."]
 #   ARGS goes to every sweep, ARGS_snli / ARGS_multi30k / ARGS_iwslt / ARGS_gigaword to that task's only
 #   (e.g. ARGS_gigaword="task.data.root=DIR/sumdata"); DUC_ROOT=DIR adds task.duc.root=DIR to the Gigaword sweep:
@@ -128,13 +129,16 @@ DUC_ROOT ?=
 REPRODUCE_TASKS ?= snli multi30k:de-en multi30k:en-de iwslt gigaword
 REPRODUCE_NAMES := $(sort $(foreach s,$(REPRODUCE_TASKS),$(firstword $(subst :, ,$(s)))))
 
-.PHONY: tables figures reproduce
+.PHONY: tables figures select reproduce
 
 tables: $(INSTALLED)
 	$(BIN)/python scripts/tables.py --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
 
 figures: $(INSTALLED)
 	$(BIN)/python scripts/figures.py --results $(RESULTS)
+
+select: $(INSTALLED)
+	$(BIN)/python scripts/select.py --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
 
 reproduce: $(INSTALLED)
 	@set -e; $(foreach t,$(REPRODUCE_NAMES),args_$(t)='$(ARGS_$(t))';) \
