@@ -5,10 +5,11 @@ import json
 from tasks.report.selection import candidates, main, to_markdown
 
 
-def record(attention, seed, valid, test, *, dropout=0.1, lr=3e-4, finished="2026-01-01T00:00:00", threads=1):
+def record(attention, seed, valid, test, *, dropout=0.1, lr=3e-4, finished="2026-01-01T00:00:00", threads=1,
+           **params):
     return {
         "task": "snli",
-        "attention": {"name": attention, "params": {}},
+        "attention": {"name": attention, "params": params},
         "seed": seed,
         "metric": "accuracy",
         "config": {"task": {"name": "snli", "model": {"dropout": dropout}},
@@ -58,3 +59,15 @@ def test_main_writes_file_and_fails_clearly_without_runs(tmp_path, capsys):
     assert "trainer.optimizer.lr=0.001" in out.read_text().split("**selected**")[1].splitlines()[0]
     assert main(["--results", str(tmp_path / "empty")]) == 2
     assert "no finished run" in capsys.readouterr().err
+
+
+def test_a_swept_attention_parameter_makes_its_own_candidates(tmp_path):
+    from tasks.report.runs import load_local
+    write(tmp_path, [record("fusedmax", 1, 0.50, 0.5, lam=0.1), record("fusedmax", 1, 0.60, 0.5, lam=1.0),
+                     record("oscarmax", 1, 0.55, 0.5, lam=0.01), record("softmax", 1, 0.52, 0.5)])
+    ranked = candidates(load_local(tmp_path))["snli"]
+    labels = [{k: v for k, v in c.config.items() if k.startswith("attention.")} for c in ranked]
+    # λ of fusedmax varies: one candidate per value (not one overwriting the other); oscarmax's single λ does not
+    assert labels[0] == {"attention.fusedmax.lam": 1.0}
+    assert labels[1:] == [{}, {"attention.fusedmax.lam": 0.1}]  # softmax + oscarmax: mean 0.535 > 0.50
+    assert [sorted(m for m, _ in c.runs) for c in ranked] == [["fusedmax"], ["oscarmax", "softmax"], ["fusedmax"]]

@@ -7,7 +7,9 @@ attention block (``runs.result_config``), so one group is one candidate setting 
 gets the settings that differ between the candidates of its task, the mappings and seeds it holds, the mean ±
 sample std of the validation metric (``Task.metric`` at the checkpoint early stopping kept, the number training
 maximised) over all its runs, and the best epoch / epochs run. Candidates are ranked by that mean; the first is
-the selection. The test metric is printed last, for the record only: it plays no part in the ranking.
+the selection. The test metric is printed last, for the record only: it plays no part in the ranking. An
+attention parameter that takes several values among one mapping's runs (a λ sweep of fusedmax) splits that
+mapping's runs into candidates of their own, labelled ``attention.fusedmax.lam=...``.
 
 A fair comparison needs every candidate to hold the same mappings and seeds; when they do not, a note says so
 (the ranking is then over unequal samples). Within a group, a re-run of a (mapping, seed) counts once: the one
@@ -23,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import attention_name, config_signature, finished_key, load_local, mapping_rank, result_config, \
+from .runs import attention_name, attention_params, config_signature, finished_key, load_local, mapping_rank, result_config, \
     seed_of, task_of
 
 
@@ -56,14 +58,20 @@ class Candidate:
 
 def candidates(records: list) -> dict[str, list[Candidate]]:
     """Task -> its candidates, best mean validation metric first."""
+    records = [r for r in sorted(records, key=finished_key)
+               if (r.get("metric") or "") in ((r.get("metrics") or {}).get("valid") or {})]  # finished, validated
+    # an attention parameter swept for one mapping (fusedmax's λ) makes its own candidates, for that mapping
+    seen: dict = {}
+    for record in records:
+        for k, v in attention_params(record).items():
+            seen.setdefault((task_of(record), attention_name(record), k), set()).add(json.dumps(v, default=str))
     groups: dict = {}
-    for record in sorted(records, key=finished_key):
-        valid = (record.get("metrics") or {}).get("valid") or {}
-        if not valid or record.get("metric") not in valid:
-            continue  # unfinished, or no validation metric: nothing to select on
-        task = task_of(record)
-        key = (task, config_signature(record))
-        cand = groups.setdefault(key, Candidate(task, result_config(record), record["metric"]))
+    for record in records:
+        task, name = task_of(record), attention_name(record)
+        swept = {f"attention.{name}.{k}": v for k, v in sorted(attention_params(record).items())
+                 if len(seen[(task, name, k)]) > 1}
+        key = (task, config_signature(record), json.dumps(swept, default=str))
+        cand = groups.setdefault(key, Candidate(task, {**result_config(record), **swept}, record["metric"]))
         cand.runs[(attention_name(record), seed_of(record))] = record  # the later run of a seed wins
     by_task: dict = {}
     for cand in groups.values():
