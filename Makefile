@@ -138,7 +138,7 @@ figures: $(INSTALLED)
 	$(BIN)/python scripts/figures.py --results $(RESULTS)
 
 select: $(INSTALLED)
-	$(BIN)/python scripts/select.py --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
+	$(BIN)/python scripts/select_setting.py --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
 
 reproduce: $(INSTALLED)
 	@set -e; $(foreach t,$(REPRODUCE_NAMES),args_$(t)='$(ARGS_$(t))';) \
