@@ -106,7 +106,12 @@ def seed_of(record: dict):
 
 def test_metric(record: dict, metric: str):
     """``metrics.test.<metric>`` as a float, or None (missing, null, NaN)."""
-    value = get(record, f"metrics.test.{metric}")
+    return split_metric(record, "test", metric)
+
+
+def split_metric(record: dict, split: str, metric: str):
+    """``metrics.<split>.<metric>`` as a float, or None (missing, null, NaN)."""
+    value = get(record, f"metrics.{split}.{metric}")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -119,6 +124,13 @@ def finished_key(record: dict) -> tuple:
     return (str(record.get("finished") or ""), str(record.get("started") or ""), str(record.get("path") or ""))
 
 
+def varying_keys(mappings: Iterable[dict]) -> list[str]:
+    """The keys (sorted) whose values are not all equal across ``mappings``; a missing key counts as None."""
+    mappings = list(mappings)
+    keys = sorted({k for m in mappings for k in m})
+    return [k for k in keys if len({json.dumps(m.get(k), sort_keys=True, default=str) for m in mappings}) > 1]
+
+
 def row_labels(records: Iterable[dict]) -> dict[int, str]:
     """A table row label per record (by ``id``): the attention name, plus the parameters that differ between
     runs of that attention (``fusedmax (lam=0.05)``), so that a λ sweep gives one row per value."""
@@ -126,10 +138,7 @@ def row_labels(records: Iterable[dict]) -> dict[int, str]:
     params_by_name: dict[str, list[dict]] = {}
     for record in records:
         params_by_name.setdefault(attention_name(record), []).append(attention_params(record))
-    varying = {}
-    for name, all_params in params_by_name.items():
-        keys = sorted({k for p in all_params for k in p})
-        varying[name] = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in all_params}) > 1]
+    varying = {name: varying_keys(all_params) for name, all_params in params_by_name.items()}
     labels = {}
     for record in records:
         name = attention_name(record)

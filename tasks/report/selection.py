@@ -25,8 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import attention_name, attention_params, config_signature, finished_key, load_local, mapping_rank, result_config, \
-    seed_of, task_of
+from .runs import attention_name, attention_params, config_signature, finished_key, load_local, mapping_rank, \
+    result_config, seed_of, split_metric, task_of, varying_keys
 
 
 @dataclass
@@ -37,12 +37,8 @@ class Candidate:
     runs: dict = field(default_factory=dict)  # (mapping, seed) -> record
 
     def values(self, split: str) -> list:
-        out = []
-        for record in self.runs.values():
-            value = ((record.get("metrics") or {}).get(split) or {}).get(self.metric)
-            if isinstance(value, (int, float)) and value == value:
-                out.append(float(value))
-        return out
+        values = (split_metric(record, split, self.metric) for record in self.runs.values())
+        return [v for v in values if v is not None]
 
     def valid_mean(self) -> float:
         values = self.values("valid")
@@ -72,16 +68,11 @@ def candidates(records: list) -> dict[str, list[Candidate]]:
                  if len(seen[(task, name, k)]) > 1}
         key = (task, config_signature(record), json.dumps(swept, default=str))
         cand = groups.setdefault(key, Candidate(task, {**result_config(record), **swept}, record["metric"]))
-        cand.runs[(attention_name(record), seed_of(record))] = record  # the later run of a seed wins
+        cand.runs[(name, seed_of(record))] = record  # the later run of a seed wins
     by_task: dict = {}
     for cand in groups.values():
         by_task.setdefault(cand.task, []).append(cand)
     return {t: sorted(cs, key=lambda c: -c.valid_mean()) for t, cs in sorted(by_task.items())}
-
-
-def varying_settings(cands: list[Candidate]) -> list[str]:
-    keys = sorted({k for c in cands for k in c.config})
-    return [k for k in keys if len({json.dumps(c.config.get(k), sort_keys=True, default=str) for c in cands}) > 1]
 
 
 def _stat(values: list, scale: float) -> str:
@@ -94,7 +85,7 @@ def _stat(values: list, scale: float) -> str:
 
 
 def to_markdown(task: str, cands: list[Candidate]) -> str:
-    varying = varying_settings(cands)
+    varying = varying_keys(c.config for c in cands)
     metric = cands[0].metric
     # accuracy recorded as a fraction reads as percent, as in the tables
     scale = 100.0 if all(v <= 1.0 for c in cands for v in c.values("valid") + c.values("test")) else 1.0

@@ -51,6 +51,7 @@ from .runs import (
     result_config,
     seed_of,
     task_of,
+    varying_keys,
     warn,
 )
 from .significance import examples_of, paired_bootstrap
@@ -266,14 +267,9 @@ def _label_groups(groups: list) -> dict:
     for g in groups:
         by_dataset.setdefault(g.dataset.key, []).append(g)
     for gs in by_dataset.values():
-        config_keys = sorted({k for g in gs for k in g.config})
-        varying = [k for k in config_keys if len({json.dumps(g.config.get(k), sort_keys=True, default=str)
-                                                   for g in gs}) > 1]
+        varying = varying_keys(g.config for g in gs)
         for g in gs:
-            same_name = [h for h in gs if h.attention == g.attention]
-            param_keys = sorted({k for h in same_name for k in h.params})
-            vary_params = [k for k in param_keys
-                           if len({json.dumps(h.params.get(k), sort_keys=True, default=str) for h in same_name}) > 1]
+            vary_params = varying_keys(h.params for h in gs if h.attention == g.attention)
             label = g.attention
             if vary_params:
                 label += " (" + ", ".join(f"{k}={g.params.get(k)}" for k in vary_params) + ")"
