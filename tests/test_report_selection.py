@@ -71,3 +71,13 @@ def test_a_swept_attention_parameter_makes_its_own_candidates(tmp_path):
     assert labels[0] == {"attention.fusedmax.lam": 1.0}
     assert labels[1:] == [{}, {"attention.fusedmax.lam": 0.1}]  # softmax + oscarmax: mean 0.535 > 0.50
     assert [sorted(m for m, _ in c.runs) for c in ranked] == [["fusedmax"], ["oscarmax", "softmax"], ["fusedmax"]]
+
+
+def test_negative_metrics_are_not_read_as_fractions(tmp_path):
+    # seq2seq runs maximise neg_ppl: -30 is a perplexity of 30, not a fraction to show as -3000%
+    from tasks.report.runs import load_local
+    recs = [{**record("softmax", 1, -30.0, -300.0), "metric": "neg_ppl",
+             "metrics": {"valid": {"neg_ppl": -30.0}, "test": {"neg_ppl": -300.0}}}]
+    write(tmp_path, recs)
+    text = to_markdown("snli", candidates(load_local(tmp_path))["snli"])
+    assert "| -30.00 |" in text and "(%)" not in text

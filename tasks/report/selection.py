@@ -88,7 +88,7 @@ def to_markdown(task: str, cands: list[Candidate]) -> str:
     varying = varying_keys(c.config for c in cands)
     metric = cands[0].metric
     # accuracy recorded as a fraction reads as percent, as in the tables
-    scale = 100.0 if all(v <= 1.0 for c in cands for v in c.values("valid") + c.values("test")) else 1.0
+    scale = 100.0 if all(abs(v) <= 1.0 for c in cands for v in c.values("valid") + c.values("test")) else 1.0
     unit = " (%)" if scale == 100.0 else ""
     lines = [f"### {task}: candidates ranked by mean validation {metric}", "",
              f"| rank | settings | runs (mapping: seeds) | valid {metric}{unit} | best epoch / epochs "
