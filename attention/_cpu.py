@@ -261,6 +261,10 @@ PROX_OWL = 2  # oscarmax as the authors computed it: prox of sum_k w_k |u|_(k), 
 # whole row. Each rule is proved where it is used; a rule that only holds up to rounding is verified afterwards,
 # with the whole row as the fallback. What is left per entry is a few linear passes (maximum, screening, output).
 _SCREEN_MARGIN = 1e-6  # relative slack on every screening bound: never screen an entry that rounding might admit
+# Rounding a bound such as max(z) - 1 - width errs by up to |max(z)| 2^-52, which must stay under the margin: rows
+# whose maximum is larger in magnitude (scores of 1e16, or gamma = 1e-30) are solved whole, unscreened (at 1e16,
+# max(z) - 1 - width rounds to max(z) itself and every entry, the maximum included, would be screened out).
+_SCREEN_LIMIT = _SCREEN_MARGIN * 2.0 ** 52
 
 
 _MAX_CHUNKS = 128
@@ -573,8 +577,11 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
             groups[i] = -1 if i >= m else i
         return 1
     width = 4.0 * lam + _SCREEN_MARGIN * (1.0 + 4.0 * lam)
-    k = _keep_positions(z, m, top - 1.0 - width, zc, pos)
-    k = _refine(zc, pos, k, top, width, buf)[0]
+    if abs(top) <= _SCREEN_LIMIT:
+        k = _keep_positions(z, m, top - 1.0 - width, zc, pos)
+        k = _refine(zc, pos, k, top, width, buf)[0]
+    else:  # too large for the screening bounds to be exact: every entry is a candidate
+        k = _keep_positions(z, m, -np.inf, zc, pos)
     for i in range(m):
         y[i] = 0.0
         groups[i] = i  # a screened entry is a group of its own, outside the support
@@ -706,11 +713,12 @@ def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos
         return 0
     top_u = 0.0
     tau = 0.0
-    theta = top - 1.0 - width
+    screen = abs(top) <= _SCREEN_LIMIT  # else the bounds are not exact: the whole row at once
+    theta = top - 1.0 - width if screen else -np.inf
     for i in range(m):
         y[i] = 0.0
         groups[i] = i  # a screened entry is a group of its own, outside the support
-    for attempt in range(2):
+    for attempt in range(0 if screen else 1, 2):
         if attempt == 0:
             k = _keep_positions(z, m, theta, negc, pos)
             k, theta = _refine(negc, pos, k, top, width, buf)

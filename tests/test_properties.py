@@ -234,3 +234,40 @@ def test_threshold_rounding_does_not_cycle(name):
     u = torch.tensor([[0.9333333333333331 - 0.3, -0.9333333333333333 + 0.6, 0.0 - 0.3]], dtype=torch.float64)
     y = attention.MAPPINGS[name](u if name == "sparsemax" else x, **kw)
     assert torch.isfinite(y).all() and abs(float(y.sum()) - 1) < 1e-12 and (y >= 0).all()
+
+
+@pytest.mark.parametrize("case", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("x,gamma", [([1e16, 0.0], 1.0), ([0.0, 1e16, -3.0], 1.0), ([1.0, 0.0], 1e-30),
+                                     ([-1e16, 0.0, 30.0], 1.0), ([1e30, 1e30 * (1 - 1e-6), 0.0], 1.0)])
+def test_extreme_scores_give_a_point_of_the_simplex(case, dtype, x, gamma):
+    """fusedmax and oscarmax gave [0, 0] for [1e16, 0] (and for gamma=1e-30): max(z) - 1 - width rounded to max(z)
+    and the CPU kernels' screening dropped every entry. The largest score must get the weight sparsemax gives it."""
+    z = torch.tensor(x, dtype=dtype)
+    y = run(case, z, gamma=gamma)
+    assert torch.isfinite(y).all() and (y >= 0).all()
+    torch.testing.assert_close(y.sum(), torch.tensor(1.0, dtype=dtype))
+    expected = attention.sparsemax(z, gamma=gamma)  # the gaps are huge: every mapping puts all weight on the top
+    torch.testing.assert_close(y, expected, atol=1e-6, rtol=0)
+
+
+extreme = st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False, width=64)
+
+
+@pytest.mark.parametrize("case", ALL)
+@SETTINGS
+@given(x=arrays(np.float64, st.integers(1, 9), elements=extreme), lam=lams,
+       scale=st.sampled_from([1e8, 1e12, 1e16, 1e30, 1e100, 1e300]), gamma=st.sampled_from([1.0, 1e-30]),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_on_the_simplex_at_extreme_scales(case, x, lam, scale, gamma, dtype):
+    """Every mapping returns a point of the simplex for every finite input whose division by gamma is finite
+    (here up to 1e300 / gamma; within a few units of the float64 maximum, sums of scores overflow)."""
+    z = torch.tensor(x * scale, dtype=torch.float64)
+    if dtype == torch.float32 and (z.abs().max() > 1e37 or (z / gamma).abs().max() > 1e37):
+        z = z / z.abs().max().clamp_min(1.0) * 1e37 * gamma  # a finite float32 input and quotient
+    if not torch.isfinite(z / gamma).all():
+        z = z * gamma
+    z = z.to(dtype)
+    y = run(case, z, lam=lam, gamma=gamma)
+    assert torch.isfinite(y).all() and (y >= 0).all()
+    torch.testing.assert_close(y.sum(), torch.tensor(1.0, dtype=dtype), atol=1e-6, rtol=0)
