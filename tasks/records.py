@@ -14,7 +14,8 @@ Keys (stable; the tables read them):
                   "groups": 2.1, "rows": 5000, ...},    # the best checkpoint, re-evaluated
         "test":  {...same keys...}                      # {} when trainer.eval_test=false
       },
-      "best_epoch": 7,                                  # 1-based
+      "best_epoch": 7,                                  # 1-based; null: the model at the last step (max_steps)
+      "best_step": 1540,                                # the optimizer step of the model evaluated
       "epochs": 9,                                      # epochs completed
       "steps": 1980,                                    # optimizer steps
       "time_per_epoch_s": 41.2,                         # mean over epochs (training + validation)
@@ -35,10 +36,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import math
 import os
 import socket
 import subprocess
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 KEYS = ("schema", "task", "attention", "run", "seed", "metric", "metrics", "best_epoch", "epochs", "steps",
@@ -67,15 +72,48 @@ def record_path(results_dir: str | os.PathLike, task: str, attention: str, run: 
     return Path(results_dir) / task / attention / f"{safe}.json"
 
 
+class RecordError(ValueError):
+    """A record that must not be written: its headline metric is not a finite number."""
+
+
+def finite_json(obj, where: str = "", found: list | None = None):
+    """``obj`` with every nan/inf float replaced by None (JSON has no NaN: ``json.dumps`` would write a bare
+    ``NaN`` token that strict parsers reject); their dotted paths are appended to ``found``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        if found is not None:
+            found.append(where)
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_json(v, f"{where}.{k}" if where else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+    return obj
+
+
 def write_record(path: str | os.PathLike, record: dict) -> Path:
+    """Write the record atomically as strict JSON. A headline metric (``metrics.valid|test.<metric>``) that is
+    not a finite number is a ``RecordError`` (nothing is written: such a run is a failure, not a result); any
+    other nan/inf becomes null, with a warning."""
     missing = [k for k in KEYS if k not in record]
     if missing:
         raise ValueError(f"run record lacks {missing}")
     path = Path(path)
+    metric = record.get("metric")
+    for split, values in (record.get("metrics") or {}).items():
+        value = (values or {}).get(metric)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise RecordError(f"{path} not written: the {split} {metric} is {value!r}, not a result")
+    found: list[str] = []
+    text = json.dumps(finite_json(record, found=found), indent=2, default=str, allow_nan=False)
+    if found:
+        log.warning(f"{path}: not-finite values written as null: {', '.join(found[:10])}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, default=str, allow_nan=True))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file behind
     return path
 
 
@@ -88,7 +126,8 @@ def make_record(*, task: str, attention: dict, run: str, seed: int, metric: str,
         "schema": SCHEMA, "task": task, "attention": {"name": name, "params": attention}, "run": run,
         "seed": seed, "metric": metric,
         "metrics": {"valid": summary["valid"], "test": summary["test"]},
-        "best_epoch": summary["best_epoch"], "epochs": summary["epochs"], "steps": summary["steps"],
+        "best_epoch": summary["best_epoch"], "best_step": summary.get("best_step"), "epochs": summary["epochs"],
+        "steps": summary["steps"],
         "time_per_epoch_s": summary["time_per_epoch_s"], "wall_time_s": wall_time_s,
         "history": summary["history"], "resumed_from": summary["resumed_from"], "device": summary["device"],
         "git": git_info(), "config": config, "started": started, "finished": now(),

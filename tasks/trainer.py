@@ -174,22 +174,103 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda_state, index)
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> dict:
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, damaged or cannot be written; the message names the file and what to do."""
+
+
+def load_checkpoint_file(path: str | os.PathLike, remedy: str = "") -> dict:
     """A checkpoint read on the CPU, whatever device wrote it (``load_state_dict`` then copies to the model's
-    device; RNG states must stay on the CPU)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    device; RNG states must stay on the CPU). A damaged file (truncated, overwritten, empty) is a
+    ``CheckpointError`` naming it, followed by ``remedy`` (what to do)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # PytorchStreamReader (truncated zip), UnpicklingError (random bytes), EOFError (empty)
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"{path} is damaged and cannot be read ({size:,} bytes; {type(error).__name__}"
+                              f"{': ' + reason if reason else ''}). {remedy}".rstrip()) from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a checkpoint of this trainer (no model state). {remedy}".rstrip())
+    return state
+
+
+def _describe_os_error(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else str(error)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: never a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """torch.save to a temporary file in the same folder, flushed to disk (fsync), then os.replace: never a
+    half-written checkpoint, even after a power cut. A failed write (a full disk, a read-only folder) is a
+    ``CheckpointError`` that says what happened and where; the previous ``path`` is left as it was."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a Python file object: torch then writes through it and a failed write raises the OSError itself (given a
+        # path, torch's own writer only says "enforce fail ... unexpected pos" on a full disk)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as error:
+        # torch's writer meets the OSError, then fails again closing the archive ("enforce fail ... unexpected
+        # pos"): the OSError is in the exception's context
+        cause = next((e for e in _exception_chain(error) if isinstance(e, OSError)), None)
+        if cause is None:
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"cannot write the checkpoint {path}: {_describe_os_error(cause)} ({kept}). "
+                              f"Free space or fix the folder's permissions, then run the same command again "
+                              f"to continue.") from error
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _exception_chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is flushed with the directory)."""
+    with contextlib.suppress(OSError):  # not supported everywhere (some network file systems)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_orphan_temporaries(folder: Path) -> list[Path]:
+    """Delete ``*.tmp-<pid>`` files that no running process is writing: what a kill -9 during a checkpoint write
+    leaves behind (a live writer's file, e.g. another process on the same run dir, is left alone)."""
+    removed = []
+    for tmp in folder.glob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _process_alive(int(pid))):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -215,6 +296,11 @@ class NullLogger:
 
 class Stop(Exception):
     """Raised by a ``on_step`` hook to stop training at once, as a kill would (no checkpoint is written)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss (or the validation metric) is not finite: training stopped, no record is written, the
+    last checkpoint with finite weights is kept."""
 
 
 class Preempted(Exception):
@@ -263,11 +349,15 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        self.check_finite()  # never a checkpoint of weights that a non-finite loss has touched
+        self.epoch_partial["loss_sum"] = float(self._loss_sum)
         atomic_save(self.state(), self.ckpt_dir / "last.pt")
         self.last_save = time.monotonic()
+        self.saved_step = self.step
 
     def load_checkpoint(self, path: Path) -> None:
-        state = load_checkpoint_file(path)  # on the CPU; load_state_dict copies to the device
+        # on the CPU; load_state_dict copies to the device
+        state = load_checkpoint_file(path, remedy=self._damaged_last_remedy(path))
         saved = state.get("identity")
         if self.identity is not None and saved is not None and saved != self.identity:
             raise RunMismatchError(path, saved, self.identity)
@@ -284,6 +374,66 @@ class Trainer:
         # a finished run continues if it was stopped by the epoch/step budget and the budget is now larger
         self.stopped_early = state.get("stopped_early", False)
         self.finished = self.stopped_early or self.epoch >= self.cfg["epochs"] or self.should_stop_steps()
+        self.saved_step = self.step
+
+    def _damaged_last_remedy(self, path: Path) -> str:
+        best = self.ckpt_dir / "best.pt"
+        other = (f" {best} is not affected: `make evaluate RUN={self.run_dir}` evaluates that best model."
+                 if best.exists() else "")
+        return (f"The run cannot continue from it: start it over with trainer.resume=false (this overwrites the "
+                f"run's checkpoints), or restore {path.name} from a copy.{other}")
+
+    def check_best_checkpoint(self, state: dict | None = None) -> dict:
+        """best.pt read and matched against the run's best epoch (``last.pt``): a missing, damaged or other
+        epoch's best.pt is an error, never a silent evaluation of another model."""
+        best = self.ckpt_dir / "best.pt"
+        start_over = "start the run over with trainer.resume=false (this retrains it)"
+        if not best.exists():
+            raise CheckpointError(
+                f"{best} is missing, but {self.ckpt_dir / 'last.pt'} says epoch {self.best_epoch + 1} was this run's "
+                f"best: the best model's weights are lost, and evaluating another model under that epoch's name "
+                f"would be a wrong record. Restore {best.name} from a copy, or {start_over}.")
+        state = state or load_checkpoint_file(best, remedy=f"Restore it from a copy, or {start_over}.")
+        if state.get("epoch") != self.best_epoch:
+            raise CheckpointError(
+                f"{best} holds the model of epoch {int(state.get('epoch', -2)) + 1}, but this run's best epoch is "
+                f"{self.best_epoch + 1} ({self.ckpt_dir / 'last.pt'}): it is not this run's best model. Restore the "
+                f"right {best.name}, or {start_over}.")
+        return state
+
+    # -- non-finite losses ------------------------------------------------------------------------------------
+    def start_loss_tracking(self) -> None:
+        """The epoch's loss sum and the first step with a non-finite loss, kept on the device: a step adds no
+        host synchronisation; they are read at logging steps, checkpoints and epoch ends (``check_finite``)."""
+        self._loss_sum = torch.tensor(self.epoch_partial["loss_sum"], dtype=torch.float64, device=self.device)
+        self._step_count = torch.tensor(self.step, dtype=torch.long, device=self.device)
+        self._first_bad = torch.tensor(-1, dtype=torch.long, device=self.device)
+
+    def track_loss(self, loss: torch.Tensor) -> None:
+        value = loss.detach().double()
+        self._loss_sum += value
+        self._step_count += 1
+        first = (self._first_bad < 0) & ~torch.isfinite(value)
+        self._first_bad = torch.where(first, self._step_count, self._first_bad)
+
+    def check_finite(self) -> None:
+        """Raise ``TrainingDiverged`` when a training loss since the last check was nan or inf, or the weights are
+        not finite (one host synchronisation)."""
+        bad = int(self._first_bad)
+        weights_ok = bad < 0 and bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
+        if bad < 0 and weights_ok:
+            return
+        what = (f"the training loss is not finite (nan or inf) at step {bad} (epoch {self.epoch + 1}, batch "
+                f"{self.batch_in_epoch - (self.step - bad)})" if bad >= 0
+                else f"the weights are not finite at step {self.step} (epoch {self.epoch + 1})")
+        raise TrainingDiverged(f"training diverged: {what}. {self._stopped_here()}")
+
+    def _stopped_here(self) -> str:
+        last = self.ckpt_dir / "last.pt"
+        kept = (f"{last} (step {self.saved_step}) is kept, the last checkpoint before it" if last.exists()
+                else "no checkpoint had been written")
+        return (f"Training stopped: {kept}; no record is written. Lower trainer.optimizer.lr, or clip gradients "
+                f"(trainer.grad_clip).")
 
     # -- signals (preemption, time limits) --------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -358,13 +508,29 @@ class Trainer:
         self.finished = self.stopped_early = False
         self.decaying = False  # OpenNMT-py-style decay has started (lr_decay.start_at)
         self.last_save = time.monotonic()
-        last = self.ckpt_dir / "last.pt"
+        self.saved_step = 0
+        last, best = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
         self.resumed_from = None
+        if self.ckpt_dir.is_dir():
+            for orphan in remove_orphan_temporaries(self.ckpt_dir):
+                log.info(f"removed {orphan}, left by a process killed while writing it")
         if cfg["resume"] and last.exists():
             self.load_checkpoint(last)
             self.resumed_from = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step}
             log.info(f"resumed from {last}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
                   f"step {self.step}")
+            if self.best_epoch >= 0:  # fail now, not after the remaining epochs
+                self.check_best_checkpoint()
+        elif cfg["resume"] and best.exists():
+            raise CheckpointError(
+                f"{best} exists but {last} is missing: this run dir holds a run that cannot be continued (best.pt "
+                f"has the best model's weights only: no optimizer state, RNG states or position), and starting over "
+                f"would overwrite its best.pt. To start over: trainer.resume=false; to keep it, move {self.run_dir} "
+                f"away or give the new run its own folder with run_name=NAME.")
+        elif best.exists():  # trainer.resume=false: the old run's best.pt must never stand for this run's
+            log.warning(f"trainer.resume=false: starting over; removing {best} of the earlier run in this folder")
+            best.unlink()
+        self.start_loss_tracking()
 
     def fit(self) -> dict:
         with self.catching_signals():
@@ -397,7 +563,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
                    disable=not cfg["progress"], leave=False, dynamic_ncols=True)
         part = self.epoch_partial
-        for i, batch in enumerate(batches):
+        iterator = iter(batches)
+        for i, batch in enumerate(iterator):
             if i < self.batch_in_epoch:
                 continue  # done before the checkpoint this run resumed from
             batch = move_to(batch, self.device)
@@ -408,19 +575,20 @@ class Trainer:
             if cfg["grad_clip"]:
                 self.scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-                scalars = {**scalars, "grad_norm": float(grad_norm)}
+                scalars = {**scalars, "grad_norm": grad_norm}  # a tensor: read only when logged
             self.scaler.step(self.optimizer)  # skipped (fp16) when the gradients overflowed
             self.scaler.update()
             self.step += 1
             self.batch_in_epoch = i + 1
-            part["loss_sum"] += float(loss.detach())
+            self.track_loss(loss)  # on the device: no synchronisation here
             part["batches"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{part['loss_sum'] / part['batches']:.4f}",
-                            best=f"{self.best_metric:.4f}" if self.best_epoch >= 0 else "-")
             if cfg["log_every_steps"] and self.step % cfg["log_every_steps"] == 0:
+                self.check_finite()
+                bar.set_postfix(loss=f"{float(self._loss_sum) / part['batches']:.4f}",
+                                best=f"{self.best_metric:.4f}" if self.best_epoch >= 0 else "-")
                 self.logger.log({"train/loss": float(loss.detach()), "train/lr": self.lr,
-                                 **{f"train/{k}": v for k, v in scalars.items()}}, step=self.step)
+                                 **{f"train/{k}": float(v) for k, v in scalars.items()}}, step=self.step)
             if self.on_step is not None:
                 self.on_step(self.step)  # may raise Stop (a simulated kill)
             stop_now = self.should_stop_steps()
@@ -432,9 +600,15 @@ class Trainer:
                 self.save_checkpoint()
                 self.handle_signal(saved=True)  # a signal arrived during this step: stop (or requeue) here
             if stop_now:
+                # max_steps inside the epoch: not an epoch end (no validation, no epoch counted); the same command
+                # with a larger max_steps continues this epoch where it stopped
+                more = self.batch_in_epoch < total if total is not None else next(iterator, None) is not None
+                self.finished = more
                 break
         bar.close()
         part["seconds"] = time.perf_counter() - start
+        self.check_finite()
+        part["loss_sum"] = float(self._loss_sum)
 
     @property
     def lr(self) -> float:
@@ -455,6 +629,9 @@ class Trainer:
         eval_start = time.perf_counter()
         valid = self.evaluate("valid")
         metric = valid[self.task.metric]
+        if not math.isfinite(metric):  # never a best model, never a record
+            raise TrainingDiverged(f"validation {self.task.metric} is {metric} after epoch {self.epoch + 1}: the "
+                                   f"model's outputs are not finite. {self._stopped_here()}")
         improved = metric > self.best_metric
         if improved:
             self.best_metric, self.best_epoch, self.bad_epochs = metric, self.epoch, 0
@@ -485,6 +662,7 @@ class Trainer:
         self.epoch += 1
         self.batch_in_epoch = 0
         self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
+        self._loss_sum.zero_()
         patience = cfg["patience"]
         if patience and self.bad_epochs >= patience:
             log.info(f"early stopping: no improvement for {self.bad_epochs} epochs")
@@ -494,24 +672,40 @@ class Trainer:
         self.save_checkpoint()
 
     def final_evaluation(self) -> dict:
-        best = self.ckpt_dir / "best.pt"
-        if best.exists():
-            self.model.load_state_dict(load_checkpoint_file(best)["model"])
-        elif not self.history:  # stopped before the first epoch end (max_steps): evaluate what we have
-            log.info("no epoch finished: evaluating the current model")
-        valid = self.evaluate("valid")
+        """The best model on validation, evaluated on valid and test: best.pt (the best epoch end), or, when
+        ``max_steps`` stopped inside an epoch, the model at that last step if it does better on validation (or if
+        no epoch ended). ``best_epoch`` (1-based) names the epoch of best.pt, None for the last-step model;
+        ``best_step`` is the step of the model evaluated either way."""
+        metric = self.task.metric
+        best_epoch, best_step, valid = None, self.step, None
+        if self.batch_in_epoch > 0:  # stopped by max_steps inside an epoch: its last model is a candidate too
+            valid = self.evaluate("valid")
+            if not math.isfinite(valid[metric]) and self.best_epoch < 0:
+                raise TrainingDiverged(f"validation {metric} is {valid[metric]} at step {self.step}: the model's "
+                                       f"outputs are not finite. {self._stopped_here()}")
+            if self.best_epoch < 0 or valid[metric] > self.best_metric:
+                log.info(f"max_steps stopped epoch {self.epoch + 1} after {self.batch_in_epoch} batches: the model "
+                         f"at step {self.step} is evaluated (valid {metric} {valid[metric]:.4f})")
+            else:
+                valid = None
+        if valid is None and self.best_epoch >= 0:
+            self.model.load_state_dict(self.check_best_checkpoint()["model"])
+            best_epoch, best_step = self.best_epoch + 1, self.history[self.best_epoch]["step"]
+            valid = self.evaluate("valid")
+        elif valid is None:  # no step was taken and no epoch ended
+            valid = self.evaluate("valid")
         test = self.evaluate("test") if self.cfg["eval_test"] else {}
         self.task_end()
         summary = {
-            "valid": valid, "test": test, "best_epoch": self.best_epoch + 1, "epochs": len(self.history),
+            "valid": valid, "test": test, "best_epoch": best_epoch, "best_step": best_step,
+            "epochs": len(self.history),
             "steps": self.step, "precision": str(self.cfg["precision"]),
             "time_per_epoch_s": float(np.mean(self.epoch_times)) if self.epoch_times else None,
             "history": self.history, "resumed_from": self.resumed_from, "device": str(self.device),
         }
         self.logger.summary({**{f"best_valid/{k}": v for k, v in valid.items() if isinstance(v, float)},
                              **{f"test/{k}": v for k, v in test.items() if isinstance(v, float)}})
-        metric = self.task.metric
-        log.info(f"best epoch {summary['best_epoch']}: valid {metric} {valid.get(metric, float('nan')):.4f}"
+        log.info(f"best epoch {summary['best_epoch']} (step {best_step}): valid {metric} {valid.get(metric, float('nan')):.4f}"
               + (f", test {metric} {test.get(metric, float('nan')):.4f}" if test else ""))
         return summary
 
