@@ -52,6 +52,10 @@ class DataMissingError(RuntimeError):
     """A data file is neither on disk nor downloadable; the message says which file to put where."""
 
 
+class EmptyDataError(DataMissingError):
+    """A data file (or a split made from it) with no usable example; the message names the file and why."""
+
+
 class ChecksumError(DataMissingError):
     """A downloaded (or cached) file does not have the expected sha256."""
 

@@ -20,19 +20,26 @@ from __future__ import annotations
 
 import logging
 
+import math
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import records
 from .download import DataMissingError
 from .loggers import build_logger
-from .trainer import Preempted, RunMismatchError, Trainer
+from .snli.data import SNLIFormatError
+from .trainer import PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,152 @@ def run_identity(config: dict) -> dict:
     return flat
 
 
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range; the message names the key, the value and what is allowed."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# key -> (test, what is allowed); a key absent from the config is not checked. "*" matches one key level.
+_INT = lambda low: (lambda v: _is_int(v) and v >= low, f"an integer >= {low}")  # noqa: E731
+_INT_OR_NULL = lambda low: (lambda v: v is None or _is_int(v) and v >= low, f"an integer >= {low}, or null")  # noqa
+_NUMBER = lambda low: (lambda v: _is_number(v) and v >= low, f"a number >= {low:g}")  # noqa: E731
+_NUMBER_OR_NULL = lambda low: (lambda v: v is None or _is_number(v) and v >= low,  # noqa: E731
+                               f"a number >= {low:g}, or null")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+CONFIG_RULES = {
+    "seed": (_is_int, "an integer"),
+    "trainer.epochs": _INT(1),
+    "trainer.max_steps": _INT_OR_NULL(1),
+    "trainer.optimizer.name": (lambda v: str(v).lower() in ("adam", "adamw", "sgd"), "adam, adamw or sgd"),
+    "trainer.optimizer.lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "trainer.optimizer.weight_decay": _NUMBER(0),
+    "trainer.optimizer.momentum": _NUMBER(0),
+    "trainer.optimizer.betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2
+                                and all(_is_number(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "trainer.lr_decay.factor": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "trainer.lr_decay.patience": _INT(0),
+    "trainer.lr_decay.min_lr": _NUMBER(0),
+    "trainer.lr_decay.start_at": _INT_OR_NULL(1),
+    "trainer.grad_clip": _NUMBER_OR_NULL(0),
+    "trainer.patience": _INT_OR_NULL(0),
+    "trainer.checkpoint_every_steps": _INT_OR_NULL(0),
+    "trainer.checkpoint_every_minutes": _NUMBER_OR_NULL(0),
+    "trainer.log_every_steps": _INT_OR_NULL(0),
+    "trainer.threads": _INT_OR_NULL(1),
+    "trainer.precision": (lambda v: str(v).lower() in PRECISIONS, "fp32, bf16 or fp16"),
+    "trainer.device": (lambda v: v in (None, "auto") or _parses_as_device(v), "auto, cpu, cuda or cuda:N"),
+    **{f"trainer.{k}": _BOOL for k in ("resume", "progress", "deterministic", "eval_test")},
+    "task.batch_size": _INT(1), "task.eval_batch_size": _INT(1), "task.*.batch_size": _INT(1),
+    "task.threads": _INT_OR_NULL(1),
+    "task.model.dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    **{f"task.model.{k}": _INT(1) for k in ("hidden", "embedding_dim", "layers", "rnn_size", "word_vec_size")},
+    "task.train.max_src_len": _INT_OR_NULL(1), "task.train.max_tgt_len": _INT_OR_NULL(1),
+    "task.decode.beam": _INT(1),
+}
+
+
+def _parses_as_device(value) -> bool:
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _lookup(config: dict, pattern: str):
+    """(dotted key, value) of the config entries matching ``pattern`` ("*" matches one level)."""
+    nodes = [("", config)]
+    for part in pattern.split("."):
+        found = []
+        for prefix, node in nodes:
+            if not isinstance(node, dict):
+                continue
+            keys = list(node) if part == "*" else [part] if part in node else []
+            found += [(f"{prefix}{k}", node[k]) for k in keys]
+        nodes = [(f"{key}.", value) for key, value in found]
+    return [(key[:-1], value) for key, value in nodes]
+
+
+def validate_config(config: dict) -> None:
+    """Check the resolved config before anything is read or built: a ``ConfigError`` naming the key, the value
+    and what is allowed. The attention parameters go through the library's own checks (``attention.build``)."""
+    for pattern, (test, allowed) in CONFIG_RULES.items():
+        for key, value in _lookup(config, pattern):
+            if isinstance(value, dict):
+                continue
+            try:
+                ok = test(value)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"config {key}={value!r}: must be {allowed}")
+    spec = dict(config.get("attention") or {})
+    spec.pop("_target_", None)
+    name = spec.pop("name", None)
+    import attention
+
+    try:
+        attention.build(name, **spec)
+    except (TypeError, ValueError, KeyError) as error:
+        shown = " ".join(f"attention.{k}={v!r}" for k, v in spec.items())
+        raise ConfigError(f"config attention={name!r} {shown}: {str(error).splitlines()[0]}") from None
+
+
+def remove_if_empty(run_dir: str | os.PathLike) -> bool:
+    """Remove a run dir holding only what Hydra writes before the job starts (.hydra/, <job>.log): a run that
+    failed on its config or data leaves no empty folder that looks like a run. Returns whether it was removed."""
+    run_dir = Path(run_dir)
+    try:
+        entries = {p.name for p in run_dir.iterdir()}
+    except OSError:
+        return False
+    if not entries <= {".hydra", "train.log", "stage.log"}:
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+def _config_without_hydra(config: DictConfig) -> dict:
+    copy = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    return OmegaConf.to_container(copy, resolve=True)
+
+
+class Preflight(Callback):
+    """A Hydra callback (configs/train.yaml ``hydra.callbacks``) run before Hydra creates the run dir: the config
+    is validated (``validate_config``) and the run dir checked writable, each failure one line and exit code 2
+    instead of a traceback from Hydra's logging setup, and no run dir is left behind by a config error."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the config (run_job sets it again)
+        try:
+            validate_config(_config_without_hydra(config))
+        except ConfigError as error:
+            _fail(error)
+        check_writable(Path(config.hydra.run.dir))
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        _fail(f"the run dir {folder} cannot be written: {os.strerror(error.errno) if error.errno else error} "
+              f"({error.filename or folder}). Make it writable, or put runs elsewhere with hydra.run.dir=DIR.")
+
+
+def _fail(message, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
 if not OmegaConf.has_resolver("run_name_from"):
     OmegaConf.register_new_resolver("run_name_from", run_name_from)
 
@@ -97,6 +250,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
     without Hydra's main)."""
     started, start = records.now(), time.perf_counter()
     config = OmegaConf.to_container(cfg, resolve=True)
+    validate_config(config)  # before any data is read
     attention_cfg = config["attention"]
     task = hydra.utils.instantiate(cfg.task, attention=attention_cfg, seed=cfg.seed, data_dir=cfg.data_dir,
                                    _recursive_=False, _convert_="all")
@@ -111,6 +265,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
             task=task.name, attention=attention_cfg, run=cfg.run_name, seed=cfg.seed, metric=task.metric,
             summary=summary, config=config, started=started, wall_time_s=time.perf_counter() - start,
             run_dir=run_dir)
+        record = records.finite_json(record)  # the same strict JSON for the file and for the logger
         path = records.write_record(records.record_path(cfg.results_dir, task.name, attention_cfg["name"],
                                                         cfg.run_name), record)
         log.info(f"record: {path}")
@@ -126,9 +281,13 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         record = run(cfg, run_dir)
-    except (DataMissingError, RunMismatchError) as error:  # a message for the user, not a traceback
-        print(f"\nerror: {error}", file=sys.stderr)
-        sys.exit(2)
+    except (ConfigError, DataMissingError, SNLIFormatError) as error:  # refused before training
+        remove_if_empty(run_dir)
+        _fail(error)
+    except (RunMismatchError, CheckpointError, records.RecordError) as error:  # a message, not a traceback
+        _fail(error)
+    except TrainingDiverged as error:  # no record; the last good checkpoint is kept
+        _fail(error, code=3)
     except Preempted as stopped:  # checkpoint written; the same command continues (128 + signal, like a kill)
         print(f"\n{stopped}", file=sys.stderr)
         sys.exit(128 + int(stopped.signum))

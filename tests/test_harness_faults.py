@@ -251,3 +251,154 @@ def test_orphan_temporary_checkpoints_are_removed_on_start(tmp_path):
     trainer = Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1)
     trainer.setup()
     assert not dead.exists() and alive.exists()
+
+
+# -- through the command line: one line, an exit code, no record, no empty run dir ------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(tmp_path, *args, checks=True, flags=(), timeout=300):
+    """``python -m tasks.train`` (attention checks off if ``checks`` is False, as on a GPU); (rc, stdout+stderr)."""
+    import subprocess
+    import sys
+
+    code = ("import runpy, attention; attention.set_checks(False); "
+            "runpy.run_module('tasks.train', run_name='__main__', alter_sys=True)")
+    prefix = [sys.executable, "-m", "tasks.train"] if checks else [sys.executable, "-c", code]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run([*prefix, *flags, "experiment=smoke_snli", f"results_dir={tmp_path}/results", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("seed=abc", "config seed='abc': must be an integer"),
+    ("trainer.epochs=abc", "config trainer.epochs='abc': must be an integer >= 1"),
+    ("trainer.optimizer.lr=abc", "config trainer.optimizer.lr='abc': must be a number > 0"),
+    ("task.batch_size=0", "config task.batch_size=0: must be an integer >= 1"),
+    ("attention.gamma=0", "attention.gamma=0 attention.lam=0.1: fusedmax: gamma must be > 0"),
+])
+def test_bad_config_values_are_one_line_before_any_data(tmp_path, override, expected):
+    rc, out = cli(tmp_path, "attention=fusedmax", override, f"hydra.run.dir={tmp_path}/run",
+                  "task.data.root=/nonexistent")  # data is never looked at
+    assert rc == 2 and out.strip().splitlines()[-1] == f"error: {expected}" if "attention" not in override else \
+        rc == 2 and expected in out.strip().splitlines()[-1]
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
+def test_bad_config_in_a_sweep_leaves_no_empty_run_dir(tmp_path):
+    rc, out = cli(tmp_path, "trainer.epochs=0", f"hydra.sweep.dir={tmp_path}/sweep", flags=["-m"])
+    assert rc != 0 and "config trainer.epochs=0: must be an integer >= 1" in out
+    assert not list((tmp_path / "sweep").glob("*/*/.hydra"))
+
+
+def test_unwritable_run_dir_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    rc, out = cli(tmp_path, f"hydra.run.dir={tmp_path}/a_file/run")
+    assert rc == 2 and f"error: the run dir {tmp_path}/a_file/run cannot be written: Not a directory" in out
+    assert "Traceback" not in out
+
+
+def test_diverging_run_exits_non_zero_without_a_record(tmp_path):
+    """`experiment=demo trainer.optimizer.lr=1e30 trainer.grad_clip=null` with attention checks off used to train
+    on nan, keep a nan best.pt and write a record with bare NaN tokens, exit code 0."""
+    rc, out = cli(tmp_path, "trainer.optimizer.lr=1e30", "trainer.grad_clip=null", f"hydra.run.dir={tmp_path}/run",
+                  checks=False)
+    assert rc == 3 and "training diverged" in out.strip().splitlines()[-1], out[-2000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+
+
+# -- 2. empty or unusable data is refused before training, naming the file --------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def _snli_root(tmp_path, train: bytes | None = None, valid: bytes | None = None, gz=False):
+    root = tmp_path / "snli"
+    root.mkdir()
+    for split, content in (("train", train), ("dev", valid)):
+        name = f"snli_1.0_{split}.jsonl"
+        data = content if content is not None else (DATA / "snli" / name).read_bytes()
+        if gz:
+            import gzip
+
+            (root / f"{name}.gz").write_bytes(gzip.compress(data) if data else b"")
+        else:
+            (root / name).write_bytes(data)
+    return root
+
+
+def _no_consensus(name):
+    lines = (DATA / "snli" / name).read_text().splitlines()
+    return "".join(json.dumps({**json.loads(line), "gold_label": "-"}) + "\n" for line in lines).encode()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("case,content,expected", [
+    ("train", b"", r"snli_1.0_train.jsonl(.gz)?: it is empty"),
+    ("train", "no_consensus", r"snli_1.0_train.jsonl(.gz)?: every one of its 150 examples has gold_label '-'"),
+    ("valid", b"", r"snli_1.0_dev.jsonl(.gz)?: it is empty"),
+])
+def test_empty_snli_files_are_refused(tmp_path, gz, case, content, expected):
+    from tasks.download import EmptyDataError
+    from tasks.snli import data as snli_data
+
+    if content == "no_consensus":
+        content = _no_consensus("snli_1.0_train.jsonl")
+    root = _snli_root(tmp_path, **{case: content}, gz=gz)
+    files = {"train": "snli_1.0_train.jsonl", "valid": "snli_1.0_dev.jsonl", "test": None}
+    with pytest.raises(EmptyDataError, match=expected):
+        snli_data.load({"root": str(root), "files": files}, tmp_path / "cache")
+
+
+def test_empty_gzip_of_zero_bytes_is_refused_through_the_trainer(tmp_path):
+    """The whole path: a 0-byte train file used to give 0 steps an epoch and a chance-level record."""
+    from tasks.download import EmptyDataError
+    from tasks.snli.task import SNLITask
+
+    root = _snli_root(tmp_path, train=b"", gz=True)
+    task = SNLITask(attention={"name": "softmax"}, data={"root": str(root), "files": {
+        "train": "snli_1.0_train.jsonl.gz", "valid": "snli_1.0_dev.jsonl.gz", "test": None}},
+        embeddings=None, model={"hidden": 8, "embedding_dim": 8}, batch_size=10, progress=False)
+    with pytest.raises(EmptyDataError, match="snli_1.0_train.jsonl.gz: it is empty"):
+        Trainer(task, QUIET, tmp_path / "run", seed=1).fit()
+
+
+def _multi30k_root(tmp_path, **replace):
+    import gzip
+    import shutil
+
+    root = tmp_path / "multi30k"
+    shutil.copytree(DATA / "multi30k", root)
+    for name, lines in replace.items():
+        (root / f"{name}.gz").write_bytes(gzip.compress("".join(f"{line}\n" for line in lines).encode()))
+    return root
+
+
+@pytest.mark.parametrize("replace,expected", [
+    ({"train.de": []}, r"train.de.gz is empty"),
+    ({"val.en": []}, r"val.en.gz is empty"),
+    ({"train.en": ["a b c"] * 79}, r"train.de.gz has 80 lines, .*train.en.gz has 79"),
+])
+def test_unusable_seq2seq_files_are_refused(tmp_path, replace, expected):
+    from tasks.download import DataMissingError
+    from tasks.seq2seq import data as D
+    from tasks.seq2seq.task import _Cfg
+
+    root = _multi30k_root(tmp_path, **replace)
+    with pytest.raises(DataMissingError, match=expected):
+        D.load_splits("multi30k", _Cfg(root=str(root), src_lang="de", tgt_lang="en", cache=str(tmp_path)))
+
+
+def test_length_filter_that_drops_every_pair_is_refused(tmp_path):
+    from tasks.download import EmptyDataError
+    from tasks.seq2seq.task import Multi30kTask
+
+    task = Multi30kTask(name="multi30k", data={"root": str(DATA / "multi30k"), "src_lang": "de", "tgt_lang": "en"},
+                        attention={"name": "softmax"}, train={"max_src_len": 1, "max_tgt_len": 1},
+                        data_dir=str(tmp_path))
+    with pytest.raises(EmptyDataError, match=r"max_src_len=1 and max_tgt_len=1 drop every one of the 80 training "
+                                             r"pairs of .*train.de.gz"):
+        task.setup()

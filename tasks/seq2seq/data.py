@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.download import DataMissingError, fetch, missing_message, obtain
+from tasks.download import DataMissingError, EmptyDataError, fetch, missing_message, obtain
 from tasks.vocab import Vocab
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -124,6 +124,7 @@ class Parallel:
     tgt_raw: list[str] | None = None  # untokenized references, when the corpus has them
     refs: list[list[list[str]]] | None = None  # several references per source (DUC-2004)
     name: str = ""
+    files: tuple = ()  # the files it was read from (for error messages)
 
     def __len__(self) -> int:
         return len(self.src)
@@ -132,7 +133,7 @@ class Parallel:
         index = list(index)
         return Parallel([self.src[i] for i in index], [self.tgt[i] for i in index],
                         None if self.tgt_raw is None else [self.tgt_raw[i] for i in index],
-                        None if self.refs is None else [self.refs[i] for i in index], self.name)
+                        None if self.refs is None else [self.refs[i] for i in index], self.name, self.files)
 
 
 # ------------------------------------------------------------------------------------------------- text helpers
@@ -180,14 +181,14 @@ def multi30k_file(cfg, split: str, lang: str) -> Path:
 
 
 def load_multi30k(cfg, split: str) -> Parallel:
-    src_lines = read_lines(multi30k_file(cfg, split, cfg.src_lang))
-    tgt_lines = read_lines(multi30k_file(cfg, split, cfg.tgt_lang))
-    _check_aligned(src_lines, tgt_lines, f"multi30k {split}")
+    src_path, tgt_path = multi30k_file(cfg, split, cfg.src_lang), multi30k_file(cfg, split, cfg.tgt_lang)
+    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
+    check_parallel_files(src_path, tgt_path, src_lines, tgt_lines, f"multi30k {split}")
     lc = bool(cfg.get("lowercase", True))
     src = [tokenize(s, cfg.src_lang, lc) for s in src_lines]
     tgt = [tokenize(t, cfg.tgt_lang, lc) for t in tgt_lines]
     raw = [t.strip().lower() if lc else t.strip() for t in tgt_lines]
-    return Parallel(src, tgt, raw, name=f"multi30k.{split}")
+    return Parallel(src, tgt, raw, name=f"multi30k.{split}", files=(str(src_path), str(tgt_path)))
 
 
 # ------------------------------------------------------------------------------------------------- IWSLT14
@@ -319,7 +320,7 @@ def iwslt14_dir(cfg) -> Path:
 def load_iwslt14(cfg, split: str) -> Parallel:
     directory = iwslt14_dir(cfg)
     name = cfg.get("files", {}).get(split, split) if cfg.get("files") else split
-    lines = {}
+    lines, paths = {}, {}
     for lang in (cfg.src_lang, cfg.tgt_lang):
         path = find_local(directory, f"{name}.{lang}")
         if path is None and cfg.get("preprocessed", False):
@@ -327,13 +328,15 @@ def load_iwslt14(cfg, split: str) -> Parallel:
         if path is None:
             raise DataMissingError(missing_message(Path(directory) / f"{name}.{lang}", None, hint=(
                 "the output of prepare-iwslt14.sh: {train,valid,test}.{de,en}, tokenized and lowercased")))
-        lines[lang] = read_lines(path)
-    _check_aligned(lines[cfg.src_lang], lines[cfg.tgt_lang], f"iwslt14 {split}")
+        lines[lang], paths[lang] = read_lines(path), path
+    check_parallel_files(paths[cfg.src_lang], paths[cfg.tgt_lang], lines[cfg.src_lang], lines[cfg.tgt_lang],
+                         f"iwslt14 {split}")
     lc = bool(cfg.get("lowercase", True))
     conv = (lambda s: s.lower()) if lc else (lambda s: s)
     src = [conv(s).split() for s in lines[cfg.src_lang]]
     tgt = [conv(t).split() for t in lines[cfg.tgt_lang]]
-    return Parallel(src, tgt, None, name=f"iwslt14.{split}")
+    return Parallel(src, tgt, None, name=f"iwslt14.{split}",
+                    files=(str(paths[cfg.src_lang]), str(paths[cfg.tgt_lang])))
 
 
 # ------------------------------------------------------------------------------------------------- Gigaword / DUC
@@ -402,11 +405,11 @@ def _extract_sumdata(archive: Path, root: Path) -> None:
 def load_gigaword(cfg, split: str) -> Parallel:
     article, title = gigaword_files(cfg, split)
     src_lines, tgt_lines = read_lines(article), read_lines(title)
-    _check_aligned(src_lines, tgt_lines, f"gigaword {split}")
+    check_parallel_files(article, title, src_lines, tgt_lines, f"gigaword {split}")
     lc, digits = bool(cfg.get("lowercase", True)), bool(cfg.get("digits_to_hash", True))
     src = [_giga_normalize(s, lc, digits) for s in src_lines]
     tgt = [_giga_normalize(t, lc, digits) for t in tgt_lines]
-    return Parallel(src, tgt, None, name=f"gigaword.{split}")
+    return Parallel(src, tgt, None, name=f"gigaword.{split}", files=(str(article), str(title)))
 
 
 def load_duc2004(cfg) -> Parallel:
@@ -426,9 +429,10 @@ def load_duc2004(cfg) -> Parallel:
     src = [_giga_normalize(s, lc, digits) for s in read_lines(inp)]
     refs_lines = [read_lines(p) for p in refs_files]
     for p, lines in zip(refs_files, refs_lines):
-        _check_aligned(src, lines, f"DUC-2004 {p.name}")
+        check_parallel_files(inp, p, src, lines, "DUC-2004")
     refs = [[_giga_normalize(lines[i], lc, digits) for lines in refs_lines] for i in range(len(src))]
-    return Parallel(src, [r[0] for r in refs], None, refs=refs, name="duc2004")
+    return Parallel(src, [r[0] for r in refs], None, refs=refs, name="duc2004",
+                    files=(str(inp), *map(str, refs_files)))
 
 
 LOADERS = {"multi30k": load_multi30k, "iwslt14": load_iwslt14, "gigaword": load_gigaword}
@@ -535,9 +539,16 @@ def length_batches(pairs, batch_size: int, generator: torch.Generator | None = N
 
 
 # ------------------------------------------------------------------------------------------------- misc
-def _check_aligned(a: list, b: list, what: str) -> None:
-    if len(a) != len(b):
-        raise DataMissingError(f"{what}: source and target files are not line-aligned ({len(a)} vs {len(b)} lines)")
+def check_parallel_files(src_path, tgt_path, src_lines: list, tgt_lines: list, what: str) -> None:
+    """Refuse, naming the file, an empty file or a source and a target whose line counts differ (line i of one is
+    the translation of line i of the other: a missing line shifts every pair after it)."""
+    for path, lines in ((src_path, src_lines), (tgt_path, tgt_lines)):
+        if not lines:
+            raise EmptyDataError(f"{what}: {path} is empty (no line): nothing to train or evaluate on")
+    if len(src_lines) != len(tgt_lines):
+        raise DataMissingError(
+            f"{what}: source and target files are not line-aligned: {src_path} has {len(src_lines)} lines, "
+            f"{tgt_path} has {len(tgt_lines)} (line i of one must be the pair of line i of the other)")
 
 
 def _mirrors(cfg) -> list[str]:

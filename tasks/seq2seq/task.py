@@ -132,15 +132,31 @@ class Seq2SeqTask:
                 if not self.duc_cfg.get("optional"):
                     raise
                 print(f"[{self.name}] DUC-2004 not evaluated (task.duc.optional): {str(error).splitlines()[0]}")
+        for split, parallel in self.splits.items():
+            if len(parallel) == 0:
+                where = ", ".join(parallel.files) or parallel.name
+                raise D.EmptyDataError(f"{self.name}: the {split} split is empty ({where})")
         train = self.splits["train"]
-        if len(train) == 0:
-            raise ValueError(f"{self.name}: empty training set")
+        self.check_length_filter(train)
         v = self.vocab_cfg
         self.src_vocab = Vocab.build(train.src, min_freq=v["min_freq"], max_size=v["src_size"])
         self.tgt_vocab = Vocab.build(train.tgt, min_freq=v["min_freq"], max_size=v["tgt_size"])
         self.encoded = {k: D.encode_pairs(p, self.src_vocab, self.tgt_vocab) for k, p in self.splits.items()}
         sizes = ", ".join(f"{k} {len(p)}" for k, p in self.splits.items())
         print(f"[{self.name}] {sizes} pairs; vocab src {len(self.src_vocab)}, tgt {len(self.tgt_vocab)}")
+
+    def check_length_filter(self, train: "D.Parallel") -> None:
+        """Training drops pairs longer than ``train.max_src_len`` / ``max_tgt_len`` (``length_batches``): refuse
+        now if that leaves nothing, rather than train for 0 steps an epoch."""
+        max_src, max_tgt = self.train_cfg["max_src_len"], self.train_cfg["max_tgt_len"]
+        kept = sum(1 for s, t in zip(train.src, train.tgt)
+                   if (max_src is None or len(s) <= max_src) and (max_tgt is None or len(t) <= max_tgt))
+        if kept == 0:
+            shortest = min(len(s) for s in train.src), min(len(t) for t in train.tgt)
+            raise D.EmptyDataError(
+                f"{self.name}: task.train.max_src_len={max_src} and max_tgt_len={max_tgt} drop every one of the "
+                f"{len(train)} training pairs of {', '.join(train.files) or train.name} (shortest source "
+                f"{shortest[0]} tokens, shortest target {shortest[1]}): raise the limits")
 
     def build_model(self) -> torch.nn.Module:
         m = self.model_cfg

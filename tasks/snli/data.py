@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..download import DataMissingError, fetch, obtain, open_text
+from ..download import DataMissingError, EmptyDataError, fetch, obtain, open_text
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def parse_leaves(parse: str) -> list[str]:
 
 def read_jsonl(path: str | Path, member: str | None = None, lowercase: bool = False) -> list[Example]:
     where = f"{path}:{member}" if member else str(path)
-    examples = []
+    examples, lines, no_consensus = [], 0, 0
     with open_text(path, member) as f:
         lineno = 0
         while True:
@@ -82,10 +82,12 @@ def read_jsonl(path: str | Path, member: str | None = None, lowercase: bool = Fa
                 break
             if not line.strip():
                 continue
+            lines += 1
             try:
                 row = json.loads(line)
                 gold = row["gold_label"]
                 if gold == "-":
+                    no_consensus += 1
                     continue
                 if gold not in LABELS:
                     raise ValueError(f"unknown gold_label {gold!r}")
@@ -98,6 +100,10 @@ def read_jsonl(path: str | Path, member: str | None = None, lowercase: bool = Fa
                 kind = "missing key" if isinstance(error, KeyError) else "malformed line"
                 raise SNLIFormatError(f"{where}, line {lineno}: {kind}: {error}") from None
             examples.append(Example(sides[0], sides[1], LABELS.index(gold)))
+    if not examples:
+        why = (f"every one of its {lines} examples has gold_label '-' (no annotator consensus: dropped)" if lines
+               else "it is empty (no line)")
+        raise EmptyDataError(f"SNLI: no usable example in {where}: {why}")
     return examples
 
 
@@ -171,6 +177,13 @@ def load(cfg: dict, data_dir: str | Path, progress: bool = True) -> dict[str, li
             valid = splits["valid"]
             cut = len(valid) - int(round(len(valid) * float(fraction)))
             splits["valid"], splits["test"] = valid[:cut], valid[cut:]
+            for split in ("valid", "test"):
+                if not splits[split]:
+                    path, member = where["valid"]
+                    raise EmptyDataError(
+                        f"SNLI: task.data.test_from_valid={fraction} leaves the {split} split empty ({len(valid)} "
+                        f"examples in {f'{path}:{member}' if member else path}); use a fraction in (0, 1) that keeps "
+                        f"both halves non-empty")
         else:
             splits["test"] = splits["valid"]
             log.info("no test file and no test_from_valid: the test metrics are the validation metrics")
