@@ -142,6 +142,9 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
     if not -scores.dim() <= dim < scores.dim():
         raise ValueError(f"{mapping}: dim={dim} is out of range for scores of shape {tuple(scores.shape)}")
     dim = dim % scores.dim()
+    if scores.shape[dim] == 0 and scores.numel() == 0 and math.prod(scores.shape[:dim] + scores.shape[dim + 1:]):
+        raise ValueError(f"{mapping}: scores of shape {tuple(scores.shape)} have no entry along dim={dim}: there is "
+                         f"nothing to normalize over (a row needs at least one score; mask entries out instead)")
 
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
@@ -162,7 +165,7 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
     moved = scores.movedim(dim, -1)
     shape = moved.shape
     d = shape[-1]
-    values = moved.reshape(-1, d).to(work_dtype)
+    values = moved.reshape(math.prod(shape[:-1]), d).to(work_dtype)  # (not -1: ambiguous for 0 rows of 0)
     n = values.shape[0]
     order = None
     if mask is None:

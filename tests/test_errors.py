@@ -265,3 +265,12 @@ def test_smooth_parameters_are_numbers():
         attention.build("entmax", lam=0.1)
     with pytest.raises(TypeError, match=r"regularizer\('sq_pnorm_max'\): unexpected parameters \['alpha'\]"):
         attention.regularizer(torch.rand(3), "sq_pnorm_max", alpha=1.5)
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_rows_without_entries_are_a_clear_error(case):
+    """A (3, 0) score tensor gave torch's "cannot reshape tensor of 0 elements into shape [-1, 0]"."""
+    with pytest.raises(ValueError, match=r"scores of shape \(3, 0\) have no entry along dim=1"):
+        call(case, torch.zeros(3, 0))
+    assert call(case, torch.zeros(0, 4)).shape == (0, 4)  # no rows at all: an empty result
+    assert call(case, torch.zeros(0, 0)).shape == (0, 0)
