@@ -223,23 +223,47 @@ def content_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def verify_once(path: str | os.PathLike, sha256: str, url: str | None = None, content: bool = True) -> Path:
+    """``path`` checked against its recorded sha256 (of the uncompressed content, or of the file itself with
+    ``content=False``) once: a match is recorded in a marker beside it (``.<name>.sha256-ok``: the hash, size and
+    modification time), and later calls with the same file only compare that. A mismatch is a ``ChecksumError``."""
+    path = Path(path)
+    stat = path.stat()
+    stamp = f"{sha256} {stat.st_size} {stat.st_mtime_ns}\n"
+    marker = path.with_name(f".{path.name}.sha256-ok")
+    with contextlib.suppress(OSError):
+        if marker.read_text() == stamp:
+            return path
+    got = content_sha256(path) if content else sha256sum(path)
+    if got != sha256.lower():
+        raise ChecksumError(f"{path}: its {'content' if content else 'file'} has sha256 {got}, not the recorded "
+                            f"{sha256}: a damaged, partial or different file. Delete it (or replace it) to use the "
+                            f"public copy{f' ({url})' if url else ''}.")
+    with contextlib.suppress(OSError):  # a read-only folder: verified again next time
+        marker.write_text(stamp)
+    return path
+
+
 def obtain(name: str, url: str | None, cache_dir: str | os.PathLike, local_dirs=(), content_sha: str | None = None,
            progress: bool = True, hint: str = "") -> Path:
     """The file ``name`` (a relative path): from the first local folder that has it (as is, or with ``.gz``
-    added or removed: used as it is, the folder is yours), else from the cache, else downloaded from ``url`` into
-    the cache. ``content_sha``: sha256 of the uncompressed content, checked for cached and downloaded copies."""
+    added or removed: used as it is, the folder is yours, unless the folder is the cache itself: see below), else
+    from the cache, else downloaded from ``url`` into the cache. ``content_sha``: sha256 of the uncompressed
+    content, checked for downloaded copies and for files found in the cache (the CPU presets' default mirror is
+    the cache, ``data_dir``), once per file (``verify_once``)."""
     base = name[:-3] if name.endswith(".gz") else name
     candidates = [Path(d) / n for d in local_dirs if d for n in dict.fromkeys((name, base, base + ".gz"))]
     cache = Path(cache_dir) / (base + ".gz" if url and url.endswith(".gz") else base)  # named as its content is
     for path in candidates:
         if path.is_file():
-            return path
+            return verify_once(path, content_sha, url) if content_sha and inside(path, cache_dir) else path
     for path in [cache]:
         if path.is_file():
-            if content_sha and content_sha256(path) != content_sha:
-                raise ChecksumError(f"{path}: its content is not that of {name} (sha256 of the uncompressed content "
-                                    f"is not {content_sha}). Replace or delete it; the public copy is {url}.")
-            return path
+            return verify_once(path, content_sha, url) if content_sha else path
     if not url:
         where = ", ".join(str(d) for d in local_dirs if d) or "(no folder given)"
         raise DataMissingError(missing_message(Path(local_dirs[0] if local_dirs else cache_dir) / name, None,

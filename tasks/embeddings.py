@@ -149,8 +149,10 @@ def glove_file(cfg: dict, cache_dir: str | os.PathLike, progress: bool = True) -
         member = member if path.name.lower().endswith(".zip") else None
     else:
         url = cfg["url"]
-        if path is not None:
-            log.info(f"{path} (embeddings.path) not found: using {url}")
+        if path is not None:  # a typo here would otherwise cost a large download without a word
+            log.warning(f"embeddings.path={path} does not exist: using the canonical vectors instead, {url} "
+                        f"(downloaded into {cache_dir} unless already there). Check embeddings.path if you meant "
+                        f"a local file.")
         text = fetch(url, Path(cache_dir) / url.rsplit("/", 1)[-1], sha256=cfg.get("sha256"),
                      mirrors=cfg.get("mirror") or (), progress=progress,
                      hint="or set embeddings.path=FILE (a GloVe .txt/.txt.gz/.zip you have), or embeddings.mirror=URL")

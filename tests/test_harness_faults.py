@@ -402,3 +402,50 @@ def test_length_filter_that_drops_every_pair_is_refused(tmp_path):
     with pytest.raises(EmptyDataError, match=r"max_src_len=1 and max_tgt_len=1 drop every one of the 80 training "
                                              r"pairs of .*train.de.gz"):
         task.setup()
+
+
+# -- 10. a mistyped embeddings.path, preset files in data_dir ----------------------------------------------------
+
+
+def test_mistyped_embeddings_path_warns_before_the_download(tmp_path, monkeypatch, caplog):
+    from tasks.download import DataMissingError
+    from tasks.embeddings import glove_file
+
+    monkeypatch.setenv("DATA_OFFLINE", "1")  # the download itself is refused here
+    with caplog.at_level("WARNING"), pytest.raises(DataMissingError):
+        glove_file({"path": str(tmp_path / "glove.6B.50d.txt.gzz"), "url": "http://127.0.0.1:9/glove.zip"},
+                   tmp_path / "cache", progress=False)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and f"embeddings.path={tmp_path / 'glove.6B.50d.txt.gzz'} does not exist" in warnings[0].message
+
+
+def test_preset_files_in_data_dir_are_verified_once(tmp_path, monkeypatch):
+    """experiment=snli_cpu reads task.data.root=${data_dir}/snli: a file there is the download cache's, and is
+    checked against its recorded checksum (once: a marker records the match for that size and time)."""
+    import gzip
+
+    from tasks import download
+    from tasks.download import ChecksumError, content_sha256
+    from tasks.snli import data as snli_data
+
+    name = "snli_1.0_dev.jsonl.gz"
+    cache = tmp_path / "data"
+    (cache / "snli").mkdir(parents=True)
+    path = cache / "snli" / name
+    path.write_bytes(gzip.compress((DATA / "snli" / "snli_1.0_dev.jsonl").read_bytes()))
+    cfg = {"root": str(cache / "snli"), "files": {"train": name, "valid": name, "test": None}}
+    with pytest.raises(ChecksumError, match=rf"{path}: its content has sha256 .* not the recorded"):
+        snli_data.locate(cfg, cache, progress=False)
+    # the right content (here: the fixture's hash recorded as the file's): verified, then only the marker is read
+    monkeypatch.setitem(snli_data.PUBLIC, name, (snli_data.PUBLIC[name][0], content_sha256(path)))
+    hashed = []
+    monkeypatch.setattr(download, "content_sha256", lambda p: (hashed.append(p), content_sha256(p))[1])
+    assert snli_data.locate(cfg, cache, progress=False)["valid"] == (path, None)
+    assert snli_data.locate(cfg, cache, progress=False)["valid"] == (path, None)
+    assert hashed == [path]  # the second call read the marker
+    # a folder of your own (not the cache) is used as it is
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / name).write_bytes(b"")
+    monkeypatch.setitem(snli_data.PUBLIC, name, (snli_data.PUBLIC[name][0], "0" * 64))
+    assert snli_data.locate({**cfg, "root": str(own)}, cache, progress=False)["valid"] == (own / name, None)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.download import DataMissingError, EmptyDataError, fetch, missing_message, obtain
+from tasks.download import DataMissingError, EmptyDataError, fetch, inside, missing_message, obtain, verify_once
 from tasks.vocab import Vocab
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -86,6 +86,18 @@ PUBLIC = {
                                         "15561a71977ee7bd5de4f8f405ea4adcc2f41220b2d9f9db7f71c23c27f8b9d7"),
     },
 }
+
+
+def verified_local(corpus: str, cfg, name: str, path: Path) -> Path:
+    """A file found in ``data.root``: checked against its recorded checksum (once, ``verify_once``) when it lies in
+    the download cache (``data.cache``, under ``data_dir``: the CPU presets' default root) and has one; a folder of
+    your own is used as it is."""
+    if cfg.get("cache") and inside(path, cfg.cache):
+        if name in PUBLIC.get(corpus, {}):
+            return verify_once(path, PUBLIC[corpus][name][1], PUBLIC[corpus][name][0])
+        if corpus == "multi30k" and path.name in MULTI30K_SHA256:
+            return verify_once(path, MULTI30K_SHA256[path.name], content=False)
+    return path
 
 
 def public_file(corpus: str, cfg, name: str) -> Path | None:
@@ -174,7 +186,7 @@ def multi30k_file(cfg, split: str, lang: str) -> Path:
     if cfg.get("root"):
         path = find_local(cfg.root, name)
         if path is not None:
-            return path  # not there: downloaded from the repository into the cache
+            return verified_local("multi30k", cfg, name, path)  # not there: downloaded into the cache
     return fetch(MULTI30K_URL.format(name=name), Path(cfg.cache) / name, sha256=MULTI30K_SHA256.get(name),
                  mirrors=_mirrors(cfg), desc=f"multi30k {name}",
                  hint="or set task.data.root=DIR with the Multi30k task1 raw files (train.de.gz, …)")
@@ -323,6 +335,8 @@ def load_iwslt14(cfg, split: str) -> Parallel:
     lines, paths = {}, {}
     for lang in (cfg.src_lang, cfg.tgt_lang):
         path = find_local(directory, f"{name}.{lang}")
+        if path is not None and cfg.get("preprocessed", False):  # (prepared here from a release: our own output)
+            path = verified_local("iwslt14", cfg, f"{name}.{lang}", path)
         if path is None and cfg.get("preprocessed", False):
             path = public_file("iwslt14", cfg, f"{name}.{lang}")
         if path is None:
@@ -366,6 +380,8 @@ def gigaword_files(cfg, split: str) -> tuple[Path, Path]:
     found = []
     for name in (article, title):
         path = find_local(root, name)
+        if path is not None:
+            path = verified_local("gigaword", cfg, name, path)
         if path is None:
             path = public_file("gigaword", cfg, name)
         if path is None:
