@@ -14,6 +14,11 @@ logger and launcher settings): ``trainer.epochs=20`` after a finished 10-epoch r
 folder. ``run_identity`` (the resolved config less the same keys) is stored in every checkpoint; resuming a
 checkpoint whose identity differs (say a config file was edited in between) stops with an error that lists the
 differences instead of mixing two runs.
+
+Exit codes: 0 with a record; 2 refused with one line on stderr (a config value, data, a checkpoint, the run dir),
+checked before training where possible (``validate_config``, the ``Preflight`` Hydra callback); 3 diverged
+(non-finite loss or validation metric: no record, the last good checkpoint kept); 128 + N stopped by signal N
+after a checkpoint (the same command continues).
 """
 
 from __future__ import annotations

@@ -24,6 +24,21 @@ What it does, in order:
    every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience`` epochs without
    improvement;
 5. at the end: the best checkpoint is loaded and evaluated on "valid" and "test"; ``task.on_test_end`` runs.
+   When ``max_steps`` stopped inside an epoch, that partial epoch is not an epoch (no validation, not counted, not
+   in ``history``): the model at the last step competes with best.pt on validation (``best_epoch`` None,
+   ``best_step`` its step), and the same command with a larger ``max_steps`` continues inside that epoch.
+
+Faults (each a clear error, never a wrong record):
+- a non-finite training loss stops training (``TrainingDiverged``). The loss sum and the first non-finite step are
+  kept on the device and read at logging steps, before every checkpoint (no checkpoint of non-finite weights) and
+  at epoch ends, so a step adds no device-to-host sync; a non-finite validation metric stops it the same way;
+- resume: ``last.pt`` missing while ``best.pt`` exists stops (``CheckpointError``): starting over would overwrite
+  the best model. ``trainer.resume=false`` starts over and removes the old ``best.pt`` first (it must never stand
+  for the new run). ``best.pt`` missing, damaged or of another epoch than ``last.pt``'s best epoch stops at the
+  resume (not after more training) and at the final evaluation; a damaged ``last.pt`` names the file and the way
+  out;
+- writes: checkpoints are fsync'd before the rename; a full disk or read-only folder is a ``CheckpointError``
+  saying so, the previous checkpoint kept; ``*.tmp-<pid>`` files of dead processes are removed at start.
 
 Same seed, same result on CPU (tests/test_harness_trainer.py asserts it, and that kill + resume gives the same
 weights as an uninterrupted run).
@@ -75,7 +90,8 @@ class Task(Protocol):
         the order is reproducible and a resumed epoch can skip the batches already done."""
 
     def training_loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
-        """The loss to minimise on ``batch`` (a scalar tensor) and scalars to log (floats)."""
+        """The loss to minimise on ``batch`` (a scalar tensor) and scalars to log (floats, or 0-d tensors: those
+        are read only at logging steps, so a step needs no device-to-host sync)."""
 
     def evaluate(self, model: torch.nn.Module, split: str) -> dict:
         """Metrics on ``split`` in {"valid", "test"}: {metric: float, "support": ..., "groups": ..., ...}.

@@ -449,3 +449,13 @@ def test_preset_files_in_data_dir_are_verified_once(tmp_path, monkeypatch):
     (own / name).write_bytes(b"")
     monkeypatch.setitem(snli_data.PUBLIC, name, (snli_data.PUBLIC[name][0], "0" * 64))
     assert snli_data.locate({**cfg, "root": str(own)}, cache, progress=False)["valid"] == (own / name, None)
+
+
+def test_finiteness_is_read_at_checkpoints_and_epoch_ends_not_every_step(tmp_path, monkeypatch):
+    """The non-finite check costs a device-to-host sync on a GPU: it runs at logging steps, checkpoints and epoch
+    ends, not after every step (2 epochs of 8 steps here, no logging, no step checkpoints)."""
+    calls = []
+    real = Trainer.check_finite
+    monkeypatch.setattr(Trainer, "check_finite", lambda self: (calls.append(self.step), real(self))[1])
+    Trainer(make_task(), QUIET, tmp_path / "run", seed=1).fit()
+    assert sorted(set(calls)) == [8, 16]

@@ -117,7 +117,8 @@ class SNLITask:
     def training_loss(self, model, batch: Batch):
         logits = self.forward(model, batch)
         loss = F.cross_entropy(logits, batch.label)
-        return loss, {"accuracy": float((logits.argmax(-1) == batch.label).float().mean())}
+        # a tensor: the trainer reads it only at logging steps (no device-to-host sync every step)
+        return loss, {"accuracy": (logits.argmax(-1) == batch.label).float().mean().detach()}
 
     def eval_batches(self, split: str):
         n = len(self.encoded[split])
