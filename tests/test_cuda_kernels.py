@@ -40,6 +40,14 @@ SIMULATOR_CHECK = textwrap.dedent(
             gpu = _cuda.prox_sparsemax_forward(z, lengths, lam, variant)
             cpu = _cpu_prox_forward(z, lengths, lam, variant)
             torch.testing.assert_close(gpu[0], cpu[0], atol=1e-12 if dtype == torch.float64 else 1e-6, rtol=1e-5)
+    # extreme scales (issue 17: the CPU kernels' screening bound rounded away every entry): the top entry gets all
+    for dtype in (torch.float32, torch.float64):
+        z = torch.tensor([[1e16, 0.0, -3.0], [0.0, 1e30, 5.0]], dtype=dtype)
+        for variant in (_cpu.PROX_TV, _cpu.PROX_SORTED, _cpu.PROX_OWL):
+            for lam in (0.0, 0.3):
+                for y in (_cuda.prox_sparsemax_forward(z, torch.tensor([3, 3]), lam, variant)[0],
+                          _cpu_prox_forward(z, torch.tensor([3, 3]), lam, variant)[0]):
+                    torch.testing.assert_close(y, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=dtype))
     print("simulated kernels agree")
     """
 )
