@@ -721,7 +721,8 @@ class Trainer:
         }
         self.logger.summary({**{f"best_valid/{k}": v for k, v in valid.items() if isinstance(v, float)},
                              **{f"test/{k}": v for k, v in test.items() if isinstance(v, float)}})
-        log.info(f"best epoch {summary['best_epoch']} (step {best_step}): valid {metric} {valid.get(metric, float('nan')):.4f}"
+        log.info(f"best epoch {summary['best_epoch']} (step {best_step}): valid {metric} "
+                 f"{valid.get(metric, float('nan')):.4f}"
               + (f", test {metric} {test.get(metric, float('nan')):.4f}" if test else ""))
         return summary
 
