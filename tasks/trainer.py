@@ -34,9 +34,10 @@ Faults (each a clear error, never a wrong record):
   at epoch ends, so a step adds no device-to-host sync; a non-finite validation metric stops it the same way;
 - resume: ``last.pt`` missing while ``best.pt`` exists stops (``CheckpointError``): starting over would overwrite
   the best model. ``trainer.resume=false`` starts over and removes the old ``best.pt`` first (it must never stand
-  for the new run). ``best.pt`` missing, damaged or of another epoch than ``last.pt``'s best epoch stops at the
-  resume (not after more training) and at the final evaluation; a damaged ``last.pt`` names the file and the way
-  out;
+  for the new run). At an epoch end ``last.pt`` is written before ``best.pt``: when ``last.pt`` is the end of the
+  best epoch itself, a missing, damaged or older ``best.pt`` (a kill between the two writes) is rewritten from it;
+  otherwise such a ``best.pt`` stops the resume (not after more training) and the final evaluation; a damaged
+  ``last.pt`` names the file and the way out;
 - writes: checkpoints are fsync'd before the rename; a full disk or read-only folder is a ``CheckpointError``
   saying so, the previous checkpoint kept; ``*.tmp-<pid>`` files of dead processes are removed at start.
 
@@ -399,6 +400,20 @@ class Trainer:
         return (f"The run cannot continue from it: start it over with trainer.resume=false (this overwrites the "
                 f"run's checkpoints), or restore {path.name} from a copy.{other}")
 
+    def reconcile_best_checkpoint(self) -> None:
+        """On resume: best.pt must be the best epoch's model. When last.pt was written at the end of that very epoch
+        (a kill between the two writes of an epoch end, or a lost best.pt), its model is the best model: best.pt is
+        rewritten from it; otherwise a missing, damaged or other epoch's best.pt is an error."""
+        if self.batch_in_epoch == 0 and self.epoch == self.best_epoch + 1:
+            try:
+                self.check_best_checkpoint()
+            except CheckpointError:
+                log.warning(f"{self.ckpt_dir / 'best.pt'} is not the model of the best epoch {self.best_epoch + 1} "
+                            f"(missing, damaged or older): rewritten from last.pt, saved at the end of that epoch")
+                self.save_best()
+            return
+        self.check_best_checkpoint()
+
     def check_best_checkpoint(self, state: dict | None = None) -> dict:
         """best.pt read and matched against the run's best epoch (``last.pt``): a missing, damaged or other
         epoch's best.pt is an error, never a silent evaluation of another model."""
@@ -536,7 +551,7 @@ class Trainer:
             log.info(f"resumed from {last}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
                   f"step {self.step}")
             if self.best_epoch >= 0:  # fail now, not after the remaining epochs
-                self.check_best_checkpoint()
+                self.reconcile_best_checkpoint()
         elif cfg["resume"] and best.exists():
             raise CheckpointError(
                 f"{best} exists but {last} is missing: this run dir holds a run that cannot be continued (best.pt "
@@ -649,10 +664,8 @@ class Trainer:
             raise TrainingDiverged(f"validation {self.task.metric} is {metric} after epoch {self.epoch + 1}: the "
                                    f"model's outputs are not finite. {self._stopped_here()}")
         improved = metric > self.best_metric
-        if improved:
+        if improved:  # best.pt is written after last.pt (below): a kill in between is repaired on resume
             self.best_metric, self.best_epoch, self.bad_epochs = metric, self.epoch, 0
-            atomic_save({"model": self.model.state_dict(), "epoch": self.epoch, "valid": valid},
-                        self.ckpt_dir / "best.pt")
         else:
             self.bad_epochs += 1
         decay = cfg["lr_decay"]
@@ -686,6 +699,13 @@ class Trainer:
         if self.epoch >= cfg["epochs"] or self.should_stop_steps():
             self.finished = True
         self.save_checkpoint()
+        if improved:
+            self.save_best()
+
+    def save_best(self) -> None:
+        """best.pt: the model at the end of the best epoch (``self.best_epoch``), which must be the current one."""
+        atomic_save({"model": self.model.state_dict(), "epoch": self.best_epoch,
+                     "valid": self.history[self.best_epoch]["valid"]}, self.ckpt_dir / "best.pt")
 
     def final_evaluation(self) -> dict:
         """The best model on validation, evaluated on valid and test: best.pt (the best epoch end), or, when

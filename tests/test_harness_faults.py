@@ -115,25 +115,46 @@ def test_missing_last_checkpoint_never_overwrites_best(tmp_path):
     assert torch.load(ckpt(run, "best.pt"), weights_only=False)["epoch"] == 0
 
 
+AFTER_BEST = {**QUIET, "epochs": 2, "max_steps": 12}  # last.pt at step 12, inside epoch 2; best.pt of epoch 1
+
+
 def test_missing_best_checkpoint_is_an_error_not_the_last_model(tmp_path):
     run = tmp_path / "run"
-    Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+    Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
+    assert torch.load(ckpt(run), weights_only=False)["best_epoch"] == 0
     ckpt(run, "best.pt").unlink()
     with pytest.raises(CheckpointError, match=r"best.pt is missing.*epoch 1 was this run's best"):
-        Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()  # the finished run's final evaluation
+        Trainer(make_task(), AFTER_BEST, run, seed=1).fit()  # the finished run, evaluated again
     steps = []
     with pytest.raises(CheckpointError, match=r"best.pt is missing"):  # before training more, not after
-        Trainer(make_task(), {**QUIET, "epochs": 2}, run, seed=1, on_step=steps.append).fit()
+        Trainer(make_task(), {**AFTER_BEST, "max_steps": 16}, run, seed=1, on_step=steps.append).fit()
     assert steps == []
 
 
 def test_best_checkpoint_of_another_epoch_is_refused(tmp_path):
     run = tmp_path / "run"
-    Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+    Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
     state = torch.load(ckpt(run, "best.pt"), weights_only=False)
     torch.save({**state, "epoch": 4}, ckpt(run, "best.pt"))
     with pytest.raises(CheckpointError, match=r"holds the model of epoch 5, but this run's best epoch is 1"):
-        Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+        Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
+
+
+@pytest.mark.parametrize("damage", ["missing", "older"])
+def test_best_checkpoint_is_rebuilt_from_a_last_checkpoint_of_the_best_epochs_end(tmp_path, damage):
+    """last.pt is written before best.pt at an epoch end: after a kill between the two (best.pt older or absent),
+    last.pt holds the best epoch's model itself, and the resume rewrites best.pt from it."""
+    run = tmp_path / "run"
+    Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+    good = torch.load(ckpt(run, "best.pt"), weights_only=False)
+    if damage == "missing":
+        ckpt(run, "best.pt").unlink()
+    else:
+        torch.save({**good, "epoch": -5}, ckpt(run, "best.pt"))
+    again = Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+    rebuilt = torch.load(ckpt(run, "best.pt"), weights_only=False)
+    assert rebuilt["epoch"] == 0 and again["best_epoch"] == 1
+    assert_same(rebuilt["model"], good["model"])
 
 
 # -- 4. max_steps continues a run --------------------------------------------------------------------------------
@@ -183,10 +204,10 @@ def test_damaged_last_checkpoint_names_the_file_and_the_way_out(tmp_path, how):
 @pytest.mark.parametrize("how", ["truncated", "random", "empty"])
 def test_damaged_best_checkpoint_names_the_file(tmp_path, how):
     run = tmp_path / "run"
-    Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+    Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
     _damage(ckpt(run, "best.pt"), how)
     with pytest.raises(CheckpointError, match=rf"{ckpt(run, 'best.pt')} is damaged.*trainer.resume=false"):
-        Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
+        Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
 
 
 def test_checkpoints_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch):
