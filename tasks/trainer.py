@@ -205,7 +205,7 @@ def load_checkpoint_file(path: str | os.PathLike, remedy: str = "") -> dict:
     except FileNotFoundError:
         raise
     except Exception as error:  # PytorchStreamReader (truncated zip), UnpicklingError (random bytes), EOFError (empty)
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:200]  # the first sentence
         size = path.stat().st_size if path.exists() else 0
         raise CheckpointError(f"{path} is damaged and cannot be read ({size:,} bytes; {type(error).__name__}"
                               f"{': ' + reason if reason else ''}). {remedy}".rstrip()) from None
