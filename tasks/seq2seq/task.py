@@ -173,10 +173,14 @@ class Seq2SeqTask:
 
     def training_loss(self, model, batch):
         log_probs, _ = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss, ntok = nll_loss(log_probs, batch.tgt_out, pad=Vocab.pad_id)
-        per_token = loss.detach() / max(ntok, 1)
-        norm = len(batch) if self.train_cfg["normalization"] == "sents" else max(ntok, 1)
-        return loss / norm, {"nll_token": float(per_token), "ppl": float(math.exp(min(float(per_token), 50)))}
+        loss = torch.nn.functional.nll_loss(log_probs.reshape(-1, log_probs.size(-1)), batch.tgt_out.reshape(-1),
+                                            ignore_index=Vocab.pad_id, reduction="sum")
+        # the token count stays a tensor, and the logged scalars too: no device-to-host sync per step (the
+        # trainer reads them at logging steps)
+        ntok = (batch.tgt_out != Vocab.pad_id).sum().clamp_min(1)
+        per_token = loss.detach() / ntok
+        norm = len(batch) if self.train_cfg["normalization"] == "sents" else ntok
+        return loss / norm, {"nll_token": per_token, "ppl": per_token.clamp(max=50).exp()}
 
     # ------------------------------------------------------------------------------------------------- evaluation
     def _eval_batches(self, split: str, batch_size: int):
