@@ -346,7 +346,8 @@ def _snli_root(tmp_path, train: bytes | None = None, valid: bytes | None = None,
         if gz:
             import gzip
 
-            (root / f"{name}.gz").write_bytes(gzip.compress(data) if data else b"")
+            # an empty file: 0 bytes, or a gzip stream of nothing
+            (root / f"{name}.gz").write_bytes(gzip.compress(data) if data or gz == "empty-gzip" else b"")
         else:
             (root / name).write_bytes(data)
     return root
@@ -357,7 +358,7 @@ def _no_consensus(name):
     return "".join(json.dumps({**json.loads(line), "gold_label": "-"}) + "\n" for line in lines).encode()
 
 
-@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("gz", [False, "zero-bytes", "empty-gzip"])
 @pytest.mark.parametrize("case,content,expected", [
     ("train", b"", r"snli_1.0_train.jsonl(.gz)?: it is empty"),
     ("train", "no_consensus", r"snli_1.0_train.jsonl(.gz)?: every one of its 150 examples has gold_label '-'"),
