@@ -67,6 +67,12 @@ def record_path(results_dir: str | os.PathLike, task: str, attention: str, run: 
     return Path(results_dir) / task / attention / f"{safe}.json"
 
 
+def evaluations_dir(record_file: str | os.PathLike) -> Path:
+    """Where ``make evaluate`` puts a run's later evaluations beside its record: ``<record stem>.evaluations/``."""
+    record_file = Path(record_file)
+    return record_file.with_name(f"{record_file.stem}.evaluations")
+
+
 def write_record(path: str | os.PathLike, record: dict) -> Path:
     missing = [k for k in KEYS if k not in record]
     if missing:
