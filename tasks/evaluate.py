@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         i = args.index("--split")
         split = args[i + 1]
         del args[i : i + 2]
-    if not args:
-        print("usage: python -m tasks.evaluate RUN_DIR [--split test|valid] [key=value ...]", file=sys.stderr)
-        return 2
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m tasks.evaluate RUN_DIR [--split test|valid|<test set>] [key=value ...]\n"
+              "  e.g. task.extra_test_sets=[test_2017_flickr,test_2017_mscoco] (Multi30k's WMT17 test sets)",
+              file=sys.stderr)
+        return 0 if args else 2
     result = evaluate_run(args[0], args[1:], split=split)
     print(json.dumps({k: result[k] for k in ("task", "attention", "split", "overrides", "metrics")}, indent=1,
                      default=str))
