@@ -195,7 +195,8 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
             raise ValueError(
                 f"attention.huggingface.add_parameters: {path or 'the model'} runs attn_implementation="
                 f"{implementation!r}, not one registered here; attention.huggingface.register('fusedmax') and "
-                "from_pretrained(..., attn_implementation='fusedmax') or model.set_attn_implementation('fusedmax') first")
+                "from_pretrained(..., attn_implementation='fusedmax') or model.set_attn_implementation('fusedmax') "
+                "first")
         mapping, params = REGISTERED[implementation]
         heads = num_heads or _num_heads(module, path)
         reference = next(module.parameters(), None)

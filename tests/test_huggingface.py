@@ -14,7 +14,6 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import attention  # noqa: E402
 from attention import huggingface  # noqa: E402
 
 SPARSE = {"sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.05}, "sq_pnorm_max": {"p": 1.5},
@@ -269,8 +268,8 @@ def test_t5_sparse_cross_attention_and_generate(name):
     for weights in out.encoder_attentions:
         assert (weights[1, ..., 3:] == 0).all()
     kw = {"attention_mask": source_mask, "max_new_tokens": 5, "do_sample": False}
-    torch.testing.assert_close(model.generate(source, use_cache=True, **kw), model.generate(source, use_cache=False, **kw),
-                               atol=0, rtol=0)
+    cached, uncached = model.generate(source, use_cache=True, **kw), model.generate(source, use_cache=False, **kw)
+    torch.testing.assert_close(cached, uncached, atol=0, rtol=0)
 
 
 def test_unsupported_arguments_are_refused_by_name():
@@ -335,7 +334,8 @@ def test_add_parameters_errors():
 
 
 def test_t5_learnable_gamma_trains():
-    """T5 (encoder, decoder and cross-attention modules) with one γ per head: all of them get gradients."""
+    """T5 (encoder, decoder and cross-attention modules) with one γ per head: all of them get gradients, and so
+    does the relative position bias."""
     source, source_mask, target = seq2seq_batch()
     model = seq2seq("t5", "sparsemax")
     changed = huggingface.add_parameters(model, learn_gamma=True)
@@ -343,7 +343,9 @@ def test_t5_learnable_gamma_trains():
     model(source, attention_mask=source_mask, labels=target).loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith("log_gamma")]
     assert len(grads) == 6 and all(g is not None and g.abs().sum() > 0 for g in grads)
-    assert attention.MAPPINGS["sparsemax"] is attention.sparsemax
+    # the relative position bias is added to the scores differentiably: it learns too
+    bias = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    assert bias.grad is not None and bias.grad.abs().sum() > 0
 
 
 class _Module(torch.nn.Module):
