@@ -127,7 +127,7 @@ def _attention(name, module, query, key, value, attention_mask, scaling, dropout
         if is_causal and L > 1:
             allowed = torch.ones(L, S, dtype=torch.bool, device=query.device).tril()
         window = kwargs.get("sliding_window")
-        if window is not None and S > window:
+        if window is not None and not (isinstance(window, int) and S <= window):
             raise NotImplementedError(
                 f"attn_implementation={name!r}: {_describe(module)} passes sliding_window={window} without a mask; "
                 "build the model's masks with transformers' mask functions (create_sliding_window_causal_mask)")

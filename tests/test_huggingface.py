@@ -370,6 +370,10 @@ def test_no_mask_takes_causality_from_the_module(is_causal):
     # an explicit is_causal argument wins over the module's
     out, _ = function(_Module(not is_causal), q, k, v, None, scaling=0.3, is_causal=is_causal)
     torch.testing.assert_close(out, want.transpose(1, 2), **TOL)
+    # a sliding window it cannot see in a mask is refused; one longer than the keys changes nothing
+    with pytest.raises(NotImplementedError, match=r"_Module passes sliding_window=2 without a mask"):
+        function(_Module(is_causal), q, k, v, None, scaling=0.3, sliding_window=2)
+    torch.testing.assert_close(function(_Module(is_causal), q, k, v, None, scaling=0.3, sliding_window=8)[0], out)
 
 
 @pytest.mark.parametrize("name", ["softmax", "fusedmax"])
