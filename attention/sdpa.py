@@ -12,8 +12,9 @@ conventions of ``torch.nn.MultiheadAttention`` (bool masks: True = *not* allowed
     layer.self_attn = attention.MultiheadAttention(64, 4, batch_first=True, mapping="fusedmax", lam=0.1)
 
 Masked keys get exactly 0 weight; a query that may attend to no key gets a zero output (torch gives nan).
-A float mask's -inf entries are treated as masked (the sparse mappings refuse infinite scores), its finite
-entries are added to the scores.
+A float mask's entries at or below ``torch.finfo(dtype).min / 2`` (-inf, and the ``finfo.min`` that Hugging Face,
+fairseq and much user code write) are masked exactly like a bool False; its other entries are added to the scores.
+``dtype`` is the narrower of the mask's and the query's floating types.
 """
 
 import math
@@ -32,9 +33,16 @@ def _apply_mapping(scores, mask, mapping, params):
     return MAPPINGS[mapping](scores, dim=-1, mask=mask, **params)
 
 
-def _split_float_mask(attn_mask):
-    """A float mask as (allowed, finite additive part): -inf means "masked"."""
-    allowed = attn_mask != -torch.inf
+def split_float_mask(attn_mask, dtype):
+    """A float mask as (allowed, additive part), for scores of ``dtype``.
+
+    Entries at or below ``finfo.min / 2`` are masked, as a bool False: added to the scores they would not be
+    "minus infinity" to a sparse mapping (fusedmax's TV chain would still run through those keys, and dividing by
+    γ < 1 overflows to inf). ``finfo`` is that of the narrower of the mask's and the scores' types, so a mask
+    written with the model's ``finfo(float16).min`` also counts in float32. nan stays unmasked (and is reported).
+    """
+    threshold = max(torch.finfo(attn_mask.dtype).min, torch.finfo(dtype).min) / 2
+    allowed = ~(attn_mask <= threshold)
     return allowed, torch.where(allowed, attn_mask, 0)
 
 
@@ -75,7 +83,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if attn_mask.dtype == torch.bool:
             allowed = attn_mask
         else:
-            allowed, additive = _split_float_mask(attn_mask)
+            allowed, additive = split_float_mask(attn_mask, query.dtype)
     out, _ = attend(query, key, value, allowed, additive, dropout_p, scale, enable_gqa, mapping, **params)
     return out
 
@@ -165,9 +173,9 @@ class MultiheadAttention(nn.Module):
         elif attn_mask is not None:
             if attn_mask.dim() == 3:  # (N * H, L, S)
                 attn_mask = attn_mask.reshape(N, H, L, S)
-            allowed, additive = self._canonical(attn_mask)
+            allowed, additive = self._canonical(attn_mask, query.dtype)
         if key_padding_mask is not None:
-            pad_allowed, pad_additive = self._canonical(key_padding_mask.reshape(N, 1, 1, S))
+            pad_allowed, pad_additive = self._canonical(key_padding_mask.reshape(N, 1, 1, S), query.dtype)
             allowed = pad_allowed if allowed is None else allowed & pad_allowed
             if pad_additive is not None:
                 additive = pad_additive if additive is None else additive + pad_additive
@@ -187,8 +195,8 @@ class MultiheadAttention(nn.Module):
         return out, weights
 
     @staticmethod
-    def _canonical(mask):
+    def _canonical(mask, dtype):
         """nn.MultiheadAttention's conventions -> (allowed bool, additive float or None)."""
         if mask.dtype == torch.bool:
             return ~mask, None
-        return _split_float_mask(mask)
+        return split_float_mask(mask, dtype)
