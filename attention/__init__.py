@@ -15,6 +15,7 @@ Exact forward, closed-form backward (learnable γ and λ included), any dim, mas
 from ._layout import set_checks
 from .framework import MAPPINGS, max_omega, regularizer, unknown_name
 from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_max
+from .losses import FenchelYoungLoss, fenchel_young_loss
 from .modules import Entmax, Fusedmax, Oscarmax, Softmax, Sparsemax, SqPnormMax
 from .sdpa import MultiheadAttention, scaled_dot_product_attention
 
@@ -38,4 +39,5 @@ __all__ = [
     "Softmax", "Sparsemax", "Fusedmax", "Oscarmax", "SqPnormMax", "Entmax",
     "scaled_dot_product_attention", "MultiheadAttention",
     "max_omega", "regularizer", "build", "set_checks", "NAMES", "MAPPINGS",
+    "fenchel_young_loss", "FenchelYoungLoss",
 ]
