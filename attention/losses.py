@@ -124,7 +124,7 @@ def _one_hot(scores, target, dim, ignore_index, mask, where):
                              f"{n_classes} classes (ignore_index={ignore_index})")
     one_hot = torch.zeros_like(scores).scatter(dim, index, 1)
     if mask is not None and on_cpu:
-        masked = keep & ~mask.gather(dim, index).squeeze(dim)
+        masked = keep & ~mask.gather(dim, index).squeeze(dim) & mask.any(dim)  # a fully masked row adds 0
         if masked.any():
             first = tuple(torch.nonzero(masked)[0].tolist())
             raise ValueError(f"{where}: target class {int(target[first])} at index {first} is masked out: its "
