@@ -2,11 +2,13 @@
 `import attention` loads none of it; the version, license, citation and type-marker files agree with pyproject."""
 
 import ast
+import inspect
 import importlib.metadata
 import shutil
 import subprocess
 import sys
 import tomllib
+import typing
 import zipfile
 from pathlib import Path
 
@@ -130,3 +132,24 @@ def test_wheel_is_the_library_alone(tmp_path):
     required = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     unconditional = sorted(distribution(r) for r in required if "extra ==" not in r)
     assert unconditional == ["numba", "numpy", "torch"], required
+
+
+def _unannotated(function) -> list[str]:
+    hints = typing.get_type_hints(function)  # also checks that every annotation evaluates
+    missing = [p.name for p in inspect.signature(function).parameters.values()
+               if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in hints]
+    return missing + ([] if "return" in hints or function.__name__ == "__init__" else ["return"])
+
+
+def test_public_functions_have_type_hints():
+    missing = {}
+    for name in attention.__all__:
+        obj = getattr(attention, name)
+        if inspect.isfunction(obj):
+            functions = {name: obj}
+        elif inspect.isclass(obj):
+            functions = {f"{name}.{m}": getattr(obj, m) for m in ("__init__", "forward") if m in vars(obj)}
+        else:
+            continue
+        missing.update({f: gap for f, function in functions.items() if (gap := _unannotated(function))})
+    assert not missing, f"public functions without type hints: {missing}"
