@@ -143,7 +143,7 @@ def _check_distribution(scores, target, mask, where):
     live = target if mask is None else torch.where(mask, target, 0)
     if mask is not None and bool((live != target).any()):
         raise ValueError(f"{where}: the target gives weight to masked-out entries; zero them")
-    off = (live.sum(-1) - 1).abs() > tol
+    off = ~((live.sum(-1) - 1).abs() <= tol)  # nan included
     if mask is not None:
         off &= mask.any(-1)  # a row with no unmasked entry adds nothing
     if bool((live < -tol).any()) or bool(off.any()):

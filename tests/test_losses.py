@@ -302,6 +302,8 @@ def test_errors_name_what_to_fix(gen):
         fy(scores, target, "sparsemax", mask=torch.tensor([True, False, True, True, True]))
     with pytest.raises(ValueError, match="probability distribution"):
         fy(scores, torch.rand(4, 5, dtype=torch.float64), "sparsemax")
+    with pytest.raises(ValueError, match="probability distribution"):
+        fy(scores, torch.full((4, 5), float("nan"), dtype=torch.float64), "sparsemax")
     with pytest.raises(ValueError, match="weight to masked-out entries"):
         fy(scores, torch.full((4, 5), 0.2, dtype=torch.float64), "sparsemax", mask=torch.arange(5) < 4)
     with pytest.raises(TypeError, match="mask must be a bool tensor"):
