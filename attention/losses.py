@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.autograd import Function
 
+from . import _layout
 from .framework import MAPPINGS, regularizer, unknown_name
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -115,15 +116,15 @@ def _one_hot(scores, target, dim, ignore_index, mask, where):
     keep = target != ignore_index
     index = torch.where(keep, target, 0).unsqueeze(dim)
     n_classes = scores.shape[dim]
-    on_cpu = target.device.type == "cpu"  # elsewhere a check would be a device-to-host sync
-    if on_cpu:
+    check = _layout.checks_enabled(scores.device)  # by default on the CPU only: elsewhere, a device-to-host sync
+    if check:
         bad = keep & ((target < 0) | (target >= n_classes))
         if bad.any():
             first = tuple(torch.nonzero(bad)[0].tolist())
             raise ValueError(f"{where}: target class {int(target[first])} at index {first} is out of range for "
                              f"{n_classes} classes (ignore_index={ignore_index})")
     one_hot = torch.zeros_like(scores).scatter(dim, index, 1)
-    if mask is not None and on_cpu:
+    if mask is not None and check:
         masked = keep & ~mask.gather(dim, index).squeeze(dim) & mask.any(dim)  # a fully masked row adds 0
         if masked.any():
             first = tuple(torch.nonzero(masked)[0].tolist())
@@ -133,11 +134,11 @@ def _one_hot(scores, target, dim, ignore_index, mask, where):
 
 
 def _check_distribution(scores, target, mask, where):
-    """Rows on the simplex (``dim`` last here), checked where that costs no device-to-host sync."""
+    """Rows on the simplex (``dim`` last here), checked where checks are on (``attention.set_checks``)."""
     if target.shape != scores.shape:
         raise ValueError(f"{where}: a target distribution must have the scores' shape {tuple(scores.shape)}, got "
                          f"{tuple(target.shape)} (class indices must be an integer tensor)")
-    if target.device.type != "cpu":
+    if not _layout.checks_enabled(target.device):
         return
     tol = 4 * torch.finfo(target.dtype).eps ** 0.5
     live = target if mask is None else torch.where(mask, target, 0)

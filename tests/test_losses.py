@@ -249,6 +249,34 @@ def test_all_ignored_gives_zero_not_nan(gen):
     assert loss.item() == 0 and (scores.grad == 0).all()
 
 
+def test_no_host_sync_off_the_cpu(monkeypatch, gen):
+    """On a GPU the loss reads no tensor value on the host (the target checks are skipped, as the mappings'), and
+    gives the same values and gradients."""
+    from test_checks import as_if_on_a_gpu
+
+    scores = randn(gen, 4, 3, 6)
+    mask = random_mask(gen, 4, 3, 6)
+    mask[..., 0] = True
+    labels = torch.randint(0, 6, (4, 3), generator=gen)
+    labels[0, 0] = -100
+    dist = torch.softmax(randn(gen, 4, 3, 6), -1) * mask
+    dist = dist / dist.sum(-1, keepdim=True)
+    cases = [("fusedmax", labels.clone().masked_fill_(~mask.gather(-1, labels.clamp_min(0)[..., None])[..., 0], 0),
+              {"lam": 0.2}), ("entmax", dist, {"alpha": 1.5})]
+    for name, target, params in cases:
+        def run():
+            s = scores.clone().requires_grad_()
+            loss = fy(s, target, name, mask=mask, **params)
+            loss.backward()
+            return loss.detach(), s.grad
+
+        expected, syncs = run(), []
+        with as_if_on_a_gpu(monkeypatch, syncs):
+            got = run()
+        assert syncs == []
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+
+
 def test_half_precision(gen):
     scores = randn(gen, 8, 10, dtype=torch.float32, scale=2.0)
     target = torch.randint(0, 10, (8,), generator=gen)
