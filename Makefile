@@ -1,9 +1,11 @@
 # Every target sets the project up on first use: a virtualenv in .venv, created once and reused.
-# Experiment targets install the runtime dependencies only; `make test` adds the test tools (.[test]).
+# Experiment targets install the library with the harness and its figures (.[experiments,plot]); `make test` adds
+# the test tools (.[test]). `pip install .` alone is the library: torch, numba, numpy.
 # torch: the build pip picks (on Linux x86_64 from PyPI, the CUDA build; on this project's machines a CPU build);
 # TORCH_INDEX=https://download.pytorch.org/whl/cu128 (or /cpu) picks a build explicitly. With an NVIDIA GPU
 # (nvidia-smi works), .[cuda] is added: numba-cuda's GPU kernels for the fusedmax/oscarmax prox.
 PYTHON ?= python3
+comma := ,
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -11,7 +13,8 @@ INSTALLED_TEST := $(VENV)/.installed-test
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
-EXTRAS := $(if $(GPU),cuda)
+EXTRAS := experiments,plot$(if $(GPU),$(comma)cuda)
+TEST_EXTRAS := test$(if $(GPU),$(comma)cuda)
 
 # DATA_DIR=DIR: the download cache (configs/train.yaml data_dir); every target and job reads it from the environment
 ifdef DATA_DIR
@@ -27,7 +30,7 @@ $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))   # first, alone
-	$(BIN)/python -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	@if [ -n "$(GPU)" ]; then $(BIN)/python -c "import torch, sys; ok = torch.cuda.is_available(); \
 	  print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU available:', ok); \
 	  ok or print('this machine has an NVIDIA GPU but this torch is a CPU build: rm -rf $(VENV) and run make again \
@@ -35,10 +38,9 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 $(INSTALLED_TEST): $(INSTALLED)
-	$(BIN)/python -m pip install -q -e '.[test$(if $(EXTRAS),$(comma)$(EXTRAS))]'
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	@touch $@
 
-comma := ,
 install-test: $(INSTALLED_TEST)
 
 test: $(INSTALLED_TEST)

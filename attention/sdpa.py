@@ -18,6 +18,7 @@ fairseq and much user code write) are masked exactly like a bool False; its othe
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -64,8 +65,10 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
     return weights @ value, weights
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 enable_gqa=False, *, mapping="fusedmax", **params):
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False, *, mapping: str | Callable = "fusedmax",
+                                 **params) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the attention ``mapping`` (a name of
     ``attention.MAPPINGS`` or a callable ``f(scores, mask=...)``) in place of softmax; ``params`` go to the
     mapping (``gamma``, ``lam``, ``p``, ``alpha``; tensors broadcasting to (..., L, 1) are per head/query and
@@ -102,8 +105,10 @@ class MultiheadAttention(nn.Module):
     which also keeps torch's Transformer layers off their fused fast path (that path would bypass this module).
     """
 
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, batch_first=False,
-                 mapping="fusedmax", learn_gamma=False, learn_lam=False, device=None, dtype=None, **params):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,
+                 mapping: str | Callable = "fusedmax", learn_gamma: bool = False, learn_lam: bool = False,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, **params) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads "
@@ -148,8 +153,9 @@ class MultiheadAttention(nn.Module):
                 params[name] = log.exp()
         return params
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                need_weights: bool = True, attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         batched = query.dim() == 3
         if not batched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
