@@ -50,7 +50,7 @@ test-slow: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(INSTALLED_TEST)
-	$(BIN)/python scripts/bench_attention.py
+	$(BIN)/python -m scripts.bench_attention
 
 # ---- experiments (tasks/train.py, configs/): make snli ATTN=fusedmax ARGS="experiment=snli_cpu seed=2"
 ATTN ?= softmax
@@ -80,7 +80,7 @@ data: $(INSTALLED)
 #   ARGS="task.test_set=duc2004 task.duc.root=DIR"   (-> RUN/evaluations/*.json)
 evaluate: $(INSTALLED)
 	@test -n "$(RUN)" || { echo "make evaluate RUN=<run dir> [ARGS=\"key=value ...\"]"; exit 2; }
-	$(BIN)/python scripts/evaluate.py $(RUN) $(ARGS)
+	$(BIN)/python -m scripts.evaluate $(RUN) $(ARGS)
 
 # upload offline W&B runs, every part of a resumed run in one `wandb sync` (RUNS=multirun/ or outputs/ or a run dir)
 RUNS ?= multirun
@@ -100,10 +100,10 @@ gigaword: $(INSTALLED)
 # alignment quality of a finished de<->en translation run: make align RUN=outputs/multi30k/fusedmax/<run> [GOLD=DIR]
 align: $(INSTALLED)
 	@test -n "$(RUN)" || { echo "usage: make align RUN=<run dir> [GOLD=<dir with test.de-en, deen.talp>]"; exit 2; }
-	$(BIN)/python scripts/align.py "$(RUN)" $(if $(GOLD),--gold "$(GOLD)") $(ARGS)
+	$(BIN)/python -m scripts.align "$(RUN)" $(if $(GOLD),--gold "$(GOLD)") $(ARGS)
 
 bench-decode: $(INSTALLED)
-	$(BIN)/python scripts/bench_decode.py --json results/bench/decode.json $(ARGS)
+	$(BIN)/python -m scripts.bench_decode --json results/bench/decode.json $(ARGS)
 
 smoke: $(INSTALLED)
 	@for t in $(SMOKE_TASKS); do \
@@ -112,7 +112,7 @@ smoke: $(INSTALLED)
 	done
 
 bench-train: $(INSTALLED)
-	$(BIN)/python scripts/bench_train_step.py $(ARGS)
+	$(BIN)/python -m scripts.bench_train_step $(ARGS)
 
 # ---- the report (tasks/report/): tables, figures, and the whole sweep behind them
 # make tables [SOURCE=wandb PROJECT=entity/project|DIR-of-offline-runs] [RESULTS=results]   -> $(RESULTS)/tables/
@@ -134,13 +134,13 @@ REPRODUCE_NAMES := $(sort $(foreach s,$(REPRODUCE_TASKS),$(firstword $(subst :, 
 .PHONY: tables figures select reproduce
 
 tables: $(INSTALLED)
-	$(BIN)/python scripts/tables.py --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
+	$(BIN)/python -m scripts.tables --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
 
 figures: $(INSTALLED)
-	$(BIN)/python scripts/figures.py --results $(RESULTS)
+	$(BIN)/python -m scripts.figures --results $(RESULTS)
 
 select: $(INSTALLED)
-	$(BIN)/python scripts/select_setting.py --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
+	$(BIN)/python -m scripts.select_setting --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
 
 reproduce: $(INSTALLED)
 	@set -e; $(foreach t,$(REPRODUCE_NAMES),args_$(t)='$(ARGS_$(t))';) \

@@ -1,6 +1,6 @@
 """The paper's figures: attention maps of real runs, and the geometry of the mappings.
 
-    python scripts/figures.py [--results results] [--out results/figures] [--snli-example auto|INDEX]
+    python -m scripts.figures [--results results] [--out results/figures] [--snli-example auto|INDEX]
                               [--sentence auto|INDEX]
 
 Written as PNG and PDF into ``--out``:

@@ -1,6 +1,6 @@
 """The paper's tables from run records: one per experiment, one row per attention mapping *and configuration*.
 
-    python scripts/tables.py [--source local|wandb] [--results results] [--project ENTITY/PROJECT]
+    python -m scripts.tables [--source local|wandb] [--results results] [--project ENTITY/PROJECT]
                              [--paper results/paper.yaml] [--out results/tables] [--samples 1000]
 
 **Which runs share a cell.** Runs are grouped by dataset, attention mapping (with its parameters) and the rest
