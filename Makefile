@@ -1,9 +1,11 @@
 # Every target sets the project up on first use: a virtualenv in .venv, created once and reused.
-# Experiment targets install the runtime dependencies only; `make test` adds the test tools (.[test]).
+# Experiment targets install the library with the harness and its figures (.[experiments,plot]); `make test` adds
+# the test tools (.[test]). `pip install .` alone is the library: torch, numba, numpy.
 # torch: the build pip picks (on Linux x86_64 from PyPI, the CUDA build; on this project's machines a CPU build);
 # TORCH_INDEX=https://download.pytorch.org/whl/cu128 (or /cpu) picks a build explicitly. With an NVIDIA GPU
 # (nvidia-smi works), .[cuda] is added: numba-cuda's GPU kernels for the fusedmax/oscarmax prox.
 PYTHON ?= python3
+comma := ,
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
@@ -11,7 +13,8 @@ INSTALLED_TEST := $(VENV)/.installed-test
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
-EXTRAS := $(if $(GPU),cuda)
+EXTRAS := experiments,plot$(if $(GPU),$(comma)cuda)
+TEST_EXTRAS := test$(if $(GPU),$(comma)cuda)
 
 # DATA_DIR=DIR: the download cache (configs/train.yaml data_dir); every target and job reads it from the environment
 ifdef DATA_DIR
@@ -27,7 +30,7 @@ $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))   # first, alone
-	$(BIN)/python -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])'
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	@if [ -n "$(GPU)" ]; then $(BIN)/python -c "import torch, sys; ok = torch.cuda.is_available(); \
 	  print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU available:', ok); \
 	  ok or print('this machine has an NVIDIA GPU but this torch is a CPU build: rm -rf $(VENV) and run make again \
@@ -35,10 +38,9 @@ $(INSTALLED): pyproject.toml
 	@touch $@
 
 $(INSTALLED_TEST): $(INSTALLED)
-	$(BIN)/python -m pip install -q -e '.[test$(if $(EXTRAS),$(comma)$(EXTRAS))]'
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
 	@touch $@
 
-comma := ,
 install-test: $(INSTALLED_TEST)
 
 test: $(INSTALLED_TEST)
@@ -48,7 +50,7 @@ test-slow: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(INSTALLED_TEST)
-	$(BIN)/python scripts/bench_attention.py
+	$(BIN)/python -m scripts.bench_attention
 
 # ---- experiments (tasks/train.py, configs/): make snli ATTN=fusedmax ARGS="experiment=snli_cpu seed=2"
 ATTN ?= softmax
@@ -78,7 +80,7 @@ data: $(INSTALLED)
 #   ARGS="task.test_set=duc2004 task.duc.root=DIR"   (-> RUN/evaluations/*.json)
 evaluate: $(INSTALLED)
 	@test -n "$(RUN)" || { echo "make evaluate RUN=<run dir> [ARGS=\"key=value ...\"]"; exit 2; }
-	$(BIN)/python scripts/evaluate.py $(RUN) $(ARGS)
+	$(BIN)/python -m scripts.evaluate $(RUN) $(ARGS)
 
 # upload offline W&B runs, every part of a resumed run in one `wandb sync` (RUNS=multirun/ or outputs/ or a run dir)
 RUNS ?= multirun
@@ -98,10 +100,10 @@ gigaword: $(INSTALLED)
 # alignment quality of a finished de<->en translation run: make align RUN=outputs/multi30k/fusedmax/<run> [GOLD=DIR]
 align: $(INSTALLED)
 	@test -n "$(RUN)" || { echo "usage: make align RUN=<run dir> [GOLD=<dir with test.de-en, deen.talp>]"; exit 2; }
-	$(BIN)/python scripts/align.py "$(RUN)" $(if $(GOLD),--gold "$(GOLD)") $(ARGS)
+	$(BIN)/python -m scripts.align "$(RUN)" $(if $(GOLD),--gold "$(GOLD)") $(ARGS)
 
 bench-decode: $(INSTALLED)
-	$(BIN)/python scripts/bench_decode.py --json results/bench/decode.json $(ARGS)
+	$(BIN)/python -m scripts.bench_decode --json results/bench/decode.json $(ARGS)
 
 smoke: $(INSTALLED)
 	@for t in $(SMOKE_TASKS); do \
@@ -110,7 +112,7 @@ smoke: $(INSTALLED)
 	done
 
 bench-train: $(INSTALLED)
-	$(BIN)/python scripts/bench_train_step.py $(ARGS)
+	$(BIN)/python -m scripts.bench_train_step $(ARGS)
 
 # ---- the report (tasks/report/): tables, figures, and the whole sweep behind them
 # make tables [SOURCE=wandb PROJECT=entity/project|DIR-of-offline-runs] [RESULTS=results]   -> $(RESULTS)/tables/
@@ -132,13 +134,13 @@ REPRODUCE_NAMES := $(sort $(foreach s,$(REPRODUCE_TASKS),$(firstword $(subst :, 
 .PHONY: tables figures select reproduce
 
 tables: $(INSTALLED)
-	$(BIN)/python scripts/tables.py --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
+	$(BIN)/python -m scripts.tables --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
 
 figures: $(INSTALLED)
-	$(BIN)/python scripts/figures.py --results $(RESULTS)
+	$(BIN)/python -m scripts.figures --results $(RESULTS)
 
 select: $(INSTALLED)
-	$(BIN)/python scripts/select_setting.py --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
+	$(BIN)/python -m scripts.select_setting --results $(RESULTS) $(if $(filter command line,$(origin TASK)),--task $(TASK)) --out $(RESULTS)/selection.md
 
 reproduce: $(INSTALLED)
 	@set -e; $(foreach t,$(REPRODUCE_NAMES),args_$(t)='$(ARGS_$(t))';) \

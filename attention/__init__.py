@@ -10,11 +10,17 @@ Exact forward, closed-form backward (learnable γ and λ included), any dim, mas
     attention.fusedmax(torch.tensor([1.0, 1.1, 0.2, -1.0]), lam=0.2)   # tensor([0.5, 0.5, 0.0, 0.0])
     attn = attention.build("oscarmax", lam=0.05)    # an nn.Module: attn(scores, mask=None)
     out = attention.scaled_dot_product_attention(q, k, v, is_causal=True, mapping="sparsemax")
+    loss = attention.fenchel_young_loss(logits, labels, "sparsemax")   # the mapping's own loss
 """
+
+from importlib import metadata as _metadata
+
+from torch import nn as _nn
 
 from ._layout import set_checks
 from .framework import MAPPINGS, max_omega, regularizer, unknown_name
 from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_max
+from .losses import FenchelYoungLoss, fenchel_young_loss
 from .modules import Entmax, Fusedmax, Oscarmax, Softmax, Sparsemax, SqPnormMax
 from .sdpa import MultiheadAttention, scaled_dot_product_attention
 
@@ -22,8 +28,13 @@ MODULES = {"softmax": Softmax, "sparsemax": Sparsemax, "fusedmax": Fusedmax, "os
            "sq_pnorm_max": SqPnormMax, "entmax": Entmax}
 NAMES = tuple(MODULES)
 
+try:
+    __version__ = _metadata.version("structured-attention")
+except _metadata.PackageNotFoundError:  # run from a checkout that was never installed
+    __version__ = "0.1.0"  # pyproject.toml's version (a test keeps them equal)
 
-def build(name: str, **params):
+
+def build(name: str, **params) -> _nn.Module:
     """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.1, gamma=1.0)``."""
     if name not in MODULES:
         raise unknown_name(name)
@@ -38,4 +49,5 @@ __all__ = [
     "Softmax", "Sparsemax", "Fusedmax", "Oscarmax", "SqPnormMax", "Entmax",
     "scaled_dot_product_attention", "MultiheadAttention",
     "max_omega", "regularizer", "build", "set_checks", "NAMES", "MAPPINGS",
+    "fenchel_young_loss", "FenchelYoungLoss",
 ]

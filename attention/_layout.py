@@ -19,7 +19,7 @@ _CHECK_MODES = ("auto", True, False)
 _checks = "auto"
 
 
-def set_checks(mode):
+def set_checks(mode: bool | str) -> bool | str:
     """Where values are checked (nan/inf scores, gamma > 0, lam >= 0 for tensors): "auto" (CPU tensors only, the
     default), True (every device: one device-to-host sync per call on a GPU) or False. Returns the previous mode."""
     global _checks

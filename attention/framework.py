@@ -64,7 +64,8 @@ def _omega_rows(y, lengths, name, params):
     return value, None
 
 
-def regularizer(weights, name, dim=-1, mask=None, **params):
+def regularizer(weights: torch.Tensor, name: str, dim: int = -1, mask: torch.Tensor | None = None,
+                **params) -> torch.Tensor:
     """Ω(y) of each slice of ``weights`` along ``dim`` (γ not included): negative entropy, ½‖y‖², ½‖y‖² + λ TV,
     ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|), ½‖y‖_p², or the Tsallis (Σ y^α - 1) / (α(α-1)); the parameters
     (``lam``, ``p``, ``alpha``) as for the mapping, with its defaults. Masked entries are left out, as in the
@@ -102,7 +103,8 @@ class _Envelope(Function):
         return grad_value.unsqueeze(ctx.dim) * y, None, None, None
 
 
-def max_omega(scores, name, dim=-1, gamma=1.0, mask=None, **params):
+def max_omega(scores: torch.Tensor, name: str, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+              mask: torch.Tensor | None = None, **params) -> torch.Tensor:
     """max_{y ∈ Δ} <y, x> - γ Ω(y) of each slice along ``dim``; its gradient w.r.t. ``scores`` is Π_Ω(scores).
 
     An all-masked slice has no feasible y; its value is defined as 0 (and its gradient as 0, like the mapping's).

@@ -254,7 +254,8 @@ class EntmaxFunction(Function):
 # ---------------------------------------------------------------------------------------------------- functional API
 
 
-def softmax(scores, dim=-1, gamma=1.0, mask=None):
+def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(x / γ), the argmax of <y, x> - γ Σ y log y over the simplex; masked entries get exactly 0."""
     gamma = check_parameter("gamma", "softmax", gamma, positive=True)
     rows = to_rows(scores, dim, mask, "softmax")
@@ -270,7 +271,8 @@ def softmax(scores, dim=-1, gamma=1.0, mask=None):
     return rows.restore(y)
 
 
-def sparsemax(scores, dim=-1, gamma=1.0, mask=None):
+def sparsemax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
     """proj_Δ(x / γ), the argmax of <y, x> - (γ/2)‖y‖² over the simplex (Martins & Astudillo, 2016)."""
     gamma = check_parameter("gamma", "sparsemax", gamma, positive=True)
     rows = to_rows(scores, dim, mask, "sparsemax")
@@ -278,7 +280,8 @@ def sparsemax(scores, dim=-1, gamma=1.0, mask=None):
     return rows.restore(SparsemaxFunction.apply(rows.scaled(gamma), rows.lengths, rows))
 
 
-def fusedmax(scores, dim=-1, gamma=1.0, lam=0.1, mask=None):
+def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.1,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""argmax_{y ∈ Δ} <y, x> - γ (½‖y‖² + λ Σ_i |y_{i+1} - y_i|): sparse, and fused into runs of equal weight.
 
     Computed as proj_Δ(prox_{λ TV}(x / γ)), which is exact. Proof: let u = prox_{λTV}(z), y = proj_Δ(u) =
@@ -298,7 +301,8 @@ def fusedmax(scores, dim=-1, gamma=1.0, lam=0.1, mask=None):
     return rows.restore(y)
 
 
-def oscarmax(scores, dim=-1, gamma=1.0, lam=0.01, mask=None, variant="exact"):
+def oscarmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.01,
+             mask: torch.Tensor | None = None, variant: str = "exact") -> torch.Tensor:
     r"""argmax_{y ∈ Δ} <y, x> - γ (½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|)): sparse, and clustered into equal weights.
 
     ``variant="exact"`` (default) solves that problem. On the simplex y ≥ 0, so the penalty is
@@ -337,7 +341,8 @@ def oscarmax(scores, dim=-1, gamma=1.0, lam=0.01, mask=None, variant="exact"):
     return rows.restore(y)
 
 
-def sq_pnorm_max(scores, dim=-1, gamma=1.0, p=1.5, mask=None):
+def sq_pnorm_max(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, p: float = 1.5,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""argmax_{y ∈ Δ} <y, x> - (γ/2)‖y‖_p², 1 < p ≤ 2: the paper's squared p-norm regularizer (its Figure 2).
 
     Sparse for every p; p = 2 is sparsemax, and p → 1 approaches the hard argmax. No closed form: on the support,
@@ -366,7 +371,8 @@ def _check_alpha(alpha) -> float:
     return alpha
 
 
-def entmax(scores, alpha=1.5, dim=-1, gamma=1.0, mask=None):
+def entmax(scores: torch.Tensor, alpha: float = 1.5, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""α-entmax of x / γ (Peters, Niculae & Martins, 2019): the argmax of <y, x> - γ Ω_α(y) over the simplex with
     Ω_α(y) = (Σ y^α - 1) / (α(α - 1)), the negative Tsallis α-entropy; y = ((α - 1) z - τ)_+^{1/(α-1)}.
 

@@ -14,7 +14,7 @@ from ._layout import check_parameter
 class _Mapping(nn.Module):
     name = ""
 
-    def __init__(self, dim: int = -1, gamma=1.0):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0):
         super().__init__()
         self.dim = dim
         self.gamma = check_parameter("gamma", self.name, gamma, positive=True)
@@ -36,35 +36,36 @@ def _show(value):
 class Softmax(_Mapping):
     name = "softmax"
 
-    def forward(self, scores, mask=None):
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return functions.softmax(scores, dim=self.dim, gamma=self.gamma, mask=mask)
 
 
 class Sparsemax(_Mapping):
     name = "sparsemax"
 
-    def forward(self, scores, mask=None):
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return functions.sparsemax(scores, dim=self.dim, gamma=self.gamma, mask=mask)
 
 
 class Fusedmax(_Mapping):
     name = "fusedmax"
 
-    def __init__(self, dim: int = -1, gamma=1.0, lam=0.1):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.1):
         super().__init__(dim, gamma)
         self.lam = check_parameter("lam", self.name, lam, positive=False)
 
     def params(self) -> dict:
         return {"lam": self.lam}
 
-    def forward(self, scores, mask=None):
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return functions.fusedmax(scores, dim=self.dim, gamma=self.gamma, lam=self.lam, mask=mask)
 
 
 class Oscarmax(_Mapping):
     name = "oscarmax"
 
-    def __init__(self, dim: int = -1, gamma=1.0, lam=0.01, variant: str = "exact"):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.01,
+                 variant: str = "exact"):
         super().__init__(dim, gamma)
         self.lam = check_parameter("lam", self.name, lam, positive=False)
         if variant not in ("exact", "owl"):
@@ -74,7 +75,7 @@ class Oscarmax(_Mapping):
     def params(self) -> dict:
         return {"lam": self.lam, "variant": self.variant}
 
-    def forward(self, scores, mask=None):
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return functions.oscarmax(
             scores, dim=self.dim, gamma=self.gamma, lam=self.lam, mask=mask, variant=self.variant
         )
@@ -83,26 +84,26 @@ class Oscarmax(_Mapping):
 class SqPnormMax(_Mapping):
     name = "sq_pnorm_max"
 
-    def __init__(self, dim: int = -1, gamma=1.0, p: float = 1.5):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, p: float = 1.5):
         super().__init__(dim, gamma)
         self.p = check_parameter("p", self.name, p, positive=True, low=1.0, high=2.0)
 
     def params(self) -> dict:
         return {"p": self.p}
 
-    def forward(self, scores, mask=None):
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return functions.sq_pnorm_max(scores, dim=self.dim, gamma=self.gamma, p=self.p, mask=mask)
 
 
 class Entmax(_Mapping):
     name = "entmax"
 
-    def __init__(self, dim: int = -1, gamma=1.0, alpha: float = 1.5):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, alpha: float = 1.5):
         super().__init__(dim, gamma)
         self.alpha = functions._check_alpha(alpha)
 
     def params(self) -> dict:
         return {"alpha": self.alpha}
 
-    def forward(self, scores, mask=None):
+    def forward(self, scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return functions.entmax(scores, alpha=self.alpha, dim=self.dim, gamma=self.gamma, mask=mask)

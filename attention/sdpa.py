@@ -12,11 +12,13 @@ conventions of ``torch.nn.MultiheadAttention`` (bool masks: True = *not* allowed
     layer.self_attn = attention.MultiheadAttention(64, 4, batch_first=True, mapping="fusedmax", lam=0.1)
 
 Masked keys get exactly 0 weight; a query that may attend to no key gets a zero output (torch gives nan).
-A float mask's -inf entries are treated as masked (the sparse mappings refuse infinite scores), its finite
-entries are added to the scores.
+A float mask's entries at or below ``torch.finfo(dtype).min / 2`` (-inf, and the ``finfo.min`` that Hugging Face,
+fairseq and much user code write) are masked exactly like a bool False; its other entries are added to the scores.
+``dtype`` is the narrower of the mask's and the query's floating types.
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,9 +34,16 @@ def _apply_mapping(scores, mask, mapping, params):
     return MAPPINGS[mapping](scores, dim=-1, mask=mask, **params)
 
 
-def _split_float_mask(attn_mask):
-    """A float mask as (allowed, finite additive part): -inf means "masked"."""
-    allowed = attn_mask != -torch.inf
+def split_float_mask(attn_mask, dtype):
+    """A float mask as (allowed, additive part), for scores of ``dtype``.
+
+    Entries at or below ``finfo.min / 2`` are masked, as a bool False: added to the scores they would not be
+    "minus infinity" to a sparse mapping (fusedmax's TV chain would still run through those keys, and dividing by
+    γ < 1 overflows to inf). ``finfo`` is that of the narrower of the mask's and the scores' types, so a mask
+    written with the model's ``finfo(float16).min`` also counts in float32. nan stays unmasked (and is reported).
+    """
+    threshold = max(torch.finfo(attn_mask.dtype).min, torch.finfo(dtype).min) / 2
+    allowed = ~(attn_mask <= threshold)
     return allowed, torch.where(allowed, attn_mask, 0)
 
 
@@ -56,8 +65,10 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
     return weights @ value, weights
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                                 enable_gqa=False, *, mapping="fusedmax", **params):
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                                 enable_gqa: bool = False, *, mapping: str | Callable = "fusedmax",
+                                 **params) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the attention ``mapping`` (a name of
     ``attention.MAPPINGS`` or a callable ``f(scores, mask=...)``) in place of softmax; ``params`` go to the
     mapping (``gamma``, ``lam``, ``p``, ``alpha``; tensors broadcasting to (..., L, 1) are per head/query and
@@ -75,7 +86,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         if attn_mask.dtype == torch.bool:
             allowed = attn_mask
         else:
-            allowed, additive = _split_float_mask(attn_mask)
+            allowed, additive = split_float_mask(attn_mask, query.dtype)
     out, _ = attend(query, key, value, allowed, additive, dropout_p, scale, enable_gqa, mapping, **params)
     return out
 
@@ -94,8 +105,10 @@ class MultiheadAttention(nn.Module):
     which also keeps torch's Transformer layers off their fused fast path (that path would bypass this module).
     """
 
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None, batch_first=False,
-                 mapping="fusedmax", learn_gamma=False, learn_lam=False, device=None, dtype=None, **params):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,
+                 mapping: str | Callable = "fusedmax", learn_gamma: bool = False, learn_lam: bool = False,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, **params) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads "
@@ -140,8 +153,9 @@ class MultiheadAttention(nn.Module):
                 params[name] = log.exp()
         return params
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                need_weights: bool = True, attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         batched = query.dim() == 3
         if not batched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
@@ -165,9 +179,9 @@ class MultiheadAttention(nn.Module):
         elif attn_mask is not None:
             if attn_mask.dim() == 3:  # (N * H, L, S)
                 attn_mask = attn_mask.reshape(N, H, L, S)
-            allowed, additive = self._canonical(attn_mask)
+            allowed, additive = self._canonical(attn_mask, query.dtype)
         if key_padding_mask is not None:
-            pad_allowed, pad_additive = self._canonical(key_padding_mask.reshape(N, 1, 1, S))
+            pad_allowed, pad_additive = self._canonical(key_padding_mask.reshape(N, 1, 1, S), query.dtype)
             allowed = pad_allowed if allowed is None else allowed & pad_allowed
             if pad_additive is not None:
                 additive = pad_additive if additive is None else additive + pad_additive
@@ -187,8 +201,8 @@ class MultiheadAttention(nn.Module):
         return out, weights
 
     @staticmethod
-    def _canonical(mask):
+    def _canonical(mask, dtype):
         """nn.MultiheadAttention's conventions -> (allowed bool, additive float or None)."""
         if mask.dtype == torch.bool:
             return ~mask, None
-        return _split_float_mask(mask)
+        return split_float_mask(mask, dtype)

@@ -4,11 +4,8 @@ The logic lives in tasks/seq2seq/align.py; see its docstring.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tasks.seq2seq.align import main  # noqa: E402
+from tasks.seq2seq.align import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import attention  # noqa: E402
-from tasks.seq2seq.model import Seq2Seq  # noqa: E402
-from tasks.seq2seq.search import beam_search, greedy_search  # noqa: E402
-from tasks.seq2seq.task import set_threads  # noqa: E402
+import attention
+from tasks.seq2seq.model import Seq2Seq
+from tasks.seq2seq.search import beam_search, greedy_search
+from tasks.seq2seq.task import set_threads
 
 PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.01}}
 

@@ -15,17 +15,14 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import attention  # noqa: E402
-from tasks.snli.model import ConditionalAttentionNLI  # noqa: E402
-from tasks.trainer import set_threads  # noqa: E402
+import attention
+from tasks.snli.model import ConditionalAttentionNLI
+from tasks.trainer import set_threads
 
 PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.01}}
 

@@ -73,8 +73,16 @@ def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", 
     name = re.sub(r"[/\\:*?\"<>| ]+", "_", ",".join([split, *overrides]))[:200]
     out = run_dir / "evaluations" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    text = json.dumps(result, indent=2, default=str)
+    out.write_text(text)
     result["path"] = str(out)
+    # beside the run's record too, where the report finds it (tasks/report/runs.py: attach_evaluations)
+    record = records.record_path(config["results_dir"], task.name, config["attention"]["name"], config["run_name"])
+    if record.exists():
+        beside = records.evaluations_dir(record) / f"{name}.json"
+        beside.parent.mkdir(parents=True, exist_ok=True)
+        beside.write_text(text)
+        result["beside_record"] = str(beside)
     return result
 
 
@@ -85,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         i = args.index("--split")
         split = args[i + 1]
         del args[i : i + 2]
-    if not args:
-        print("usage: python -m tasks.evaluate RUN_DIR [--split test|valid] [key=value ...]", file=sys.stderr)
-        return 2
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m tasks.evaluate RUN_DIR [--split test|valid|<test set>] [key=value ...]\n"
+              "  e.g. task.extra_test_sets=[test_2017_flickr,test_2017_mscoco] (Multi30k's WMT17 test sets)",
+              file=sys.stderr)
+        return 0 if args else 2
     result = evaluate_run(args[0], args[1:], split=split)
     print(json.dumps({k: result[k] for k in ("task", "attention", "split", "overrides", "metrics")}, indent=1,
                      default=str))
-    print(f"written to {result['path']}")
+    print(f"written to {result['path']}" + (f" and {result['beside_record']}" if "beside_record" in result else ""))
     return 0
 
 

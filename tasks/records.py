@@ -72,6 +72,12 @@ def record_path(results_dir: str | os.PathLike, task: str, attention: str, run: 
     return Path(results_dir) / task / attention / f"{safe}.json"
 
 
+def evaluations_dir(record_file: str | os.PathLike) -> Path:
+    """Where ``make evaluate`` puts a run's later evaluations beside its record: ``<record stem>.evaluations/``."""
+    record_file = Path(record_file)
+    return record_file.with_name(f"{record_file.stem}.evaluations")
+
+
 class RecordError(ValueError):
     """A record that must not be written: its headline metric is not a finite number."""
 

@@ -56,6 +56,7 @@ NOT_IDENTITY = (
     "trainer.device", "trainer.log_every_steps", "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes",
     "trainer.signals", "trainer.eval_test",
     "task.threads", "task.progress", "task.data.root", "task.data.mirror", "task.data.cache", "task.duc",
+    "task.extra_test_sets",
     "embeddings.path", "embeddings.mirror", "task.embeddings.path", "task.embeddings.mirror",
     "shared", "data_dir", "results_dir", "run_name", "logger", "launcher", "hydra",
 )

@@ -22,16 +22,17 @@ def installs(output: str) -> list[str]:
     return [line for line in output.splitlines() if "pip install" in line]
 
 
-def test_experiment_targets_install_runtime_dependencies_only(tmp_path):
+def test_experiment_targets_install_the_harness_not_the_test_tools(tmp_path):
     venv = f"VENV={tmp_path}/venv"  # a venv that does not exist: the install recipe is printed
     snli = installs(dry("snli", venv, "GPU="))
     assert any("torch==2.13.0" in line for line in snli)
-    assert any("-e '.'" in line for line in snli) and not any("[test" in line for line in snli)
+    assert any("-e '.[experiments,plot]'" in line for line in snli) and not any("[test" in line for line in snli)
     test = installs(dry("test", venv, "GPU="))
     assert any("-e '.[test]'" in line for line in test)
     gpu = installs(dry("snli", venv, "GPU=1", "TORCH_INDEX=https://download.pytorch.org/whl/cu128"))
-    assert any("-e '.[cuda]'" in line for line in gpu)
+    assert any("-e '.[experiments,plot,cuda]'" in line for line in gpu)
     assert any("torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" in line for line in gpu)
+    assert any("-e '.[test,cuda]'" in line for line in installs(dry("test", venv, "GPU=1")))
 
 
 def test_reproduce_passes_each_task_its_own_arguments(tmp_path):

@@ -73,10 +73,9 @@ def test_snli_and_alignment_figures(runs, tmp_path):
     out = tmp_path / "figures"
     records = load_local(runs)
     _assert_images(figures.snli_figure(records, out), "snli_attention")
-    _assert_images(figures.alignment_figure(records, out, figures.TRANSLATION_TASKS, "translation_alignment",
-                                            "translation"), "translation_alignment")
-    _assert_images(figures.alignment_figure(records, out, figures.SUMMARIZATION_TASKS, "summarization_alignment",
-                                            "summarization", sentence=1), "summarization_alignment")
+    _assert_images(figures.alignment_figure(records, out, "multi30k"), "translation_alignment_multi30k")
+    assert (out / "translation_alignment_multi30k.txt").read_text().startswith("Multi30k: test sentence ")
+    _assert_images(figures.alignment_figure(records, out, "gigaword", sentence=1), "summarization_alignment_gigaword")
 
 
 def test_missing_inputs_are_skipped_with_a_message(runs, tmp_path, capsys):
@@ -89,9 +88,8 @@ def test_missing_inputs_are_skipped_with_a_message(runs, tmp_path, capsys):
     assert "snli/oscarmax/seed=1 has no attention_test.json" in err and "for oscarmax: drawn without" in err
     for name in NAMES:
         (tmp_path / "outputs" / "multi30k" / name / figures.SEQ2SEQ_FILE).unlink()
-    assert figures.alignment_figure(records, out, figures.TRANSLATION_TASKS, "translation_alignment",
-                                    "translation") == []
-    assert "translation_alignment skipped: no translation run has attention_test.pt" in capsys.readouterr().err
+    assert figures.alignment_figure(records, out, "multi30k") == []
+    assert "translation_alignment_multi30k skipped: no multi30k run has attention_test.pt" in capsys.readouterr().err
     assert figures.snli_figure([], out) == []
     assert "no SNLI run records" in capsys.readouterr().err
 
@@ -184,3 +182,25 @@ def test_accuracy_vs_spread_uses_the_tables_rows_and_comparisons(tmp_path, monke
     assert len(legend) == 2 and "oscarmax has no attention statistics" in capsys.readouterr().err
     assert ax.get_title() == "SNLI" and ax.get_xscale() == "log"
     assert figures.tradeoff_figure([], tmp_path / "none") == []
+
+
+def test_one_alignment_figure_per_dataset_never_mixed_and_tokens_as_written(runs, tmp_path):
+    """Runs of two translation datasets: each gets its own figure, captioned with its own name (a figure once
+    showed an IWSLT sentence under a Multi30k caption, with Moses escapes such as &apos;re shown raw)."""
+    records = load_local(runs)
+    for name in NAMES:
+        run_dir = tmp_path / "outputs" / "iwslt" / name
+        run_dir.mkdir(parents=True)
+        src = ["we", "&apos;re", "here", "&quot;", "now", "and", "then"]
+        items = [{"src": src, "hyp": ["wir", "sind", "&amp;", "hier"], "ref": ["r"],
+                  "attention": torch.full((4, len(src)), 1 / len(src))}]
+        torch.save({"task": "iwslt", "items": items}, run_dir / figures.SEQ2SEQ_FILE)
+        records.append(_record(runs, "iwslt", name, run_dir, finished="2026-02-01T00:00:00"))
+    out = tmp_path / "figures"
+    paths = figures.alignment_figures(records, out, figures.TRANSLATION_TASKS)
+    assert sorted(p.name for p in paths) == sorted(f"translation_alignment_{t}.{f}" for t in ("multi30k", "iwslt")
+                                                   for f in ("png", "pdf"))
+    assert (out / "translation_alignment_iwslt.txt").read_text().startswith("IWSLT14: test sentence 0")
+    assert (out / "translation_alignment_multi30k.txt").read_text().startswith("Multi30k: ")
+    assert figures.readable("&apos;re") == "'re" and figures.readable("&quot;") == '"'
+    assert figures.readable("&#124;") == "|" and figures.readable("plain") == "plain"

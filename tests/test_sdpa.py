@@ -90,6 +90,71 @@ def test_causal_and_padded_batches(name):
         attention.scaled_dot_product_attention(x, x, x, attn_mask=allowed, mapping=name, **MAPPINGS[name]), out)
 
 
+def _where(allowed, kept, masked, dtype):
+    return torch.where(allowed, torch.as_tensor(kept, dtype=dtype), torch.tensor(masked, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.5, 1.0])
+@pytest.mark.parametrize("name", ["softmax", *MAPPINGS])
+def test_float_mask_with_finfo_min_is_the_bool_mask(name, gamma, dtype):
+    """finfo(dtype).min, as Hugging Face's eager masks, fairseq and much user code write "masked", masks exactly like
+    a bool False and -inf: before, fusedmax kept those keys in its TV chain and γ < 1 overflowed to inf."""
+    g = torch.Generator().manual_seed(11)
+    q, k, v = qkv(12, dtype=dtype)
+    allowed = torch.rand(2, 1, 5, 7, generator=g) < 0.6
+    allowed[0, 0, 2] = False  # a query that may attend to no key: zeros, not nan
+    bias = torch.randn(2, 1, 5, 7, generator=g, dtype=dtype)
+    params = {"gamma": gamma, **MAPPINGS.get(name, {})}
+    want = attention.scaled_dot_product_attention(q, k, v, attn_mask=allowed, mapping=name, **params)
+    assert (want[0, :, 2] == 0).all() and torch.isfinite(want).all()
+    minimum = torch.finfo(dtype).min
+    for masked in (minimum, minimum / 2, -torch.inf):  # finfo.min / 2 is masked too ("at or below")
+        float_mask = _where(allowed, 0.0, masked, dtype)
+        got = attention.scaled_dot_product_attention(q, k, v, attn_mask=float_mask, mapping=name, **params)
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    # a float16 model's mask (float16's min) on float32/64 scores: the narrower type sets the threshold
+    half_mask = _where(allowed, 0.0, torch.finfo(torch.float16).min, torch.float16)
+    got = attention.scaled_dot_product_attention(q, k, v, attn_mask=half_mask, mapping=name, **params)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    # the finite entries still add to the scores: a bias with finfo.min where masked is the bias with -inf there
+    with_bias = attention.scaled_dot_product_attention(q, k, v, attn_mask=_where(allowed, bias, minimum, dtype),
+                                                       mapping=name, **params)
+    torch.testing.assert_close(with_bias, attention.scaled_dot_product_attention(
+        q, k, v, attn_mask=torch.where(allowed, bias, -torch.inf), mapping=name, **params), atol=0, rtol=0)
+
+
+def test_split_float_mask_threshold():
+    low = torch.finfo(torch.float32).min
+    mask = torch.tensor([0.0, -3.0, low, low / 2, low / 2 * 0.99, -torch.inf, torch.nan])
+    allowed, additive = attention.sdpa.split_float_mask(mask, torch.float32)
+    assert allowed.tolist() == [True, True, False, False, True, False, True]  # nan stays, to be reported
+    assert torch.equal(additive[:5], torch.stack([mask[0], mask[1], mask[0], mask[0], mask[4]]))
+    # float64 scores with a float64 mask: float64's threshold; float16 scores: float16's
+    assert attention.sdpa.split_float_mask(mask.double(), torch.float64)[0][2]
+    assert not attention.sdpa.split_float_mask(torch.tensor([-40000.0]), torch.float16)[0][0]
+    with pytest.raises(ValueError, match="scores contain nan"):
+        attention.scaled_dot_product_attention(*qkv(1, batch=(), L=1, S=7), attn_mask=mask, mapping="sparsemax")
+
+
+@pytest.mark.parametrize("name", ["softmax", *MAPPINGS])
+def test_multihead_float_masks_with_finfo_min(name):
+    """MultiheadAttention reads float attn_mask / key_padding_mask entries at finfo.min as "not allowed"."""
+    torch.manual_seed(3)
+    mha = attention.MultiheadAttention(12, 3, batch_first=True, mapping=name, gamma=0.5, **MAPPINGS.get(name, {}))
+    x = torch.randn(2, 5, 12)
+    pad = torch.tensor([[False] * 5, [False, False, False, True, True]])  # True = padding
+    blocked = torch.ones(5, 5, dtype=torch.bool).triu(1)  # True = not allowed
+    blocked[1, 0] = True  # query 1 of the padded sequence then sees one key
+    minimum = torch.finfo(torch.float32).min
+    want_out, want_w = mha(x, x, x, key_padding_mask=pad, attn_mask=blocked)
+    got_out, got_w = mha(x, x, x, key_padding_mask=torch.where(pad, minimum, 0.0),
+                         attn_mask=torch.where(blocked, minimum, 0.0))
+    torch.testing.assert_close(got_out, want_out, atol=0, rtol=0)
+    torch.testing.assert_close(got_w, want_w, atol=0, rtol=0)
+    assert (got_w[blocked.expand_as(got_w)] == 0).all()
+
+
 @pytest.mark.parametrize("name", list(MAPPINGS))
 def test_gradcheck_through_sdpa(name):
     q, k, v = qkv(7, batch=(2,), L=3, S=4, E=3, Ev=2)

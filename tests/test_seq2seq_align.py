@@ -119,7 +119,7 @@ def test_force_decoding_reads_the_models_attention(trained_run):
 def test_make_align_end_to_end(trained_run, tmp_path):
     gold = write_gold(tmp_path / "gold", GOLD_PAIRS, GOLD_LINKS)
     run = trained_run / "run"
-    done = subprocess.run([sys.executable, "scripts/align.py", str(run), "--gold", str(gold), "--results",
+    done = subprocess.run([sys.executable, "-m", "scripts.align", str(run), "--gold", str(gold), "--results",
                            str(trained_run / "results")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "argmax AER" in done.stdout and "record:" in done.stdout
@@ -144,10 +144,10 @@ def test_make_align_end_to_end(trained_run, tmp_path):
 
 
 def test_align_errors(tmp_path):
-    done = subprocess.run([sys.executable, "scripts/align.py", str(tmp_path), "--gold", str(tmp_path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "scripts.align", str(tmp_path), "--gold", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "gold alignments not found" in done.stderr
     gold = write_gold(tmp_path / "gold", GOLD_PAIRS[:1], GOLD_LINKS[:1])
-    done = subprocess.run([sys.executable, "scripts/align.py", str(tmp_path), "--gold", str(gold)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "scripts.align", str(tmp_path), "--gold", str(gold)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "finished run" in done.stderr

@@ -1,6 +1,6 @@
 """The paper's figures: attention maps of real runs, and the geometry of the mappings.
 
-    python scripts/figures.py [--results results] [--out results/figures] [--snli-example auto|INDEX]
+    python -m scripts.figures [--results results] [--out results/figures] [--snli-example auto|INDEX]
                               [--sentence auto|INDEX]
 
 Written as PNG and PDF into ``--out``:
@@ -8,9 +8,10 @@ Written as PNG and PDF into ``--out``:
 - ``snli_attention``: one SNLI test pair under the four mappings side by side: the weight that the last
   hypothesis state puts on each premise word (from ``<run_dir>/attention_test.json``, which ``tasks/snli`` writes
   at the end of every run).
-- ``translation_alignment`` / ``summarization_alignment``: the attention matrix (output × source) of one test
-  sentence per mapping, fused groups outlined (from ``<run_dir>/attention_test.pt``, written by
-  ``tasks/seq2seq`` at the end of every run).
+- ``translation_alignment_<task>`` / ``summarization_alignment_<task>``: one figure per dataset, the attention
+  matrix (output × source) of one test sentence per mapping, fused groups outlined (from
+  ``<run_dir>/attention_test.pt``, written by ``tasks/seq2seq`` at the end of every run); its caption, generated
+  from what it draws (dataset, sentence, parameters), is its title and ``<stem>.txt``.
 - ``mapping_curves``: Π_Ω([t, 0])₁ as a function of t for every mapping (``attention.plot.mapping_curves``).
 - ``accuracy_vs_spread``: the paper's question at a glance: per dataset, each mapping's test metric (seeds and
   mean ± std) against its attention's spread (weights ≥ 1% per row), labelled with Δ and p against softmax.
@@ -26,6 +27,7 @@ A run's files are looked for in its record's ``run_dir``, then next to the recor
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 from collections import Counter
@@ -50,6 +52,8 @@ SEQ2SEQ_FILE = "attention_test.pt"
 TRANSLATION_TASKS = ("multi30k", "iwslt", "iwslt14", "wmt16")
 SUMMARIZATION_TASKS = ("gigaword", "gigaword_duc2004", "duc")
 DYNAMICS_TASKS = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",)  # tasks whose records log per-epoch attention
+TASK_LABELS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16",
+               "gigaword": "Gigaword", "gigaword_duc2004": "DUC-2004", "duc": "DUC-2004"}
 SIMPLEX_MAPPINGS = (("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.1}))
 
 
@@ -255,26 +259,41 @@ def choose_sentence(per_run: dict, wanted="auto", max_len: int = 18) -> int | No
     return same[0]
 
 
-def alignment_figure(records: list, out: Path, tasks: tuple, stem: str, what: str, sentence="auto") -> list[Path]:
-    runs = pick_runs(records, tasks)
+def readable(token: str) -> str:
+    """A token as a reader writes it: Moses escapes (``&apos;re``, ``&quot;``, ``&#124;``) undone."""
+    return html.unescape(token)
+
+
+def alignment_caption(task: str, index: int, runs: dict) -> str:
+    label = TASK_LABELS.get(task, task)
+    params = "; ".join(f"{n}: {_params(r)}" for n, r in runs.items())
+    return (f"{label}: test sentence {index}, the same source under each mapping: attention of every output word "
+            f"(rows) over the source words (columns), fused groups outlined ({params})")
+
+
+def alignment_figure(records: list, out: Path, task: str, stem: str | None = None, sentence="auto") -> list[Path]:
+    """One test sentence of ``task``'s runs (one per mapping) side by side; the caption, generated from what is
+    drawn, is the figure's title and ``<stem>.txt`` beside it. ``stem``: ``<family>_alignment_<task>``."""
+    family = "summarization" if task in SUMMARIZATION_TASKS else "translation"
+    stem = stem or f"{family}_alignment_{task}"
+    runs = pick_runs(records, (task,))
     if not runs:
-        say(f"{stem} skipped: no {what} run records (results/{{{','.join(tasks)}}}/<attention>/<run>.json)")
+        say(f"{stem} skipped: no {task} run records (results/{task}/<attention>/<run>.json)")
         return []
-    # one task only (the first that has runs with attention files, e.g. multi30k before iwslt)
-    per_task: dict = {}
+    per_run: dict = {}
     for name, record in runs.items():
         path = run_file(record, SEQ2SEQ_FILE)
         if path is None:
             say(f"{stem}: run {_describe(record)} has no {SEQ2SEQ_FILE} (looked in its run_dir "
                 f"{record.get('run_dir')!r} and next to its record)")
             continue
-        per_task.setdefault(task_of(record), {})[name] = load_seq2seq_attention(path)
-    per_task = {t: v for t, v in per_task.items() if v and all(len(items) for items in v.values())}
-    if not per_task:
-        say(f"{stem} skipped: no {what} run has {SEQ2SEQ_FILE} with saved test attention")
+        items = load_seq2seq_attention(path)
+        if items:
+            per_run[name] = items
+    if not per_run:
+        say(f"{stem} skipped: no {task} run has {SEQ2SEQ_FILE} with saved test attention")
         return []
-    task = next(t for t in tasks if t in per_task)
-    per_run = dict(sorted(per_task[task].items(), key=lambda kv: _order(kv[0])))
+    per_run = dict(sorted(per_run.items(), key=lambda kv: _order(kv[0])))
     index = choose_sentence(per_run, sentence)
     if index is None:
         say(f"{stem} skipped: sentence {sentence} is not the same source sentence in every {task} run")
@@ -288,11 +307,21 @@ def alignment_figure(records: list, out: Path, tasks: tuple, stem: str, what: st
     for ax, name in zip(axes[0], names):
         item = per_run[name][index]
         matrix = np.asarray(item["attention"], dtype=float)[: len(item["hyp"]), : len(src)]
-        draw_heatmap(ax, matrix, src, item["hyp"], name, name)
-    fig.suptitle(f"{task}: test sentence {index} ({'; '.join(f'{n}: {_params(runs[n])}' for n in names)})",
-                 fontsize=8)
+        draw_heatmap(ax, matrix, [readable(t) for t in src], [readable(t) for t in item["hyp"]], name, name)
+    caption = alignment_caption(task, index, {n: runs[n] for n in names})
+    fig.suptitle(caption, fontsize=8, wrap=True)
     fig.tight_layout()
-    return save(fig, out, stem)
+    paths = save(fig, out, stem)
+    (out / f"{stem}.txt").write_text(caption + "\n", encoding="utf-8")
+    return paths
+
+
+def alignment_figures(records: list, out: Path, tasks: tuple, sentence="auto") -> list[Path]:
+    """One alignment figure per dataset that has runs: datasets are never mixed in one figure."""
+    present = [t for t in tasks if any(task_of(r) == t for r in records)]
+    if not present:
+        say(f"alignment figures of {', '.join(tasks)} skipped: no run records")
+    return [p for t in present for p in alignment_figure(records, out, t, sentence=sentence)]
 
 
 def _params(record: dict) -> str:
@@ -595,10 +624,8 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
         ("simplex", lambda: simplex_figure(out)),
         ("mapping_curves", lambda: mapping_curves_figure(out)),
         ("snli_attention", lambda: snli_figure(records, out, snli_example)),
-        ("translation_alignment", lambda: alignment_figure(records, out, TRANSLATION_TASKS, "translation_alignment",
-                                                           "translation", sentence)),
-        ("summarization_alignment", lambda: alignment_figure(records, out, SUMMARIZATION_TASKS,
-                                                             "summarization_alignment", "summarization", sentence)),
+        ("translation_alignment", lambda: alignment_figures(records, out, TRANSLATION_TASKS, sentence)),
+        ("summarization_alignment", lambda: alignment_figures(records, out, SUMMARIZATION_TASKS, sentence)),
         ("attention_dynamics", lambda: dynamics_figures(records, out)),
         ("accuracy_vs_spread", lambda: tradeoff_figure(records, out)),
     )

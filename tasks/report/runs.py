@@ -47,8 +47,39 @@ def load_local(results: str | Path) -> list[dict]:
             continue
         if isinstance(record, dict) and "task" in record and "attention" in record:
             record.setdefault("path", str(path))
+            attach_evaluations(record, path.with_name(f"{path.stem}.evaluations"))
             records.append(record)
     return records
+
+
+def attach_evaluations(record: dict, folder: Path) -> None:
+    """Test sets scored after the run by ``make evaluate`` (``<record stem>.evaluations/*.json``) join the record's
+    ``metrics.test`` as sections (``metrics.test.<test set>``, as DUC-2004 is for a Gigaword run), when the evaluation
+    re-scored the record's own test set to the same numbers (the same checkpoint, decoded the same way). What the
+    record holds is never replaced; an evaluation that disagrees is reported and left out."""
+    if not folder.is_dir():
+        return
+    test = get(record, "metrics.test")
+    if not isinstance(test, dict):
+        return
+    for path in sorted(folder.glob("*.json")):
+        try:
+            evaluation = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            warn(f"skipping {path}: {error}")
+            continue
+        scored = get(evaluation, "metrics") or {}
+        if evaluation.get("split") != "test" or not isinstance(scored, dict):
+            continue
+        same = [k for k in (record.get("metric"), "bleu", "rougeL_f1", "accuracy") if k in test and k in scored]
+        if not same or any(abs(float(test[k]) - float(scored[k])) > 1e-6 for k in same):
+            warn(f"skipping {path}: its test metrics ({', '.join(f'{k} {scored.get(k)}' for k in same) or 'none'}) "
+                 f"differ from the record's ({', '.join(f'{k} {test.get(k)}' for k in same)}): another checkpoint?")
+            continue
+        for name, section in scored.items():
+            if isinstance(section, dict) and name != "per_example" and name not in test:
+                test[name] = section
+                record.setdefault("evaluated_later", []).append(name)
 
 
 def get(mapping: Any, dotted: str, default=None):
@@ -165,7 +196,7 @@ NON_RESULT_KEYS = (
     "trainer.deterministic", "task.threads", "task.progress", "task.eval.save_attention", "task.attention_examples",
     "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "*.root", "*.cache", "*.mirror",
     "*.path", "*.url", "*.check_md5", "*.sha256", "embeddings.member", "task.embeddings", "task.embeddings.*",
-    "task.duc.*", "attention", "attention.*",
+    "task.duc.*", "task.extra_test_sets", "attention", "attention.*",
 )
 
 

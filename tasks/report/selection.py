@@ -1,6 +1,6 @@
 """Model selection on validation: which configuration of a sweep to keep, decided without the test set.
 
-    python scripts/select_setting.py --results DIR [--task snli] [--out FILE]      (make select RESULTS=DIR)
+    python -m scripts.select_setting --results DIR [--task snli] [--out FILE]      (make select RESULTS=DIR)
 
 Runs are grouped as the tables group them: by task and resolved configuration without the seed and without the
 attention block (``runs.result_config``), so one group is one candidate setting *for every mapping*. Each group

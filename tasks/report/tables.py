@@ -1,6 +1,6 @@
 """The paper's tables from run records: one per experiment, one row per attention mapping *and configuration*.
 
-    python scripts/tables.py [--source local|wandb] [--results results] [--project ENTITY/PROJECT]
+    python -m scripts.tables [--source local|wandb] [--results results] [--project ENTITY/PROJECT]
                              [--paper results/paper.yaml] [--out results/tables] [--samples 1000]
 
 **Which runs share a cell.** Runs are grouped by dataset, attention mapping (with its parameters) and the rest
@@ -135,17 +135,38 @@ EXPERIMENTS = (
 )
 
 
-def translation_dataset(task: str, pair: str | None) -> Dataset:
+# the test set a translation task's `test` split is, named in the table when the runs also scored other test sets
+PRIMARY_TEST_SET = {"multi30k": "test_2016_flickr"}
+SECTION_MARK = " @"  # dataset key of another test set of the same runs: "multi30k de-en @test_2017_mscoco"
+
+
+def translation_dataset(task: str, pair: str | None, test_set: str | None = None,
+                        named: bool = False) -> Dataset:
+    """The table of ``task`` (one language ``pair``) on its ``test`` split, or on another ``test_set`` the same
+    runs scored (``metrics.test.<test_set>``); ``named`` puts the test set's name in the label."""
     name = TRANSLATION_TASKS.get(task, task)
-    if pair is None:
-        return Dataset(task, name, (task,))
-    src, _, tgt = pair.partition("-")
-    return Dataset(f"{task} {pair}", f"{name} {src}→{tgt}", (task,), pair)
+    key, label = task, name
+    if pair is not None:
+        src, _, tgt = pair.partition("-")
+        key, label = f"{task} {pair}", f"{name} {src}→{tgt}"
+    if test_set is not None:
+        return Dataset(f"{key}{SECTION_MARK}{test_set}", f"{label} · {test_set}", (task,), pair, section=test_set,
+                       section_tasks=(task,))
+    if named and task in PRIMARY_TEST_SET:
+        label = f"{label} · {PRIMARY_TEST_SET[task]}"
+    return Dataset(key, label, (task,), pair)
 
 
-def dataset_from_key(key: str) -> Dataset:
-    task, _, pair = key.partition(" ")
-    return translation_dataset(task, pair or None)
+def dataset_from_key(key: str, named: bool = False) -> Dataset:
+    base, _, test_set = key.partition(SECTION_MARK)
+    task, _, pair = base.partition(" ")
+    return translation_dataset(task, pair or None, test_set or None, named=named)
+
+
+def other_test_sets(record: dict) -> list:
+    """The names of the other test sets a translation run scored: the sections of its ``metrics.test``."""
+    test = get(record, "metrics.test") or {}
+    return [k for k, v in test.items() if isinstance(v, dict) and k != "per_example"] if isinstance(test, dict) else []
 
 
 @dataclass
@@ -238,16 +259,20 @@ def _datasets(experiment: Experiment, records: list, paper: dict) -> list:
     for record in records:
         task = task_of(record)
         if task in TRANSLATION_TASKS:
-            key = translation_dataset(task, pair_of(record)).key
-            if key not in keys:
-                keys.append(key)
-    return [dataset_from_key(k) for k in keys]
+            base = translation_dataset(task, pair_of(record)).key
+            for key in (base, *(f"{base}{SECTION_MARK}{t}" for t in sorted(other_test_sets(record)))):
+                if key not in keys:
+                    keys.append(key)
+    # the test set's name is in every label of a task whose runs scored several
+    several = {k.partition(SECTION_MARK)[0] for k in keys if SECTION_MARK in k}
+    return [dataset_from_key(k, named=k.partition(SECTION_MARK)[0] in several) for k in keys]
 
 
 def _belongs(experiment: Experiment, dataset: Dataset, record: dict) -> bool:
     task = task_of(record)
     if experiment.translation:
-        return task in TRANSLATION_TASKS and translation_dataset(task, pair_of(record)).key == dataset.key
+        return task in TRANSLATION_TASKS and \
+            translation_dataset(task, pair_of(record), dataset.section).key == dataset.key
     return task in dataset.tasks
 
 

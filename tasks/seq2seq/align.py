@@ -1,7 +1,7 @@
 """Alignment quality of a trained translation model's attention: AER, precision and recall against gold word
 alignments (Och & Ney, 2003), as ``make align RUN=<run dir>``.
 
-    python scripts/align.py outputs/multi30k/fusedmax/experiment=multi30k_cpu [--gold DIR] [--results DIR]
+    python -m scripts.align outputs/multi30k/fusedmax/experiment=multi30k_cpu [--gold DIR] [--results DIR]
 
 The model of a finished run is rebuilt from its resolved config (``<run>/.hydra/config.yaml``: the task is
 instantiated as ``tasks/train.py`` does, ``setup()`` rebuilds the vocabulary from the training data) and its best

@@ -9,7 +9,9 @@ their canonical layout and names, plain or ``.gz``) or from the canonical URL th
 Sources (canonical):
 
 - Multi30k task 1: the multi30k/dataset GitHub repository, ``data/task1/raw/{train,val,test_2016_flickr}.{en,de,fr}.gz``
-  (raw, untokenized). sha256 below are of those files (gzip headers carry the 2017 names and dates of the repo).
+  (raw, untokenized), and the WMT17 test sets beside them, ``test_2017_flickr`` and ``test_2017_mscoco`` (captions of
+  another image collection: out of domain), evaluated with ``task.extra_test_sets``. sha256 below are of those files
+  (gzip headers carry the 2017 names and dates of the repo).
 - IWSLT14 de-en: the WIT3 release ``2014-01/texts/de/en/de-en.tgz``; the WIT3 site is gone and fairseq's copy
   (``prepare-iwslt14.sh``) is the one everyone downloads. Its md5 (10936dfdf616504ddbd844e91b94ef4a) is the
   value a third-party script checks; not verified here (no network), so it is checked but a mismatch names it.
@@ -55,8 +57,16 @@ MULTI30K_SHA256 = {
     "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
     "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
     "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
+    "test_2017_flickr.de.gz": "a2c89666db00c495cd8513b9d708d5a3acc205d7de312ef2bf5fb7ebc1540aee",
+    "test_2017_flickr.en.gz": "76a444ee25172e72695cddb13ae4a3bda59430617be88e0bb46b60504f054074",
+    "test_2017_flickr.fr.gz": "3ba671ceb2299f3304ffafefea7a833d08632fbaf0ba18546f8a2ec2391af496",
+    "test_2017_mscoco.de.gz": "799e4854c25d601cb6cb6be29eabe5667734c61ace2f495e03e429031a0bc338",
+    "test_2017_mscoco.en.gz": "aab300bfb4427697987e02cd0aacd44bfe8aa50456231b6474c08038bbed2b58",
+    "test_2017_mscoco.fr.gz": "754f3072ba9f124569ba5258b32730fc1d214bbf8e0c6dfb2b74401676220db0",
 }
 MULTI30K_SPLITS = {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+# every Multi30k test set by its file stem: the WMT16 one (``test`` above) and the two WMT17 ones
+MULTI30K_TEST_SETS = ("test_2016_flickr", "test_2017_flickr", "test_2017_mscoco")
 
 # Public copies of the files the CPU presets and the Gigaword test read, by their name under data.root:
 # (URL, sha256 of the uncompressed content). Sources are listed in ../shared/README.md of the project's machines.
@@ -182,7 +192,10 @@ def tokenize(line: str, lang: str, lowercase: bool = True, escape: bool = False)
 
 # ------------------------------------------------------------------------------------------------- Multi30k
 def multi30k_file(cfg, split: str, lang: str) -> Path:
-    name = f"{MULTI30K_SPLITS[split]}.{lang}.gz"
+    """``split`` is train / valid / test or a test set's own name (``MULTI30K_TEST_SETS``)."""
+    if split not in MULTI30K_SPLITS and split not in MULTI30K_TEST_SETS:
+        raise ValueError(f"multi30k has no split {split!r}: train, valid, test or one of {', '.join(MULTI30K_TEST_SETS)}")
+    name = f"{MULTI30K_SPLITS.get(split, split)}.{lang}.gz"
     if cfg.get("root"):
         path = find_local(cfg.root, name)
         if path is not None:
@@ -452,6 +465,8 @@ def load_duc2004(cfg) -> Parallel:
 
 
 LOADERS = {"multi30k": load_multi30k, "iwslt14": load_iwslt14, "gigaword": load_gigaword}
+# test sets a corpus has besides its `test` split, loadable by name (``task.extra_test_sets``)
+EXTRA_TEST_SETS = {"multi30k": MULTI30K_TEST_SETS}
 
 
 def load_split(corpus: str, cfg, split: str) -> Parallel:

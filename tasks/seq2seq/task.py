@@ -88,7 +88,8 @@ class Seq2SeqTask:
 
     def __init__(self, name: str, data: dict, attention, model: dict | None = None, vocab: dict | None = None,
                  train: dict | None = None, decode: dict | None = None, eval: dict | None = None,
-                 metric: str | None = None, duc: dict | None = None, test_set: str | None = None, seed: int = 1,
+                 metric: str | None = None, duc: dict | None = None, test_set: str | None = None,
+                 extra_test_sets: list | tuple | None = None, seed: int = 1,
                  data_dir: str = "data", corpus: str | None = None, kind: str | None = None,
                  threads: int | None = None, **unused):
         if unused:
@@ -109,6 +110,7 @@ class Seq2SeqTask:
         self.eval_cfg = {**EVAL_DEFAULTS, **(_plain(eval) or {})}
         self.duc_cfg = _Cfg(_plain(duc) or {})
         self.test_set = test_set or self.corpus
+        self.extra_test_names = list(extra_test_sets or ())
         self.seed = seed
         self.threads = threads  # torch.set_num_threads: 1 is much faster than 2 on a shared 2-core machine
         self.device = torch.device("cpu")
@@ -132,6 +134,16 @@ class Seq2SeqTask:
                 if not self.duc_cfg.get("optional"):
                     raise
                 print(f"[{self.name}] DUC-2004 not evaluated (task.duc.optional): {str(error).splitlines()[0]}")
+        for name in self.extra_test_names:
+            # more test sets scored by the same model at the end (e.g. Multi30k's WMT17 sets): metrics.test.<name>
+            known = D.EXTRA_TEST_SETS.get(self.corpus, ())
+            if name not in known:
+                raise ValueError(f"task.extra_test_sets: {self.corpus} has no test set {name!r}"
+                                 + (f" (it has {', '.join(known)})" if known else " (it has none besides `test`)"))
+            if self.corpus == "multi30k" and name == D.MULTI30K_SPLITS["test"]:
+                raise ValueError(f"task.extra_test_sets: {name!r} is the `test` split itself; list only the others")
+            self.splits[name] = D.load_split(self.corpus, self.data_cfg, name)
+            self.extra_test_sets.append(name)
         for split, parallel in self.splits.items():
             if len(parallel) == 0:
                 where = ", ".join(parallel.files) or parallel.name
