@@ -362,7 +362,7 @@ class Trainer:
             "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
             "history": self.history, "epoch_times": self.epoch_times, "epoch_partial": self.epoch_partial,
             "finished": self.finished, "stopped_early": self.stopped_early, "seed": self.seed,
-            "decaying": self.decaying, "identity": self.identity,
+            "decaying": self.decaying, "identity": self.identity, "epoch_batches": self.epoch_batches,
         }
 
     def save_checkpoint(self) -> None:
@@ -388,6 +388,7 @@ class Trainer:
             setattr(self, key, state[key])
         set_rng_state(state["rng"])
         self.decaying = state.get("decaying", False)
+        self.epoch_batches = state.get("epoch_batches")
         # a finished run continues if it was stopped by the epoch/step budget and the budget is now larger
         self.stopped_early = state.get("stopped_early", False)
         self.finished = self.stopped_early or self.epoch >= self.cfg["epochs"] or self.should_stop_steps()
@@ -538,6 +539,7 @@ class Trainer:
         self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
         self.finished = self.stopped_early = False
         self.decaying = False  # OpenNMT-py-style decay has started (lr_decay.start_at)
+        self.epoch_batches = None  # batches in the current epoch (when the task's batches have a length)
         self.last_save = time.monotonic()
         self.saved_step = 0
         last, best = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
@@ -568,6 +570,8 @@ class Trainer:
             self.setup()
             log.info(f"{self.task.name} on {self.device}, {self.n_params:,} trainable parameters, "
                      f"run dir {self.run_dir}")
+            if self.finished and 0 < self.batch_in_epoch == self.epoch_batches:
+                self.end_of_epoch()  # max_steps hit the epoch's last batch, then a kill before its epoch end
             while not self.finished:
                 self.train_one_epoch()  # (returns at the epoch end, or raises Stop / Preempted)
                 if self.finished:
@@ -589,6 +593,7 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         batches = task.train_batches(self.epoch, generator)
         total = len(batches) if hasattr(batches, "__len__") else None
+        self.epoch_batches = total
         model.train()
         start = time.perf_counter() - self.epoch_partial["seconds"]
         bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",

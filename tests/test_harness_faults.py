@@ -494,3 +494,24 @@ def test_multi30k_files_in_the_cache_are_verified(tmp_path):
     root = _multi30k_root(tmp_path)
     with pytest.raises(ChecksumError, match=rf"{root / 'train.de.gz'}: its file has sha256"):
         D.load_splits("multi30k", _Cfg(root=str(root), src_lang="de", tgt_lang="en", cache=str(root)))
+
+
+def test_kill_between_a_max_steps_checkpoint_and_its_epoch_end(tmp_path, monkeypatch):
+    """max_steps=8 is the epoch's last batch: its checkpoint says "finished" before the epoch end has run. A kill
+    right then, and the same command finishes that epoch (validation, best.pt) instead of a partial evaluation."""
+    from tasks.trainer import Stop
+
+    fresh = Trainer(make_task(), {**QUIET, "epochs": 5, "max_steps": 8}, tmp_path / "fresh", seed=1).fit()
+    real = Trainer.end_of_epoch
+
+    def killed(self):
+        raise Stop
+
+    monkeypatch.setattr(Trainer, "end_of_epoch", killed)
+    with pytest.raises(Stop):
+        Trainer(make_task(), {**QUIET, "epochs": 5, "max_steps": 8}, tmp_path / "run", seed=1).fit()
+    monkeypatch.setattr(Trainer, "end_of_epoch", real)
+    resumed = Trainer(make_task(), {**QUIET, "epochs": 5, "max_steps": 8}, tmp_path / "run", seed=1).fit()
+    for key in ("valid", "test", "epochs", "best_epoch", "best_step", "steps"):
+        assert resumed[key] == fresh[key], key
+    assert resumed["epochs"] == 1 and resumed["best_epoch"] == 1
