@@ -231,15 +231,21 @@ class Preflight(Callback):
             _fail(error)
         check_writable(Path(config.hydra.run.dir))
 
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)
+        check_writable(Path(config.hydra.sweep.dir))  # each job's config is validated by run()
+
 
 def check_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it, or exit with one line saying why not (a read-only disk, a path
+    through a file, no permission)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as error:
         _fail(f"the run dir {folder} cannot be written: {os.strerror(error.errno) if error.errno else error} "
-              f"({error.filename or folder}). Make it writable, or put runs elsewhere with hydra.run.dir=DIR.")
+              f"({error.filename or folder}). Make it writable, or put runs elsewhere (hydra.run.dir=DIR, or hydra.sweep.dir=DIR for -m).")
 
 
 def _fail(message, code: int = 2):

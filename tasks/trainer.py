@@ -604,8 +604,12 @@ class Trainer:
             if i < self.batch_in_epoch:
                 continue  # done before the checkpoint this run resumed from
             batch = move_to(batch, self.device)
-            with self.autocast():
-                loss, scalars = task.training_loss(model, batch)
+            try:
+                with self.autocast():
+                    loss, scalars = task.training_loss(model, batch)
+            except (ValueError, RuntimeError):
+                self.check_finite()  # non-finite weights fail the attention's checks first (CPU): say so instead
+                raise
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg["grad_clip"]:
