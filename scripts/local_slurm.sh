@@ -88,6 +88,9 @@ ReturnToService=2
 # schedule every 2 s (default 60); remember finished jobs for a day (the sacct shim reads them from here)
 SchedulerParameters=sched_interval=2
 MinJobAge=86400
+# job ids from the clock: a restarted cluster does not reuse the ids of earlier jobs, whose submitit folders
+# (<sweep dir>/.submitit/<job id>, with their results) may still be there
+FirstJobId=$(( $(date +%s) % 50000000 + 1 ))
 # preemption by partition: a job of the higher tier requeues a running one, after GraceTime; the preempted job gets
 # the user signal (--signal, USR2 with submitit) at once
 PreemptType=preempt/partition_prio

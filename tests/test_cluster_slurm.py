@@ -93,10 +93,12 @@ def test_sweep_runs_as_one_array_and_its_records_make_the_tables(env, tmp_path):
     assert Path(first).name == f"{job}_0_0_log.out" and Path(last).name == f"{job}_3_0_log.out"
     assert len(list(Path(first).parent.parent.glob(f"{job}_*/{job}_*_0_log.out"))) == 4
     assert len(re.findall(rf"\] {job}_\d ended", output)) == 4
-    tasks = slurm(env, "squeue", "-h", "--array", "--states=all", "-j", job, "-o", "%i %T").split("\n")
-    assert sorted(t.split()[0] for t in tasks if t) == [f"{job}_{i}" for i in range(4)]  # one array of four
-    assert not any(t.split()[1] in ("PENDING", "RUNNING") for t in tasks if t)
-    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("snli/*/*.json")]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("snli/*/*.json")]  # all there
+    tasks = slurm(env, "squeue", "-h", "--array", "--states=all", "-j", job, "-o", "%i %T").split()
+    assert sorted(tasks[::2]) == [f"{job}_{i}" for i in range(4)]  # one array of four
+    assert "PENDING" not in tasks[1::2]  # (a task whose result is written may show RUNNING a few seconds more)
+    wait_until(lambda: set(slurm(env, "squeue", "-h", "--array", "--states=all", "-j", job, "-o", "%T").split())
+               == {"COMPLETED"}, 60, "Slurm to see the tasks completed")
     assert sorted(r["attention"]["name"] for r in records) == ["fusedmax", "oscarmax", "softmax", "sparsemax"]
     assert all(set(KEYS) <= set(r) and r["epochs"] == 2 for r in records)
 
@@ -173,6 +175,7 @@ def test_a_job_with_a_bad_config_value_fails_once_and_says_why(env, tmp_path):
     assert "1 of 1 tasks failed" in output and "trainer.precision" in output  # visible where the sweep was run
     assert "trainer.precision" in job_logs(tmp_path / "mr")
     assert job_logs(tmp_path / "mr", "out").count("Starting with JobEnvironment") == 1  # ran once
-    state = slurm(env, "scontrol", "show", "job", job)
-    assert "Restarts=0" in state and "JobState=COMPLETED" in state  # ended, not requeued
+    state = wait_until(lambda: re.search(r"JobState=(?!RUNNING|COMPLETING|PENDING)\S+.*Restarts=\d+",
+                                         slurm(env, "scontrol", "show", "job", job), re.S), 60, "the job to end")
+    assert "JobState=COMPLETED" in state.group() and "Restarts=0" in state.group()  # ended, never requeued
     assert not list((tmp_path / "results").rglob("*.json"))
