@@ -180,3 +180,15 @@ def test_wandb_api_runs_prefer_their_uploaded_record(tmp_path):
     with_record, mapped = wandb_source.api_records("me/project", api=api)
     assert {k: v for k, v in with_record.items() if k != "source"} == record
     assert mapped["attention"]["name"] == "softmax" and mapped["metrics"]["test"]["accuracy"] == 0.5
+
+
+def test_the_slurm_launcher_is_a_hydra_plugin():
+    """configs/launcher/slurm.yaml's launcher (hydra_plugins/structured_attention_slurm.py): Hydra takes launchers
+    from the hydra_plugins package only ("Invalid plugin ...: not the hydra_plugins package" otherwise)."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "launcher" / "slurm.yaml")
+    launchers = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert config.hydra.launcher._target_ in launchers
