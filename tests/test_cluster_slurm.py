@@ -38,7 +38,11 @@ def env():
     ping = subprocess.run(["scontrol", "ping"], env=env, capture_output=True, text=True, timeout=30)
     if "UP" not in ping.stdout:
         pytest.fail(f"no Slurm cluster at {SLURM_DIR}: scripts/local_slurm.sh start (as root) first\n{ping.stderr}")
-    return env
+    yield env
+    # whatever a failed test left queued or running (the cluster is this suite's own)
+    left = subprocess.run(["squeue", "-h", "-o", "%A"], env=env, capture_output=True, text=True, timeout=60).stdout
+    if left.split():
+        subprocess.run(["scancel", *sorted(set(left.split()))], env=env, timeout=60)
 
 
 def sweep(env, out: Path, attentions: str, *args: str) -> subprocess.Popen:
