@@ -21,7 +21,7 @@ ifdef DATA_DIR
 export DATA_DIR
 endif
 
-.PHONY: install install-test test test-slow bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode \
+.PHONY: install install-test test test-slow test-cluster bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode \
         demo data evaluate sync align
 
 install: $(INSTALLED)
@@ -48,6 +48,12 @@ test: $(INSTALLED_TEST)
 
 test-slow: $(INSTALLED_TEST)
 	$(BIN)/python -m pytest -q -m slow
+
+# sweeps through launcher=slurm on a real single-node Slurm cluster, started here if it is not running (as root;
+# scripts/local_slurm.sh stop stops it): preemption, time limit, requeue and resume, a failing job (~6-8 min)
+test-cluster: $(INSTALLED_TEST)
+	scripts/local_slurm.sh start
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster_slurm.py
 
 bench: $(INSTALLED_TEST)
 	$(BIN)/python -m scripts.bench_attention

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -284,8 +285,25 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
         logger.record(record)  # W&B: the summary and record.json, so that W&B sees what the record says
         exit_code = 0
     finally:
-        logger.finish(exit_code=exit_code)  # a killed or failed run is marked so; its logs are kept
+        try:
+            logger.finish(exit_code=exit_code)  # a killed or failed run is marked so; its logs are kept
+        except Exception as error:  # (W&B's service killed with the job): never hides why the run stopped
+            if exit_code == 0:
+                raise
+            log.warning(f"the logger could not be closed: {error!r}")
     return record
+
+
+def requeue_if_submitit(stopped: Preempted) -> None:
+    """In a job started by submitit (launcher=slurm|submitit_local): its signal handler, which requeues the job
+    (the requeued job resumes from the checkpoint) and exits; it raises instead when the job may not be requeued
+    (after ``max_num_timeout`` time limits). Elsewhere: returns. Called once the run is stopped and its logger
+    closed: requeueing kills the job's processes, W&B's service among them."""
+    requeue = next((handler for handler in map(signal.getsignal, signal.valid_signals())
+                    if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue"), None)
+    if requeue is not None:
+        log.warning("submitit: requeueing this job; it resumes from the checkpoint")
+        requeue(stopped.signum, None)
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
@@ -301,6 +319,7 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingDiverged as error:  # no record; the last good checkpoint is kept
         _fail(error, code=3)
     except Preempted as stopped:  # checkpoint written; the same command continues (128 + signal, like a kill)
+        requeue_if_submitit(stopped)
         print(f"\n{stopped}", file=sys.stderr)
         sys.exit(128 + int(stopped.signum))
     return record["metrics"]["valid"].get(record["metric"])

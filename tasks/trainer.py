@@ -490,18 +490,15 @@ class Trainer:
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     def handle_signal(self, saved: bool = False) -> None:
-        """At a step boundary after a signal: checkpoint, then let submitit requeue the job, or stop."""
+        """At a step boundary after a signal: checkpoint, then stop (``Preempted``)."""
         if self.signal is None:
             return
         signum = self.signal
         if not saved:
             self.save_checkpoint()
         log.warning(f"checkpoint written at step {self.step} ({signal.Signals(signum).name})")
-        requeue = next((h for h in self.previous_handlers.values()
-                        if getattr(h, "__name__", "") == "checkpoint_and_try_requeue"), None)
-        if requeue is not None:  # run by submitit (launcher=slurm / submitit_local): it requeues and exits
-            log.warning("submitit: requeueing this job; it resumes from the checkpoint")
-            requeue(signum, None)
+        # run by submitit, tasks/train.py closes the logger, then lets submitit requeue the job (requeueing kills
+        # the job's other processes, W&B's service among them)
         raise Preempted(signum, self.step)
 
     # -- mixed precision --------------------------------------------------------------------------------------

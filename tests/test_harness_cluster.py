@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tasks.trainer as trainer_mod
-from tasks.trainer import Preempted, Stop, Trainer, set_rng_state
+from tasks.trainer import NullLogger, Preempted, Stop, Trainer, set_rng_state
 
 from test_harness_trainer import CFG, assert_same, make_task, weights
 
@@ -64,24 +64,67 @@ def test_sigterm_mid_epoch_then_same_command_loses_nothing(tmp_path):
     assert resumed["test"] == full["test"]
 
 
-def test_signal_under_submitit_checkpoints_then_requeues(tmp_path):
-    """Run by submitit, the trainer hands over to submitit's handler (which requeues the job and exits) after the
-    checkpoint is on disk."""
-    calls = []
+def _smoke_config(tmp_path):
+    """experiment=smoke_snli as tasks/train.py's `run` gets it, without Hydra's runtime."""
+    from hydra import compose, initialize_config_dir
+
+    root = Path(__file__).resolve().parents[1]
+    with initialize_config_dir(config_dir=str(root / "configs"), version_base="1.3"):
+        return compose("train", overrides=[
+            "experiment=smoke_snli", f"task.data.root={root}/tests/data/snli",
+            f"embeddings.path={root}/tests/data/glove/glove.tiny.16d.txt", f"results_dir={tmp_path}/results",
+            f"data_dir={tmp_path}/data", "run_name=run", "trainer.checkpoint_every_steps=0"])
+
+
+def test_signal_under_submitit_closes_the_logger_then_requeues(tmp_path, monkeypatch):
+    """Run by submitit: the trainer checkpoints and stops, tasks/train.py closes the logger, then hands over to
+    submitit's handler (which requeues the job and exits). On Slurm the requeue kills every process of the job, W&B's
+    service among them: when the trainer called the handler itself, the W&B run could not be closed any more, its
+    error replaced the requeue's exit, and the sweep took the requeued job for a failed one (make test-cluster)."""
+    import tasks.train as train_mod
+
+    events = []
+
+    class Logger(NullLogger):
+        def finish(self, exit_code=0):
+            events.append(("finish", exit_code))
 
     def checkpoint_and_try_requeue(signum, frame):  # the name of submitit's handler
-        calls.append((signum, torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"]))
+        events.append(("requeue", signum, torch.load(tmp_path / "run" / "checkpoints" / "last.pt",
+                                                     weights_only=False)["step"]))
         raise SystemExit(-1)
 
+    monkeypatch.setattr(train_mod, "build_logger", lambda *args, **kwargs: Logger())
     previous = signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
     try:
+        with pytest.raises(Preempted) as info:
+            train_mod.run(_smoke_config(tmp_path), tmp_path / "run",
+                          on_step=lambda step: step == 3 and os.kill(os.getpid(), signal.SIGUSR1))
+        assert signal.getsignal(signal.SIGUSR2) is checkpoint_and_try_requeue  # submitit's handler is back
+        assert events == [("finish", 1)]
         with pytest.raises(SystemExit):
-            Trainer(make_task(), QUIET, tmp_path / "run", seed=1,
-                    on_step=lambda step: step == 3 and os.kill(os.getpid(), signal.SIGUSR1)).fit()
-        assert signal.getsignal(signal.SIGUSR2) is checkpoint_and_try_requeue
+            train_mod.requeue_if_submitit(info.value)
     finally:
         signal.signal(signal.SIGUSR2, previous)
-    assert calls == [(signal.SIGUSR1, 3)]
+    assert events == [("finish", 1), ("requeue", signal.SIGUSR1, 3)]
+
+
+def test_a_logger_that_cannot_close_does_not_hide_why_the_run_stopped(tmp_path, monkeypatch):
+    import tasks.train as train_mod
+
+    class DeadService(NullLogger):  # W&B after its service process was killed
+        def finish(self, exit_code=0):
+            raise ConnectionResetError("Connection lost")
+
+    def kill(step):
+        if step == 2:
+            raise Stop
+
+    monkeypatch.setattr(train_mod, "build_logger", lambda *args, **kwargs: DeadService())
+    with pytest.raises(Stop):
+        train_mod.run(_smoke_config(tmp_path), tmp_path / "run", on_step=kill)
+    with pytest.raises(ConnectionResetError):  # after a run that finished, the error is the logger's own
+        train_mod.run(_smoke_config(tmp_path), tmp_path / "done")
 
 
 def test_wall_time_checkpoints(tmp_path):
@@ -137,3 +180,15 @@ def test_wandb_api_runs_prefer_their_uploaded_record(tmp_path):
     with_record, mapped = wandb_source.api_records("me/project", api=api)
     assert {k: v for k, v in with_record.items() if k != "source"} == record
     assert mapped["attention"]["name"] == "softmax" and mapped["metrics"]["test"]["accuracy"] == 0.5
+
+
+def test_the_slurm_launcher_is_a_hydra_plugin():
+    """configs/launcher/slurm.yaml's launcher (hydra_plugins/structured_attention_slurm.py): Hydra takes launchers
+    from the hydra_plugins package only ("Invalid plugin ...: not the hydra_plugins package" otherwise)."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "launcher" / "slurm.yaml")
+    launchers = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert config.hydra.launcher._target_ in launchers
