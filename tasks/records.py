@@ -67,6 +67,41 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict:
         return {"commit": None, "dirty": None}
 
 
+# ---- which settings make a run: one rule, read by the resume identity (tasks/train.py) and the report's grouping
+# of runs into table cells (tasks/report/runs.py). Patterns are fnmatch patterns over the dotted keys of the
+# resolved config; a pattern also covers every key under it ("logger" covers "logger.kind").
+
+# Settings that never change a run's result: where files live, how a run is shown, logged, launched or
+# checkpointed, threads and devices, evaluation-only extras (more test sets, DUC-2004) and evaluation batch sizes.
+NON_RESULT_KEYS = (
+    "note", "run_name", "results_dir", "data_dir", "shared", "logger", "launcher", "hydra",
+    "trainer.progress", "trainer.threads", "trainer.resume", "trainer.log_every_steps", "trainer.signals",
+    "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes", "trainer.device", "trainer.eval_test",
+    "trainer.deterministic", "task.threads", "task.progress", "task.eval.save_attention", "task.attention_examples",
+    "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "task.duc", "task.extra_test_sets",
+    "*.root", "*.cache", "*.mirror", "*.path", "*.url", "*.check_md5", "*.sha256", "embeddings.member",
+    "task.embeddings",
+)
+# How long a run trains: it changes the result, but a larger budget continues the same run (same identity).
+BUDGET_KEYS = ("trainer.epochs", "trainer.max_steps")
+
+
+def matches(key: str, patterns) -> bool:
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(key, p) or fnmatchcase(key, p + ".*") for p in patterns)
+
+
+def changes_result(key: str) -> bool:
+    """Whether a setting can change a run's result (``NON_RESULT_KEYS``: those that cannot)."""
+    return not matches(key, NON_RESULT_KEYS)
+
+
+def in_identity(key: str) -> bool:
+    """Whether a setting is part of a run's identity: it changes the result and is not a budget."""
+    return changes_result(key) and not matches(key, BUDGET_KEYS)
+
+
 def record_path(results_dir: str | os.PathLike, task: str, attention: str, run: str) -> Path:
     safe = run.replace(os.sep, "_") or "default"
     return Path(results_dir) / task / attention / f"{safe}.json"

@@ -9,8 +9,8 @@ the record ``<results_dir>/<task>/<attention>/<run_name>.json`` is written (task
 logger (W&B keeps it as ``record.json`` in the run's files) before the logger is closed.
 
 **A run is its settings, not its command line.** The run name is made of the command-line overrides *less*
-those of ``NOT_IDENTITY`` (budgets such as ``trainer.epochs``, where the data comes from, threads, progress bars,
-logger and launcher settings): ``trainer.epochs=20`` after a finished 10-epoch run continues that run in its
+those outside a run's identity (``tasks/records.py``'s ``NON_RESULT_KEYS`` and ``BUDGET_KEYS``: budgets such as
+``trainer.epochs``, where the data comes from, threads, progress bars, logger and launcher settings): ``trainer.epochs=20`` after a finished 10-epoch run continues that run in its
 folder. ``run_identity`` (the resolved config less the same keys) is stored in every checkpoint; resuming a
 checkpoint whose identity differs (say a config file was edited in between) stops with an error that lists the
 differences instead of mixing two runs.
@@ -49,18 +49,6 @@ from .trainer import PRECISIONS, CheckpointError, Preempted, RunMismatchError, T
 
 log = logging.getLogger(__name__)
 
-# Config keys (dotted; a key also covers what is under it) that do not change a run's result: neither its name nor
-# its identity. Budgets (a larger one continues the run), where files are, how fast or verbosely it runs, logging,
-# launching, and evaluation-only extras (DUC-2004 is a second test set of the Gigaword model).
-NOT_IDENTITY = (
-    "trainer.epochs", "trainer.max_steps", "trainer.resume", "trainer.progress", "trainer.threads",
-    "trainer.device", "trainer.log_every_steps", "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes",
-    "trainer.signals", "trainer.eval_test",
-    "task.threads", "task.progress", "task.data.root", "task.data.mirror", "task.data.cache", "task.duc",
-    "task.extra_test_sets",
-    "embeddings.path", "embeddings.mirror", "task.embeddings.path", "task.embeddings.mirror",
-    "shared", "data_dir", "results_dir", "run_name", "logger", "launcher", "hydra",
-)
 # group choices left out of the run name: task and attention are in the run dir's path already
 # (<task>/<attention>/<run_name>); `attention=fusedmax` is a choice, `attention.lam=0.2` is not
 _GROUP_CHOICES = {"task", "attention", "logger", "launcher"}
@@ -70,12 +58,12 @@ def _not_identity(key: str) -> bool:
     key = key.lstrip("+~")
     if key.startswith("hydra") or key in _GROUP_CHOICES:
         return True
-    return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
+    return not records.in_identity(key)
 
 
 def run_name_from(overrides) -> str:
     """A file-name-safe run name from the command-line overrides (Hydra's ``hydra.overrides.task``) less those of
-    ``NOT_IDENTITY``, sorted ("default" when none is left). A string is taken as Hydra's override dirname."""
+    a run's identity (``records.in_identity``), sorted ("default" when none is left). A string is taken as Hydra's override dirname."""
     if isinstance(overrides, str):
         items = [overrides] if overrides else []
     else:
@@ -85,13 +73,14 @@ def run_name_from(overrides) -> str:
 
 
 def run_identity(config: dict) -> dict:
-    """``{dotted key: value}`` of the resolved config less ``NOT_IDENTITY``: what makes this run this run."""
+    """``{dotted key: value}`` of the resolved config less what is not part of a run's identity (``records.in_identity``:
+    settings that do not change a result, and budgets): what makes this run this run."""
     flat: dict = {}
 
     def walk(node, prefix):
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            if any(dotted == k or dotted.startswith(k + ".") for k in NOT_IDENTITY):
+            if not records.in_identity(dotted):
                 continue
             if isinstance(value, dict) and value:
                 walk(value, dotted + ".")

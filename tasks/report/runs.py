@@ -187,17 +187,9 @@ def attention_sort_key(label: str) -> tuple:
 
 # ---- which runs are the same experiment: the resolved configuration, without the seed
 
-# config keys that never change a result: where files live, how a run is shown, checkpointed or logged, threads
-# (fnmatch patterns over dotted paths of the resolved config)
-NON_RESULT_KEYS = (
-    "seed", "note", "run_name", "results_dir", "data_dir", "shared", "logger", "logger.*", "launcher", "launcher.*",
-    "hydra", "hydra.*", "trainer.progress", "trainer.threads", "trainer.resume", "trainer.log_every_steps",
-    "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes", "trainer.device", "trainer.eval_test",
-    "trainer.deterministic", "task.threads", "task.progress", "task.eval.save_attention", "task.attention_examples",
-    "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "*.root", "*.cache", "*.mirror",
-    "*.path", "*.url", "*.check_md5", "*.sha256", "embeddings.member", "task.embeddings", "task.embeddings.*",
-    "task.duc.*", "task.extra_test_sets", "attention", "attention.*",
-)
+# settings that never change a result: tasks/records.py's NON_RESULT_KEYS, the same rule as a run's resume identity;
+# the seed and the attention are set apart too (a cell averages seeds; rows are split by attention separately)
+GROUPED_APART = ("seed", "attention")
 
 
 def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
@@ -216,11 +208,12 @@ def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
 
 def result_config(record: dict) -> dict[str, Any]:
     """The settings of a run that can change its result (flattened): its resolved config minus the seed, the
-    attention block (rows are split by attention separately) and ``NON_RESULT_KEYS``."""
-    from fnmatch import fnmatchcase
+    attention block (rows are split by attention separately) and the settings that do not change a result
+    (``tasks/records.py``)."""
+    from tasks.records import changes_result, matches
 
     flat = flatten(record.get("config") or {})
-    return {k: v for k, v in flat.items() if not any(fnmatchcase(k, pat) for pat in NON_RESULT_KEYS)}
+    return {k: v for k, v in flat.items() if changes_result(k) and not matches(k, GROUPED_APART)}
 
 
 def config_signature(record: dict) -> str:
