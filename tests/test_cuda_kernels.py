@@ -14,7 +14,7 @@ SIMULATOR_CHECK = textwrap.dedent(
     """
     import torch
     from attention import _cpu, _cuda, _torch
-    from attention.functions import _cpu_prox_forward
+    from attention._ops import cpu_prox_forward as _cpu_prox_forward
 
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
