@@ -223,3 +223,28 @@ def test_compile_in_a_fresh_process():
 @pytest.mark.slow
 def test_compile_in_a_fresh_process_inductor_every_mapping():
     _fresh("inductor", list(attention.NAMES))
+
+
+CACHE = textwrap.dedent(
+    """
+    import numba, torch, attention
+    from attention import _cpu
+    x = torch.randn(6, 9, dtype=torch.float64, requires_grad=True)
+    for name in attention.NAMES:
+        attention.MAPPINGS[name](x).sum().backward()
+    attention.entmax(x, alpha=torch.tensor(1.3, dtype=torch.float64, requires_grad=True)).sum().backward()
+    kernels = [k for k in vars(_cpu).values() if isinstance(k, numba.core.registry.CPUDispatcher)]
+    print(sum(sum(k.stats.cache_hits.values()) for k in kernels), sum(sum(k.stats.cache_misses.values())
+                                                                       for k in kernels))
+    """
+)
+
+
+def test_the_numba_cache_still_serves_the_kernels():
+    """Called through the ops, the numba kernels still load from the on-disk cache: a second fresh process compiles
+    nothing (the first one may, if the cache was cold)."""
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", CACHE], capture_output=True, text=True, timeout=900, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+    hits, misses = map(int, done.stdout.split())
+    assert hits > 0 and misses == 0
