@@ -71,7 +71,7 @@ def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None,
     return value
 
 
-_LEARN_AS = {"gamma": "exp(log_gamma)", "lam": "exp(log_lam) or softplus", "alpha": "1 + softplus(raw_alpha)"}
+_LEARN_AS = {"gamma": "exp(log_gamma)", "lam": "exp(log_lam) or softplus", "alpha": "1.01 + softplus(raw_alpha)"}
 
 
 def check_tensor_parameter(name, mapping, value, *, positive, low=None):

@@ -6,7 +6,7 @@ learnable γ/λ/α, other dims) and equals eager; ``torch.library.opcheck`` chec
 autograd registration, AOT dispatch with dynamic shapes); a small fusedmax model exports.
 
 Most compiled checks use the ``aot_eager`` backend (Dynamo + AOTAutograd, the parts that saw the kernels; no C++
-build); the fresh-process test runs Inductor, the default backend, for one mapping, and the slow one for all.
+build); a slow test runs Inductor, the default backend, for every mapping in a fresh process.
 """
 
 import os
@@ -216,12 +216,13 @@ def _fresh(backend, names):
 
 
 def test_compile_in_a_fresh_process():
+    """Dynamo and AOTAutograd, where the numba crash and the graph breaks were (aot_eager fails before the ops)."""
     _fresh("aot_eager", list(attention.NAMES))
-    _fresh("inductor", ["fusedmax"])
 
 
 @pytest.mark.slow
 def test_compile_in_a_fresh_process_inductor_every_mapping():
+    """torch.compile's default backend (a C++ build per graph: about a minute per mapping on a small CPU)."""
     _fresh("inductor", list(attention.NAMES))
 
 
@@ -248,3 +249,15 @@ def test_the_numba_cache_still_serves_the_kernels():
         assert done.returncode == 0, done.stderr[-3000:]
     hits, misses = map(int, done.stdout.split())
     assert hits > 0 and misses == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", list(CASES))
+def test_cuda_ops_compile_and_opcheck(case, gen):
+    """On a GPU: the same ops (numba-cuda prox kernels or the torch ones), compiled with Inductor, equal eager."""
+    fn, _, kw = mapping_of(case)
+    x = randn(gen, 2, 3, 5, 7).cuda().requires_grad_(True)
+    mask = (torch.rand(2, 1, 5, 7, generator=gen) < 0.7).cuda()
+    _compare(lambda s, m: fn(s, mask=m, **kw), (x, mask), backend="inductor")
+    for op, args in _op_cases(gen).values():
+        torch.library.opcheck(op, tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))

@@ -40,6 +40,21 @@ SIMULATOR_CHECK = textwrap.dedent(
             gpu = _cuda.prox_sparsemax_forward(z, lengths, lam, variant)
             cpu = _cpu_prox_forward(z, lengths, lam, variant)
             torch.testing.assert_close(gpu[0], cpu[0], atol=1e-12 if dtype == torch.float64 else 1e-6, rtol=1e-5)
+    # the public functions, eager and compiled, reach the same kernels through torch.ops.attention.prox_sparsemax
+    import attention
+    from attention import _layout
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    mask = torch.rand(5, 3, 8) > 0.2
+    want = {name: attention.MAPPINGS[name](x, mask=mask, lam=0.1) for name in ("fusedmax", "oscarmax")}
+    launched = []
+    gpu_forward = _cuda.prox_sparsemax_forward
+    _cuda.prox_sparsemax_forward = lambda *args: launched.append(1) or gpu_forward(*args)
+    _layout.on_host = lambda device: False  # CPU tensors take the device path, as CUDA tensors do
+    for name in want:
+        torch.testing.assert_close(attention.MAPPINGS[name](x, mask=mask, lam=0.1), want[name])
+    compiled = torch.compile(lambda s: attention.fusedmax(s, mask=mask, lam=0.1), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), want["fusedmax"])
+    assert len(launched) == 3, launched
     print("simulated kernels agree")
     """
 )
