@@ -409,4 +409,4 @@ def apply(operator: Operator, rows, *inputs):
         return operator.eager.apply(*inputs)
     except NonFiniteRows as error:
         bad = error
-    raise rows.non_finite_error(bad.rows) or bad
+    raise rows.non_finite_error(bad.rows)
