@@ -4,7 +4,9 @@
 
 with Ω the negative entropy (softmax), ½‖y‖² (sparsemax), ½‖y‖² + λ TV(y) (fusedmax),
 ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|) (oscarmax), ½‖y‖_p² (sq_pnorm_max) or the Tsallis α-entropy (entmax).
-Exact forward, closed-form backward (learnable γ and λ included), any dim, masks, CPU and CUDA.
+Exact forward, closed-form backward (learnable γ, λ and entmax's α included; exact double backward), any dim,
+masks, CPU and CUDA; the kernels are torch operators (``torch.ops.attention.*``), so torch.compile and torch.export
+work.
 
     import torch, attention
     attention.fusedmax(torch.tensor([1.0, 1.1, 0.2, -1.0]), lam=0.2)   # tensor([0.5, 0.5, 0.0, 0.0])

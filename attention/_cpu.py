@@ -1106,7 +1106,8 @@ def _entmax_row(z, out, m, d, alpha, buf, order, keys, keys_tmp, order_tmp, hist
 
 @njit(cache=True, parallel=True)
 def entmax_forward(z, lengths, alpha, out):
-    """out = alpha-entmax(z) row by row; returns the number of non-finite rows."""
+    """out = alpha-entmax(z) row by row; ``alpha`` holds one value, or one per row. Returns the number of
+    non-finite rows."""
     n, d = z.shape
     n_chunks = _chunks(n)
     bad = 0
@@ -1120,14 +1121,16 @@ def entmax_forward(z, lengths, alpha, out):
         order_tmp = np.empty(dr, dtype=np.int64)
         hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            bad += _entmax_row(z[r], out[r], lengths[r], d, alpha, buf, order, keys, keys_tmp, order_tmp, hist, neg)
+            alpha_r = alpha[0] if alpha.shape[0] == 1 else alpha[r]
+            bad += _entmax_row(z[r], out[r], lengths[r], d, alpha_r, buf, order, keys, keys_tmp, order_tmp, hist,
+                               neg)
     return bad
 
 
 @njit(cache=True, parallel=True)
 def entmax_backward(grad, y, lengths, alpha, out):
     """Jᵀ grad for alpha-entmax: s = y^(2 - alpha) on the support, J = diag(s) - s sᵀ / sum(s). Only the
-    support is visited (the power is taken there only)."""
+    support is visited (the power is taken there only). ``alpha``: one value, or one per row."""
     n, d = grad.shape
     n_chunks = _chunks(n)
     for c in prange(n_chunks):
@@ -1135,6 +1138,7 @@ def entmax_backward(grad, y, lengths, alpha, out):
         sv = np.empty(d, dtype=np.float64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             m = lengths[r]
+            alpha_r = alpha[0] if alpha.shape[0] == 1 else alpha[r]
             k = 0
             for i in range(m):
                 sup[k] = i
@@ -1145,7 +1149,7 @@ def entmax_backward(grad, y, lengths, alpha, out):
             total_gs = 0.0
             for t in range(k):
                 v = np.float64(y[r, sup[t]])
-                sv[t] = np.sqrt(v) if alpha == 1.5 else np.exp((2.0 - alpha) * np.log(v))
+                sv[t] = np.sqrt(v) if alpha_r == 1.5 else np.exp((2.0 - alpha_r) * np.log(v))
                 total_s += sv[t]
                 total_gs += grad[r, sup[t]] * sv[t]
             if k > 0:

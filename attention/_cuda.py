@@ -1,20 +1,19 @@
 """GPU kernels for the prox forward passes: the row algorithms of ``_cpu.py`` compiled by numba-cuda, one thread
 per row, reading and writing torch's CUDA memory in place (``__cuda_array_interface__``) on torch's current stream.
 
-Optional: needs ``pip install numba-cuda`` (``structured-attention[cuda]``). Without it, ``functions.py`` runs the
+Optional: needs ``pip install numba-cuda`` (``structured-attention[cuda]``). Without it, ``_ops.py`` runs the
 prox forward on the CPU kernels. The sorting that the oscar prox needs is done by ``torch.sort`` on the GPU before
 the kernel; everything else (the prox, sparsemax, group labels) happens in one kernel launch. The backward passes
 are plain torch (``_torch.py``). Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in numba's CUDA simulator
 on CPU tensors, which is how the test suite checks them on machines without a GPU.
 
 Kernels launch on the tensor's own GPU (``cuda:1`` included: numba's context for that device, torch's current
-stream of that device). numba-cuda installed but unusable (no NVVM/libdevice, a driver too old for it): the first
-call warns once and every call then runs the CPU kernels (one copy each way), as without numba-cuda.
+stream of that device). numba-cuda installed but unusable (no NVVM/libdevice, a driver too old for it): ``_ops.py``
+warns once and every call then runs the CPU kernels (one copy each way), as without numba-cuda.
 """
 
 import functools
 import os
-import warnings
 
 import torch
 
@@ -94,37 +93,11 @@ def _launch(kernel, n, device, *tensors_and_scalars):
         kernel[blocks, THREADS_PER_BLOCK, stream](*args)
 
 
-_unusable: Exception | None = None  # why numba-cuda could not run here (set once, after the warning)
-
-
 def prox_sparsemax_forward(z, lengths, lam, variant):
-    """Same contract as ``_cpu.prox_sparsemax_forward``: returns (y, groups, scale) on z's device. Falls back to
-    the CPU kernels, with one warning, when numba-cuda cannot compile or launch its kernels here."""
-    global _unusable
-    if simulated():  # the test suite's check of the kernels themselves: never hide a failure there
-        return _gpu_prox_forward(z, lengths, lam, variant)
-    if _unusable is None:
-        try:
-            return _gpu_prox_forward(z, lengths, lam, variant)
-        except Exception as error:  # noqa: BLE001 - NvvmSupportError, CudaSupportError, a driver error ...
-            _unusable = error
-            warnings.warn(
-                f"attention: numba-cuda is installed but cannot run its kernels here ({type(error).__name__}: "
-                f"{error}); the fusedmax/oscarmax prox forward runs on the CPU kernels instead (one copy each way). "
-                "Install a working CUDA toolkit for numba (`pip install 'numba-cuda[cu12]'`) or uninstall "
-                "numba-cuda to silence this.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-    from .functions import _cpu_prox_forward
+    """Same contract as ``_cpu.prox_sparsemax_forward``: (y, groups, scale) on z's device; raises whatever
+    numba-cuda raises where it cannot compile or launch (``_ops`` then falls back to the CPU kernels, once).
 
-    cpu_lam = lam.detach().cpu() if isinstance(lam, torch.Tensor) else lam
-    y, groups, scale, _ = _cpu_prox_forward(z.detach().cpu().contiguous(), lengths.cpu(), cpu_lam, variant)
-    return y.to(z.device), groups.to(z.device), scale.to(z.device)
-
-
-def _gpu_prox_forward(z, lengths, lam, variant):
-    """The GPU kernels: each row's whole prox (one thread per row), with no screening: that pays on the CPU, where
+    The GPU kernels: each row's whole prox (one thread per row), with no screening: that pays on the CPU, where
     a row's cost is its number of entries, and would only add divergent branches here. ``lam``: a float, or a
     tensor of one value or one per row."""
     tv_sparsemax, sorted_sparsemax = _kernels()

@@ -42,21 +42,23 @@ def checks_enabled(device: torch.device) -> bool:
     return bool(_checks)
 
 
-def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None, high=None):
+def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None, high=None, values=True):
     """A float, or a floating tensor (learnable: one value per row, head, ...), checked.
 
-    ``positive``: > 0 (gamma) or >= 0 (lam); ``low``/``high``: an open/closed interval (low, high] instead."""
+    ``positive``: > 0 (gamma) or >= 0 (lam); ``low``/``high``: an open/closed interval (low, high] instead (a tensor:
+    > low only). ``values=False``: a tensor's values are left to the op that receives it (``_ops``). Under
+    torch.compile no tensor value is read here (that would break the graph)."""
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise TypeError(f"{mapping}: {name} must be a float or a floating-point tensor, got {value.dtype}")
-        if checks_enabled(value.device):
-            _check_tensor_parameter(name, mapping, value.detach(), positive)
+        if values and checks_enabled(value.device) and not torch.compiler.is_compiling():
+            check_tensor_parameter(name, mapping, value.detach(), positive=positive, low=low)
         return value
     try:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{mapping}: {name} must be a number, got {value!r}") from None
-    if math.isnan(value) or math.isinf(value):
+    if value != value or abs(value) == math.inf:  # nan, inf (comparisons: torch.compile may make value a SymFloat)
         raise ValueError(f"{mapping}: {name} must be finite, got {value}")
     if low is not None:
         if not low < value <= high:
@@ -69,15 +71,25 @@ def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None,
     return value
 
 
-def _check_tensor_parameter(name, mapping, value, positive):
+_LEARN_AS = {"gamma": "exp(log_gamma)", "lam": "exp(log_lam) or softplus", "alpha": "1.01 + softplus(raw_alpha)"}
+
+
+def check_tensor_parameter(name, mapping, value, *, positive, low=None):
+    """A tensor parameter's values (one device-to-host sync off the CPU): finite, and > 0, >= 0 or > low."""
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"{mapping}: {name} must be finite, got a tensor with nan/inf")
+    how = f"parametrize it as {_LEARN_AS.get(name, 'softplus')} to learn it"
+    if low is not None:
+        if bool((value <= low).any()):
+            raise ValueError(f"{mapping}: {name} must be > {low:g}, got a tensor with min {value.min().item():g} "
+                             f"({how})")
+        return
     if positive and bool((value <= 0).any()):
         raise ValueError(f"{mapping}: {name} must be > 0, got a tensor with min {value.min().item():g} (it scales "
-                         "the regularizer: gamma > 0; parametrize it as exp(log_gamma) to learn it)")
+                         f"the regularizer: gamma > 0; {how})")
     if not positive and bool((value < 0).any()):
         raise ValueError(f"{mapping}: {name} must be >= 0, got a tensor with min {value.min().item():g} (a negative "
-                         "penalty is not convex; parametrize it as exp(log_lam) or softplus to learn it)")
+                         f"penalty is not convex; {how})")
 
 
 @dataclass
@@ -121,14 +133,17 @@ class Rows:
             return self.values / (gamma.unsqueeze(-1) if gamma.dim() else gamma).to(self.values.dtype)
         return self.values if gamma == 1.0 else self.values / gamma
 
-    def non_finite(self, bad: int) -> None:
-        """Called by a CPU kernel that met ``bad`` rows with nan/inf: the detailed error, unless checks are off."""
-        if bad and checks_enabled(self.values.device):
+    def non_finite_error(self, bad: int) -> ValueError:
+        """The error for a kernel that met ``bad`` rows with nan/inf: the first bad index of the scores, or (the
+        scores being finite) the overflow of scores / gamma."""
+        try:
             check_finite(self.source, self.mask, self.mapping)
-            raise ValueError(
-                f"{self.mapping}: scores / gamma overflow to inf in {bad} row(s) (scores of shape "
-                f"{tuple(self.source.shape)}); use a larger gamma or smaller scores"
-            )
+        except ValueError as error:
+            return error
+        return ValueError(
+            f"{self.mapping}: scores / gamma overflow to inf in {bad} row(s) (scores of shape "
+            f"{tuple(self.source.shape)}); use a larger gamma or smaller scores"
+        )
 
 
 def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str) -> Rows:
@@ -174,8 +189,9 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
         valid = mask.movedim(dim, -1).reshape(n, d)
         lengths = valid.sum(-1)
         # On the CPU, a prefix mask (padding, causal) needs no gather, and finding out costs no sync. Elsewhere
-        # the gather always runs: deciding would be a device-to-host sync on every call.
-        if not on_host(scores.device) or not _is_prefix(valid, lengths):
+        # (and in a compiled graph, which cannot branch on values) the gather always runs: deciding would be a
+        # device-to-host sync on every call.
+        if not on_host(scores.device) or torch.compiler.is_compiling() or not _is_prefix(valid, lengths):
             order = valid_first_order(valid)
             values = values.gather(-1, order)
     return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, scores, mask, mapping)

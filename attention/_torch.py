@@ -4,7 +4,8 @@ Same contracts as ``_cpu.py``: (rows, d) inputs, ``lengths`` valid entries per r
 The sparsemax forward is the sort-based one (Held et al. 1974; Martins & Astudillo 2016); the backward passes
 are group averages written with ``scatter_add``. The prox forward passes (TV, sorted) are sequential within a
 row; they run in the numba-cuda kernels of ``_cuda.py`` when numba-cuda is installed, else on the CPU kernels
-with one copy each way (``functions.py`` decides).
+with one copy each way (``_ops.py`` decides). The backward passes are differentiable torch expressions of the
+saved output, which is how double backward works on every device (``_ops.py``).
 """
 
 import torch
@@ -137,13 +138,16 @@ def sq_pnorm_backward(grad: torch.Tensor, y: torch.Tensor, p: float) -> torch.Te
     On the support S, ∇Ω(y) = z - τ1 with H = ∇²Ω(y) = κ diag(y^(p-2)) + (2-p) N^(2-2p) v vᵀ, v = y^(p-1),
     N = ‖y‖_p, κ = (p-1) N^(2-p). Differentiating, dy = J dz with J = H⁻¹ - H⁻¹1 1ᵀH⁻¹ / 1ᵀH⁻¹1 (the simplex
     constraint), and by Sherman-Morrison κ H⁻¹x = y^(2-p) x - (2-p) y (yᵀx) / N^p (using Σ y^p = N^p).
+    Differentiable in grad and y (the powers see 1 off the support), which double backward uses.
     """
     support = y > 0
+    base = torch.where(support, y, 1)  # no 0^(negative) in the derivative of the powers
     g = torch.where(support, grad, 0)
     yp = torch.where(support, y, 0)
-    norm_p = yp.pow(p).sum(-1, keepdim=True)  # N^p
-    w = torch.where(support, yp.pow(2 - p), 0)
-    coef = (2 - p) / norm_p.clamp_min(torch.finfo(y.dtype).tiny)
+    norm_p = torch.where(support, base.pow(p), 0).sum(-1, keepdim=True)  # N^p
+    norm_p = torch.where(norm_p > 0, norm_p, 1)  # a row with no support: any positive value (its output is 0)
+    w = torch.where(support, base.pow(2 - p), 0)
+    coef = (2 - p) / norm_p
     a = w * g - coef * yp * (yp * g).sum(-1, keepdim=True)
     b = w - coef * yp  # H⁻¹1 up to κ, with Σ y = 1
     kappa = (p - 1) * norm_p.pow((2 - p) / p)
@@ -151,10 +155,11 @@ def sq_pnorm_backward(grad: torch.Tensor, y: torch.Tensor, p: float) -> torch.Te
     return torch.where(support, out, 0)
 
 
-def entmax_forward(z: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Same as ``_cpu.entmax_forward``, batched in torch: α = 1.5 sort-based, otherwise bisection."""
+def entmax_forward(z: torch.Tensor, lengths: torch.Tensor, alpha) -> torch.Tensor:
+    """Same as ``_cpu.entmax_forward``, batched in torch: α = 1.5 sort-based, otherwise bisection. ``alpha``: a
+    float, or a tensor of one value per row, shape (rows, 1)."""
     c, valid = _relative_candidates(z, lengths, scale=alpha - 1.0)
-    if alpha == 1.5:
+    if not isinstance(alpha, torch.Tensor) and alpha == 1.5:
         c_sorted = torch.sort(c, dim=-1, descending=True).values
         finite = torch.isfinite(c_sorted)
         cs = torch.where(finite, c_sorted, 0)
@@ -180,8 +185,28 @@ def entmax_forward(z: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torc
     return w / w.sum(-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
 
-def entmax_backward(grad: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Jᵀ grad for α-entmax: s = y^(2-α) on the support, J = diag(s) - s sᵀ / Σs (symmetric)."""
-    s = torch.where(y > 0, y.pow(2 - alpha), 0)
+def entmax_backward(grad: torch.Tensor, y: torch.Tensor, alpha) -> torch.Tensor:
+    """Jᵀ grad for α-entmax: s = y^(2-α) on the support, J = diag(s) - s sᵀ / Σs (symmetric). ``alpha``: a float
+    or a (rows, 1) tensor. Differentiable in grad, y and α (double backward)."""
+    support = y > 0
+    s = torch.where(support, torch.where(support, y, 1).pow(2 - alpha), 0)
     out = grad * s
     return out - s * (out.sum(-1, keepdim=True) / s.sum(-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny))
+
+
+def entmax_alpha_grad(grad: torch.Tensor, y: torch.Tensor, alpha) -> torch.Tensor:
+    """dL/dα per row for y = α-entmax(z), from dL/dy (Correia, Niculae & Martins, 2019, "Adaptively Sparse
+    Transformers", appendix B). With y_i = ((α-1) z_i - τ)^β on the support, β = 1/(α-1), differentiating
+    log y_i and Σ y = 1 in α gives
+
+        dy_i/dα = β² (y_i - s̃_i) - β (y_i log y_i - s̃_i Σ_j y_j log y_j),    s̃ = y^(2-α) / Σ y^(2-α),
+
+    0 off the support. ``alpha``: a float or a (rows, 1) tensor. Differentiable (double backward)."""
+    support = y > 0
+    base = torch.where(support, y, 1)
+    s = torch.where(support, base.pow(2 - alpha), 0)
+    s = s / s.sum(-1, keepdim=True).clamp_min(torch.finfo(y.dtype).tiny)
+    y_log_y = torch.where(support, y * torch.log(base), 0)
+    beta = 1.0 / (alpha - 1.0)
+    dy = beta * beta * (y - s) - beta * (y_log_y - s * y_log_y.sum(-1, keepdim=True))
+    return (grad * torch.where(support, dy, 0)).sum(-1)

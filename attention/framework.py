@@ -56,7 +56,11 @@ def _omega_rows(y, lengths, name, params):
         p = check_parameter("p", name, _param(name, params, "p"), positive=True, low=1.0, high=2.0)
         return 0.5 * y.abs().pow(p).sum(-1).pow(2.0 / p), None
     if name == "entmax":
-        alpha = functions._check_alpha(_param(name, params, "alpha"))
+        alpha = _param(name, params, "alpha")
+        if isinstance(alpha, torch.Tensor):
+            raise TypeError("entmax: a tensor alpha is for attention.entmax (learnable α); the regularizer and "
+                            "max_omega take a number")
+        alpha = functions._check_alpha(alpha)
         return (y.abs().pow(alpha).sum(-1) - 1) / (alpha * (alpha - 1)), None
     value = 0.5 * (y * y).sum(-1)
     if name in ("fusedmax", "oscarmax"):

@@ -1,4 +1,4 @@
-r"""The mappings Π_Ω(x) = argmax_{y ∈ Δ} <y, x> - γ Ω(y), as functions and autograd Functions.
+r"""The mappings Π_Ω(x) = argmax_{y ∈ Δ} <y, x> - γ Ω(y), as functions (their kernels: ``_ops``).
 
 Dividing the objective by γ turns every one of them into a problem on z = x / γ:
 
@@ -15,240 +15,30 @@ Jacobian-vector product: the prox Jacobians average over the groups that the for
 Jacobian centres on the support, the smooth ones invert their regularizer's Hessian on the support (implicit
 differentiation), and the chain rule divides by γ.
 
-γ and λ may be tensors (one value per row, head, layer: anything that broadcasts to the scores with size 1 along
-``dim``) that require grad: γ's gradient is the chain rule through z = x / γ; λ's is closed form (``_torch``).
+γ, λ and entmax's α may be tensors (one value per row, head, layer: anything that broadcasts to the scores with
+size 1 along ``dim``) that require grad: γ's gradient is the chain rule through z = x / γ; λ's and α's are closed
+form (``_torch``). The kernels and their backward passes are torch operators (``_ops``: torch.compile, torch.export,
+double backward).
 """
 
-import warnings
-
-import numba
-import numpy as np
 import torch
-from torch.autograd import Function
 
-from . import _cpu, _torch
-from . import _layout
+from . import _cpu, _ops, _torch
 from ._layout import check_parameter, checks_enabled, to_rows, validate_scores
 
 _VARIANTS = {"exact": _cpu.PROX_SORTED, "owl": _cpu.PROX_OWL}
 
 
-def _np(t: torch.Tensor):
-    return t.detach().numpy()
+def _check(rows) -> bool:
+    """Whether the kernels check the values (see ``_layout.set_checks``)."""
+    return checks_enabled(rows.values.device)
 
 
-_NUMBA_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-
-
-def _follow_torch_threads():
-    """Run the numba kernels on as many threads as torch uses (torch.set_num_threads is the one knob).
-
-    Both may share one OpenMP runtime, where a numba launch with its own count would silently reset torch's.
-    """
-    torch_threads = torch.get_num_threads()
-    current = numba.get_num_threads()  # the first call starts numba's threads, which may reset OpenMP's count
-    if torch.get_num_threads() != torch_threads:
-        torch.set_num_threads(torch_threads)
-    wanted = max(1, min(torch_threads, _NUMBA_MAX_THREADS))
-    if current != wanted:
-        numba.set_num_threads(wanted)
-
-
-def _prepare(rows, mapping):
-    """Off the CPU the kernels do not count non-finite scores, so a check (and its sync) happens here, if asked."""
-    if not _layout.on_host(rows.values.device) and checks_enabled(rows.values.device):
-        validate_scores(rows.source, rows.mask, mapping)
-
-
-# ---------------------------------------------------------------------------------------------------- sparsemax
-
-
-class SparsemaxFunction(Function):
-    """y = proj_Δ(z) on the first ``lengths[r]`` entries of each row of a (rows, d) tensor; 0 elsewhere."""
-
-    @staticmethod
-    def forward(ctx, z, lengths, rows=None):
-        if _layout.on_host(z.device):
-            _follow_torch_threads()
-            y = torch.empty_like(z)
-            bad = _cpu.sparsemax_forward(_np(z), _np(lengths), y.numpy())
-            if bad and rows is not None:
-                rows.non_finite(bad)
-        else:
-            y = _torch.sparsemax_forward(z, lengths)
-        ctx.save_for_backward(y, lengths)
-        ctx.mark_non_differentiable(lengths)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        # J = diag(s) - s sᵀ/|S|, s = 1 on the support S of y: keep the gradient on S and remove its mean there
-        y, lengths = ctx.saved_tensors
-        grad_y = grad_y.contiguous()
-        if _layout.on_host(grad_y.device):
-            _follow_torch_threads()
-            grad_z = torch.empty_like(grad_y)
-            _cpu.sparsemax_backward(_np(grad_y), _np(y), _np(lengths), grad_z.numpy())
-        else:
-            grad_z = _torch.sparsemax_backward(grad_y, y)
-        return grad_z, None, None
-
-
-# ---------------------------------------------------------------------------------------------------- prox + sparsemax
-
-_warned_cuda_fallback = False
-
-
-def _lam_values(lam, n):
-    """λ for the kernels: a float64 array of one value, or of one value per row."""
-    if isinstance(lam, torch.Tensor):
-        return lam.detach().to(dtype=torch.float64).reshape(-1).cpu().numpy()
-    return np.full(1, lam, dtype=np.float64)
-
-
-def _cpu_prox_forward(z, lengths, lam, variant):
-    """(y, groups, scale, number of non-finite rows); ``scale`` is only filled for OWL (a 1x1 stub otherwise)."""
-    _follow_torch_threads()
-    n = z.shape[0]
-    y = torch.empty_like(z)
-    groups = torch.empty(z.shape, dtype=torch.int32)
-    scale = torch.empty_like(z) if variant == _cpu.PROX_OWL else torch.zeros(1, 1, dtype=z.dtype)
-    bad = _cpu.prox_sparsemax_forward(_np(z), _np(lengths), _lam_values(lam, n), variant, y.numpy(),
-                                      groups.numpy(), scale.numpy())
-    return y, groups, scale, bad
-
-
-def _prox_forward_elsewhere(z, lengths, lam, variant):
-    """The prox forward for a non-CPU tensor: the numba-cuda kernel, or the CPU kernel with a copy each way."""
-    global _warned_cuda_fallback
-    if z.device.type == "cuda":
-        from . import _cuda
-
-        if _cuda.available():
-            return _cuda.prox_sparsemax_forward(z, lengths, lam, variant)
-        if not _warned_cuda_fallback:
-            warnings.warn(
-                "attention: numba-cuda is not installed, so the fusedmax/oscarmax prox forward runs on the CPU "
-                "(one copy each way); `pip install numba-cuda` for the GPU kernel",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            _warned_cuda_fallback = True
-    z_cpu = z.detach().cpu().contiguous()
-    lam_cpu = lam.detach().cpu() if isinstance(lam, torch.Tensor) else lam
-    y, groups, scale, _ = _cpu_prox_forward(z_cpu, lengths.cpu(), lam_cpu, variant)
-    return y.to(z.device), groups.to(z.device), scale.to(z.device)
-
-
-class ProxSparsemaxFunction(Function):
-    """y = proj_Δ(prox(z)) row by row, for prox = TV (fusedmax), the sorted weighted sum (oscarmax) or OWL.
-
-    ``lam``: a float, or a tensor of one value or one value per row (then it gets a gradient).
-    """
-
-    @staticmethod
-    def forward(ctx, z, lengths, lam, variant, rows=None):
-        if _layout.on_host(z.device):
-            y, groups, scale, bad = _cpu_prox_forward(z, lengths, lam, variant)
-            if bad and rows is not None:
-                rows.non_finite(bad)
-        else:
-            y, groups, scale = _prox_forward_elsewhere(z, lengths, lam, variant)
-        ctx.save_for_backward(y, groups, scale, lengths)
-        ctx.mark_non_differentiable(lengths)
-        ctx.variant = variant
-        ctx.lam_shape = lam.shape if isinstance(lam, torch.Tensor) else None
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        # chain rule: z -> u = prox(z) -> y = proj_Δ(u). Both Jacobians are symmetric, so the vector-Jacobian
-        # product applies the sparsemax Jacobian at u (centre on supp y), then the prox Jacobian D A D
-        # (average over each fused run / pooled block, with OWL's signs in D)
-        y, groups, scale, lengths = ctx.saved_tensors
-        grad_y = grad_y.contiguous()
-        if _layout.on_host(grad_y.device):
-            _follow_torch_threads()
-            grad_z = torch.empty_like(grad_y)
-            if ctx.variant == _cpu.PROX_OWL:
-                _cpu.owl_sparsemax_backward(_np(grad_y), _np(y), _np(groups), _np(scale), _np(lengths),
-                                            grad_z.numpy())
-            else:
-                _cpu.prox_sparsemax_backward(_np(grad_y), _np(y), _np(groups), _np(lengths), grad_z.numpy())
-        else:
-            grad_z = _torch.prox_sparsemax_backward(grad_y, y, groups, scale if ctx.variant == _cpu.PROX_OWL else None,
-                                                    lengths)
-        grad_lam = None
-        if ctx.needs_input_grad[2]:
-            per_row = _torch.prox_lambda_grad(grad_z, y, groups, lengths, ctx.variant)
-            grad_lam = per_row.sum() if len(ctx.lam_shape) == 0 else per_row
-        return grad_z, None, grad_lam, None, None
-
-
-# ---------------------------------------------------------------------------------------------------- smooth-on-support
-
-
-class SqPnormFunction(Function):
-    """y = argmax_{y ∈ Δ} <y, z> - ½‖y‖_p² row by row (p fixed)."""
-
-    @staticmethod
-    def forward(ctx, z, lengths, p, rows=None):
-        if _layout.on_host(z.device):
-            _follow_torch_threads()
-            y = torch.empty_like(z)
-            bad = _cpu.sq_pnorm_forward(_np(z), _np(lengths), p, y.numpy())
-            if bad and rows is not None:
-                rows.non_finite(bad)
-        else:
-            y = _torch.sq_pnorm_forward(z, lengths, p)
-        ctx.save_for_backward(y, lengths)
-        ctx.mark_non_differentiable(lengths)
-        ctx.p = p
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        # implicit differentiation of ∇Ω(y) = z - τ on the support: J = H⁻¹ - H⁻¹1 1ᵀH⁻¹ / 1ᵀH⁻¹1 with H the
-        # Hessian of ½‖y‖_p² there (diagonal plus rank one); see _torch.sq_pnorm_backward
-        y, lengths = ctx.saved_tensors
-        if _layout.on_host(grad_y.device):
-            _follow_torch_threads()
-            grad_y = grad_y.contiguous()
-            grad_z = torch.empty_like(grad_y)
-            _cpu.sq_pnorm_backward(_np(grad_y), _np(y), _np(lengths), ctx.p, grad_z.numpy())
-            return grad_z, None, None, None
-        return _torch.sq_pnorm_backward(grad_y, y, ctx.p), None, None, None
-
-
-class EntmaxFunction(Function):
-    """y = α-entmax(z) row by row (α fixed)."""
-
-    @staticmethod
-    def forward(ctx, z, lengths, alpha, rows=None):
-        if _layout.on_host(z.device):
-            _follow_torch_threads()
-            y = torch.empty_like(z)
-            bad = _cpu.entmax_forward(_np(z), _np(lengths), alpha, y.numpy())
-            if bad and rows is not None:
-                rows.non_finite(bad)
-        else:
-            y = _torch.entmax_forward(z, lengths, alpha)
-        ctx.save_for_backward(y, lengths)
-        ctx.mark_non_differentiable(lengths)
-        ctx.alpha = alpha
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        # implicit differentiation: on the support dy/dz = diag(s) - s sᵀ / Σs with s = y^(2-α)
-        y, lengths = ctx.saved_tensors
-        if _layout.on_host(grad_y.device):
-            _follow_torch_threads()
-            grad_y = grad_y.contiguous()
-            grad_z = torch.empty_like(grad_y)
-            _cpu.entmax_backward(_np(grad_y), _np(y), _np(lengths), ctx.alpha, grad_z.numpy())
-            return grad_z, None, None, None
-        return _torch.entmax_backward(grad_y, y, ctx.alpha), None, None, None
+def _split(value, rows, name):
+    """(tensor of one value or one per row, or None; float) for an op's parameter that is a float or a tensor."""
+    if isinstance(value, torch.Tensor):
+        return rows.per_row(value, name), 0.0
+    return None, value
 
 
 # ---------------------------------------------------------------------------------------------------- functional API
@@ -259,7 +49,7 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1
     """softmax(x / γ), the argmax of <y, x> - γ Σ y log y over the simplex; masked entries get exactly 0."""
     gamma = check_parameter("gamma", "softmax", gamma, positive=True)
     rows = to_rows(scores, dim, mask, "softmax")
-    if checks_enabled(rows.values.device):
+    if checks_enabled(rows.values.device) and not torch.compiler.is_compiling():  # no branch on values in a graph
         validate_scores(scores, rows.mask, "softmax")
     z = rows.scaled(gamma)
     if rows.mask is None:
@@ -276,8 +66,7 @@ def sparsemax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor =
     """proj_Δ(x / γ), the argmax of <y, x> - (γ/2)‖y‖² over the simplex (Martins & Astudillo, 2016)."""
     gamma = check_parameter("gamma", "sparsemax", gamma, positive=True)
     rows = to_rows(scores, dim, mask, "sparsemax")
-    _prepare(rows, "sparsemax")
-    return rows.restore(SparsemaxFunction.apply(rows.scaled(gamma), rows.lengths, rows))
+    return rows.restore(_ops.apply(_ops.sparsemax, rows, rows.scaled(gamma), rows.lengths, _check(rows)))
 
 
 def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.1,
@@ -294,10 +83,10 @@ def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 
     -(s_left + s_right) / |run| per unit of λ, s the signs of the jumps at its two ends.
     """
     gamma = check_parameter("gamma", "fusedmax", gamma, positive=True)
-    lam = check_parameter("lam", "fusedmax", lam, positive=False)
+    lam = check_parameter("lam", "fusedmax", lam, positive=False, values=False)
     rows = to_rows(scores, dim, mask, "fusedmax")
-    _prepare(rows, "fusedmax")
-    y = ProxSparsemaxFunction.apply(rows.scaled(gamma), rows.lengths, rows.per_row(lam, "lam"), _cpu.PROX_TV, rows)
+    y, _, _ = _ops.apply(_ops.prox_sparsemax, rows, rows.scaled(gamma), rows.lengths, *_split(lam, rows, "lam"),
+                         _cpu.PROX_TV, _check(rows))
     return rows.restore(y)
 
 
@@ -329,15 +118,14 @@ def oscarmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 
     It is not shift-invariant, and ``max_omega`` refuses it (it is not the gradient of max_Ω).
     """
     gamma = check_parameter("gamma", "oscarmax", gamma, positive=True)
-    lam = check_parameter("lam", "oscarmax", lam, positive=False)
+    lam = check_parameter("lam", "oscarmax", lam, positive=False, values=False)
     if variant not in _VARIANTS:
         raise ValueError(f"oscarmax: variant must be one of {sorted(_VARIANTS)}, got {variant!r}")
     if variant == "owl" and isinstance(lam, torch.Tensor) and lam.requires_grad:
         raise ValueError("oscarmax: a learnable lam (a tensor that requires grad) needs variant='exact'")
     rows = to_rows(scores, dim, mask, "oscarmax")
-    _prepare(rows, "oscarmax")
-    y = ProxSparsemaxFunction.apply(rows.scaled(gamma), rows.lengths, rows.per_row(lam, "lam"), _VARIANTS[variant],
-                                    rows)
+    y, _, _ = _ops.apply(_ops.prox_sparsemax, rows, rows.scaled(gamma), rows.lengths, *_split(lam, rows, "lam"),
+                         _VARIANTS[variant], _check(rows))
     return rows.restore(y)
 
 
@@ -357,13 +145,15 @@ def sq_pnorm_max(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tenso
     if isinstance(p, torch.Tensor):
         raise TypeError("sq_pnorm_max: p must be a number")
     rows = to_rows(scores, dim, mask, "sq_pnorm_max")
-    _prepare(rows, "sq_pnorm_max")
-    return rows.restore(SqPnormFunction.apply(rows.scaled(gamma), rows.lengths, p, rows))
+    return rows.restore(_ops.apply(_ops.sq_pnorm_max, rows, rows.scaled(gamma), rows.lengths, p, _check(rows)))
 
 
-def _check_alpha(alpha) -> float:
-    if isinstance(alpha, torch.Tensor) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"entmax: alpha must be a number, got {alpha!r}")
+def _check_alpha(alpha, values=True):
+    """α: a number > 1, or a floating tensor (learnable; its values are checked where ``values``, else by the op)."""
+    if isinstance(alpha, torch.Tensor):
+        return check_parameter("alpha", "entmax", alpha, positive=True, low=1.0, values=values)
+    if not isinstance(alpha, (int, float)):
+        raise TypeError(f"entmax: alpha must be a number or a floating-point tensor, got {alpha!r}")
     alpha = float(alpha)
     if not alpha > 1.0 or alpha == float("inf"):
         raise ValueError(f"entmax: alpha must be > 1 and finite, got {alpha} (alpha = 1 is softmax: use "
@@ -378,9 +168,13 @@ def entmax(scores: torch.Tensor, alpha: float = 1.5, dim: int = -1, gamma: float
 
     α → 1 is softmax, α = 2 sparsemax; α = 1.5 is exact (sort-based threshold), other α use safeguarded Newton
     (bisection when a Newton step would leave the bracket) to float64 resolution. Sparse for every α > 1.
+
+    ``alpha`` may be a tensor that requires grad (one value, or one per head, row: anything that broadcasts to the
+    scores with size 1 along ``dim``; every value > 1, e.g. 1 + softplus(θ)), learned as in Correia et al. (2019),
+    "Adaptively Sparse Transformers": dy/dα is their closed form (``_torch.entmax_alpha_grad``).
     """
-    alpha = _check_alpha(alpha)
+    alpha = _check_alpha(alpha, values=False)
     gamma = check_parameter("gamma", "entmax", gamma, positive=True)
     rows = to_rows(scores, dim, mask, "entmax")
-    _prepare(rows, "entmax")
-    return rows.restore(EntmaxFunction.apply(rows.scaled(gamma), rows.lengths, alpha, rows))
+    return rows.restore(_ops.apply(_ops.entmax, rows, rows.scaled(gamma), rows.lengths, *_split(alpha, rows, "alpha"),
+                                   _check(rows)))

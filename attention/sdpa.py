@@ -25,6 +25,8 @@ from torch import nn
 
 from .framework import MAPPINGS, unknown_name
 
+ALPHA_FLOOR = 1.01  # a learned entmax α is ALPHA_FLOOR + softplus(raw_alpha)
+
 
 def _apply_mapping(scores, mask, mapping, params):
     if callable(mapping):
@@ -99,7 +101,9 @@ class MultiheadAttention(nn.Module):
     conventions (bool: True = not allowed; float: added), so it replaces ``self_attn`` in
     ``nn.TransformerEncoderLayer`` / ``DecoderLayer``. ``mapping``: a name of ``attention.MAPPINGS``; ``params``:
     its parameters. ``learn_gamma`` / ``learn_lam``: one γ (λ) per head, learned as exp(log γ) so it stays > 0
-    (λ: fusedmax and oscarmax), starting from the given value.
+    (λ: fusedmax and oscarmax), starting from the given value. ``learn_alpha`` (entmax): one α per head, learned as
+    α = 1.01 + softplus(raw_alpha), > 1 whatever the optimizer does (the floor of Correia et al.'s adaptively sparse
+    Transformers: closer to 1, entmax is softmax in all but name and 1/(α-1) blows up), starting from ``alpha``.
 
     Separate q/k/v projections (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``); ``in_proj_weight`` is None,
     which also keeps torch's Transformer layers off their fused fast path (that path would bypass this module).
@@ -108,7 +112,8 @@ class MultiheadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,
                  mapping: str | Callable = "fusedmax", learn_gamma: bool = False, learn_lam: bool = False,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, **params) -> None:
+                 learn_alpha: bool = False, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **params) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads "
@@ -139,9 +144,18 @@ class MultiheadAttention(nn.Module):
                                      f"got {start}")
                 self.register_parameter(f"log_{name}", nn.Parameter(torch.full((num_heads, 1, 1), math.log(start),
                                                                                **factory)))
+        if learn_alpha:
+            if mapping != "entmax":
+                raise ValueError(f"MultiheadAttention: learn_alpha needs mapping entmax, not {mapping}")
+            start = float(self.params.pop("alpha", 1.5))
+            if start <= ALPHA_FLOOR:
+                raise ValueError(f"MultiheadAttention: a learned alpha starts > {ALPHA_FLOOR} (it is {ALPHA_FLOOR} + "
+                                 f"softplus(raw_alpha)), got {start}")
+            self.raw_alpha = nn.Parameter(torch.full((num_heads, 1, 1), math.log(math.expm1(start - ALPHA_FLOOR)),
+                                                     **factory))
 
     def extra_repr(self) -> str:
-        learned = [n for n in ("gamma", "lam") if hasattr(self, f"log_{n}")]
+        learned = [n for n in ("gamma", "lam") if hasattr(self, f"log_{n}")] + ["alpha"] * hasattr(self, "raw_alpha")
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, mapping={self.mapping}, "
                 f"params={self.params}, learned={learned}, batch_first={self.batch_first}")
 
@@ -151,6 +165,8 @@ class MultiheadAttention(nn.Module):
             log = getattr(self, f"log_{name}", None)
             if log is not None:
                 params[name] = log.exp()
+        if hasattr(self, "raw_alpha"):
+            params["alpha"] = ALPHA_FLOOR + nn.functional.softplus(self.raw_alpha)
         return params
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,

@@ -328,7 +328,7 @@ def machine_info():
     return info
 
 
-def run(clock, threads, fast, slow, rounds, slow_rounds, authors_desc, log):
+def run(clock, threads, fast, slow, rounds, slow_rounds, authors_desc, log, sizes=SIZES):
     """Time every method at every size with one clock; the printed lines and the JSON record."""
     global CLOCK
     CLOCK = time.thread_time if clock == "cpu" else time.perf_counter
@@ -342,7 +342,7 @@ def run(clock, threads, fast, slow, rounds, slow_rounds, authors_desc, log):
         pass
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     results = []
-    for n, d in SIZES:
+    for n, d in sizes:
         log(f"[{clock} clock, {info['torch_threads']} threads] {n}x{d} ...")
         ms, counts = bench_size(n, d, fast, slow, rounds, slow_rounds)
         results.append({"rows": n, "d": d, "ms": ms, "timed_calls": counts})
@@ -366,8 +366,8 @@ def run(clock, threads, fast, slow, rounds, slow_rounds, authors_desc, log):
         "",
         "ratio to torch.softmax (forward + backward; absolute ms in brackets)",
     ]
-    widths = [max(len(x) for x in names + ["method"])] + [22] * len(SIZES)
-    header = ["method"] + [f"{n}x{d}" for n, d in SIZES]
+    widths = [max(len(x) for x in names + ["method"])] + [22] * len(sizes)
+    header = ["method"] + [f"{n}x{d}" for n, d in sizes]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
     for name in names:
         cells = [name.ljust(widths[0])]
@@ -417,6 +417,9 @@ def main(argv=None):
                         help="cpu (default): CPU time of the main thread with torch and numba on 1 thread (all work "
                              "then runs on it), which load from other processes barely changes; wall: elapsed time "
                              "with the default threads; both: wall, then cpu")
+    parser.add_argument("--sizes", type=_sizes, default=SIZES,
+                        help="rows x d, comma-separated (default: 1920x50,256x1000,32768x64); small ones such as "
+                             "8x10,64x50 show the per-call overhead")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 40)
@@ -438,7 +441,8 @@ def main(argv=None):
     ]
     records = []
     for clock in clocks:
-        lines, record = run(clock, 1 if clock == "cpu" else None, fast, slow, rounds, slow_rounds, authors_desc, log)
+        lines, record = run(clock, 1 if clock == "cpu" else None, fast, slow, rounds, slow_rounds, authors_desc, log,
+                            args.sizes)
         out_lines += [""] + lines
         records.append(record)
     print("\n".join(out_lines))
@@ -458,6 +462,13 @@ def main(argv=None):
     }
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+def _sizes(text):
+    try:
+        return [tuple(int(v) for v in size.lower().split("x")) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes: rows x d, comma-separated (e.g. 1920x50,8x10), got {text!r}")
 
 
 def _fmt_load(load):

@@ -7,7 +7,7 @@ import warnings
 import torch
 
 from attention import _cpu, _cuda
-from attention.functions import _cpu_prox_forward
+from attention import _ops
 
 
 def test_unusable_numba_cuda_falls_back_to_cpu_with_one_warning(monkeypatch):
@@ -15,19 +15,43 @@ def test_unusable_numba_cuda_falls_back_to_cpu_with_one_warning(monkeypatch):
         raise RuntimeError("libNVVM cannot be found. Do `conda install cudatoolkit`")
 
     monkeypatch.setattr(_cuda, "_kernels", broken)
-    monkeypatch.setattr(_cuda, "_unusable", None)
+    monkeypatch.setattr(_ops, "_gpu_kernels_apply", lambda z: True)  # as if z were a CUDA tensor
+    monkeypatch.setattr(_ops, "_gpu_error", None)
+    monkeypatch.setattr(_ops, "_warned_fallback", False)
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
     z = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([6, 3, 1, 6])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        first = _cuda.prox_sparsemax_forward(z, lengths, 0.1, _cpu.PROX_TV)
-        second = _cuda.prox_sparsemax_forward(z, lengths, 0.1, _cpu.PROX_SORTED)
+        first = _ops.prox_forward_off_host(z, lengths, 0.1, _cpu.PROX_TV)
+        second = _ops.prox_forward_off_host(z, lengths, 0.1, _cpu.PROX_SORTED)
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "libNVVM" in messages[0] and "CPU kernels" in messages[0]
-    for got, want in ((first, _cpu_prox_forward(z, lengths, 0.1, _cpu.PROX_TV)),
-                      (second, _cpu_prox_forward(z, lengths, 0.1, _cpu.PROX_SORTED))):
+    for got, want in ((first, _ops.cpu_prox_forward(z, lengths, 0.1, _cpu.PROX_TV)),
+                      (second, _ops.cpu_prox_forward(z, lengths, 0.1, _cpu.PROX_SORTED))):
         assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_the_fallback_is_written_once_and_attention_has_no_import_cycle():
+    """One place decides between the GPU kernels and the CPU fallback (``_ops``), and no module of attention/
+    imports one that imports it back (``_cuda`` and ``functions`` used to import each other)."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(_ops.__file__).parent
+    imports = {}
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names |= {node.module} if node.module else {alias.name for alias in node.names}
+        imports[path.stem] = names
+    for module, names in imports.items():
+        for name in names:
+            assert module not in imports.get(name, set()), f"attention.{module} and attention.{name} import each other"
+    sources = {path.stem: path.read_text() for path in package.glob("*.py")}
+    assert [m for m, text in sources.items() if "warnings.warn(" in text and "CPU kernels" in text] == ["_ops"]
 
 
 def test_kernels_launch_on_the_tensors_device(monkeypatch):

@@ -14,7 +14,7 @@ SIMULATOR_CHECK = textwrap.dedent(
     """
     import torch
     from attention import _cpu, _cuda, _torch
-    from attention.functions import _cpu_prox_forward
+    from attention._ops import cpu_prox_forward as _cpu_prox_forward
 
     torch.manual_seed(0)
     for dtype in (torch.float32, torch.float64):
@@ -48,6 +48,21 @@ SIMULATOR_CHECK = textwrap.dedent(
                 for y in (_cuda.prox_sparsemax_forward(z, torch.tensor([3, 3]), lam, variant)[0],
                           _cpu_prox_forward(z, torch.tensor([3, 3]), lam, variant)[0]):
                     torch.testing.assert_close(y, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=dtype))
+    # the public functions, eager and compiled, reach the same kernels through torch.ops.attention.prox_sparsemax
+    import attention
+    from attention import _layout
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    mask = torch.rand(5, 3, 8) > 0.2
+    want = {name: attention.MAPPINGS[name](x, mask=mask, lam=0.1) for name in ("fusedmax", "oscarmax")}
+    launched = []
+    gpu_forward = _cuda.prox_sparsemax_forward
+    _cuda.prox_sparsemax_forward = lambda *args: launched.append(1) or gpu_forward(*args)
+    _layout.on_host = lambda device: False  # CPU tensors take the device path, as CUDA tensors do
+    for name in want:
+        torch.testing.assert_close(attention.MAPPINGS[name](x, mask=mask, lam=0.1), want[name])
+    compiled = torch.compile(lambda s: attention.fusedmax(s, mask=mask, lam=0.1), fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), want["fusedmax"])
+    assert len(launched) == 3, launched
     print("simulated kernels agree")
     """
 )

@@ -141,3 +141,78 @@ def test_tensor_parameter_errors():
         attention.fusedmax(x, lam=torch.ones(1, 4))  # one value per key, not per row
     with pytest.raises(ValueError, match=r"learnable lam.*variant='exact'"):
         attention.oscarmax(x, lam=torch.tensor(0.1, requires_grad=True), variant="owl")
+
+
+# -- learnable α (entmax) ------------------------------------------------------------------------------------------
+
+
+def test_alpha_scalar_per_head_per_row_and_other_dim(gen):
+    """dy/dα in closed form (Correia et al., 2019), gradchecked with masks, per head, per row, other dims."""
+    x = randn(gen, 2, 3, 4, 7).requires_grad_(True)
+    mask = _mask(gen, (2, 3, 4, 7))
+    cases = [torch.tensor(1.4, dtype=torch.float64),  # one value
+             1.1 + torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) * 1.5,  # per head, some above 2
+             1.2 + torch.rand(2, 3, 4, 1, generator=gen, dtype=torch.float64)]  # per row
+    for alpha in cases:
+        alpha.requires_grad_(True)
+        assert gradcheck(lambda s, a: attention.entmax(s, alpha=a, mask=mask), (x, alpha), **GC)
+    alpha = (1.3 + torch.rand(1, 3, 2, generator=gen, dtype=torch.float64)).requires_grad_(True)  # size 1 on dim 0
+    assert gradcheck(lambda s, a, g: attention.entmax(s, alpha=a, gamma=g, dim=0),
+                     (randn(gen, 5, 3, 2).requires_grad_(True), alpha,
+                      torch.tensor(0.8, dtype=torch.float64, requires_grad=True)), **GC)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_alpha_gradient_equals_entmax_bisect(dtype, gen):
+    """The α-gradient (and y, and the score gradient) of the entmax package's entmax_bisect, per head."""
+    entmax_package = pytest.importorskip("entmax")
+    x = randn(gen, 2, 3, 5, 9, scale=2.0, dtype=dtype)
+    alpha = 1.05 + 1.6 * torch.rand(3, 1, 1, generator=gen, dtype=dtype)
+    probe = randn(gen, 2, 3, 5, 9, dtype=dtype)
+    results = []
+    for f in (lambda s, a: attention.entmax(s, alpha=a),
+              lambda s, a: entmax_package.entmax_bisect(s, a.expand(2, 3, 5, 1), dim=-1, n_iter=100)):
+        s, a = x.clone().requires_grad_(True), alpha.clone().requires_grad_(True)
+        y = f(s, a)
+        results.append((y, *torch.autograd.grad((y * probe).sum(), (s, a))))
+    tol = dict(atol=1e-9, rtol=1e-7) if dtype == torch.float64 else dict(atol=1e-4, rtol=1e-4)
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, **tol)
+    assert results[0][2].abs().min() > 1e-3  # every head's α gets a gradient
+
+
+def test_alpha_tensor_errors():
+    x = torch.randn(2, 4)
+    with pytest.raises(ValueError, match=r"alpha must be > 1, got a tensor with min 0.9.*softplus"):
+        attention.entmax(x, alpha=torch.tensor([[1.5], [0.9]]))
+    with pytest.raises(ValueError, match=r"alpha must be finite"):
+        attention.entmax(x, alpha=torch.tensor(float("nan")))
+    with pytest.raises(ValueError, match=r"alpha of shape \(1, 4\) does not broadcast to one value per row"):
+        attention.entmax(x, alpha=torch.full((1, 4), 1.5))
+    with pytest.raises(TypeError, match=r"alpha must be a float or a floating-point tensor"):
+        attention.entmax(x, alpha=torch.tensor(2))
+    with pytest.raises(TypeError, match=r"a tensor alpha is for attention.entmax"):
+        attention.max_omega(x, "entmax", alpha=torch.tensor(1.5))
+
+
+def test_multihead_learn_alpha_stays_above_one_and_learns(gen):
+    torch.manual_seed(0)
+    layer = attention.MultiheadAttention(12, 3, batch_first=True, mapping="entmax", alpha=1.7, learn_alpha=True,
+                                         dtype=torch.float64)
+    assert layer.raw_alpha.shape == (3, 1, 1) and "alpha" not in layer.params
+    torch.testing.assert_close(layer.mapping_params()["alpha"], torch.full((3, 1, 1), 1.7, dtype=torch.float64))
+    x = randn(gen, 2, 5, 12)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.5)
+    before = layer.raw_alpha.detach().clone()
+    layer(x, x, x)[0].pow(2).sum().backward()
+    assert layer.raw_alpha.grad is not None and (layer.raw_alpha.grad != 0).all()
+    optimizer.step()
+    assert not torch.equal(layer.raw_alpha, before)
+    with torch.no_grad():  # however far an optimizer pushes it, α > 1 and the layer runs
+        layer.raw_alpha.copy_(torch.tensor([-1e4, 0.0, 1e3]).reshape(3, 1, 1))
+    alpha = layer.mapping_params()["alpha"]
+    assert (alpha > 1).all() and alpha.min() >= 1.01
+    out, weights = layer(x, x, x)
+    assert torch.isfinite(out).all() and torch.isfinite(weights).all()
+    with pytest.raises(ValueError, match=r"learn_alpha needs mapping entmax"):
+        attention.MultiheadAttention(12, 3, mapping="sparsemax", learn_alpha=True)
