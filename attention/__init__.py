@@ -13,6 +13,7 @@ work.
     attn = attention.build("oscarmax", lam=0.05)    # an nn.Module: attn(scores, mask=None)
     out = attention.scaled_dot_product_attention(q, k, v, is_causal=True, mapping="sparsemax")
     loss = attention.fenchel_young_loss(logits, labels, "sparsemax")   # the mapping's own loss
+    attention.groups(weights, "segments")   # each weight's fused segment (or cluster), one definition for all uses
 """
 
 from importlib import metadata as _metadata
@@ -25,6 +26,7 @@ from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_
 from .losses import FenchelYoungLoss, fenchel_young_loss
 from .modules import Entmax, Fusedmax, Oscarmax, Softmax, Sparsemax, SqPnormMax
 from .sdpa import MultiheadAttention, scaled_dot_product_attention
+from .structure import groups, groups_kind, num_groups
 
 MODULES = {"softmax": Softmax, "sparsemax": Sparsemax, "fusedmax": Fusedmax, "oscarmax": Oscarmax,
            "sq_pnorm_max": SqPnormMax, "entmax": Entmax}
@@ -52,4 +54,5 @@ __all__ = [
     "scaled_dot_product_attention", "MultiheadAttention",
     "max_omega", "regularizer", "build", "set_checks", "NAMES", "MAPPINGS",
     "fenchel_young_loss", "FenchelYoungLoss",
+    "groups", "num_groups", "groups_kind",
 ]

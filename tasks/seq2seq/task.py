@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.stats import AttentionStats, groups_kind, zero_gradient_rows
+from attention import groups_kind
+from tasks.stats import AttentionStats, zero_gradient_rows
 from tasks.trainer import set_threads
 from tasks.vocab import Vocab
 

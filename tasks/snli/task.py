@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import attention as attention_lib
 
 from ..embeddings import embedding_matrix, glove_file, read_glove
-from ..stats import AttentionStats, groups_kind, zero_gradient_rows
+from ..stats import AttentionStats, zero_gradient_rows
 from ..vocab import Vocab
 from . import data as snli_data
 from .model import ConditionalAttentionNLI
@@ -128,7 +128,7 @@ class SNLITask:
     def evaluate(self, model, split: str) -> dict:
         """Accuracy, loss and attention statistics (tasks/stats.py, with the score diagnostics); on "test" also
         ``per_example`` (which pairs were classified correctly, in order), for paired significance tests."""
-        stats = AttentionStats(groups=groups_kind(self.attention_cfg["name"]))
+        stats = AttentionStats(groups=attention_lib.groups_kind(self.attention_cfg["name"]))
         gamma = float(self.attention_cfg.get("gamma", 1.0))
         generator = torch.Generator().manual_seed(0)
         correct, loss_sum, n, hits = 0, 0.0, 0, []
