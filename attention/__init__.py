@@ -21,6 +21,7 @@ from importlib import metadata as _metadata
 from torch import nn as _nn
 
 from ._layout import set_checks
+from .defaults import DEFAULTS
 from .framework import MAPPINGS, max_omega, regularizer, unknown_name
 from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_max
 from .losses import FenchelYoungLoss, fenchel_young_loss
@@ -39,7 +40,8 @@ except _metadata.PackageNotFoundError:  # run from a checkout that was never ins
 
 
 def build(name: str, **params) -> _nn.Module:
-    """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.1, gamma=1.0)``."""
+    """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.2)``; parameters not given take their
+    defaults, ``DEFAULTS[name]``."""
     if name not in MODULES:
         raise unknown_name(name)
     try:
@@ -54,5 +56,5 @@ __all__ = [
     "scaled_dot_product_attention", "MultiheadAttention",
     "max_omega", "regularizer", "build", "set_checks", "NAMES", "MAPPINGS",
     "fenchel_young_loss", "FenchelYoungLoss",
-    "groups", "num_groups", "groups_kind",
+    "groups", "num_groups", "groups_kind", "DEFAULTS",
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .defaults import DEFAULTS, GAMMA
 from .structure import group_positions, groups
 
 _OUTLINE_KINDS = ("runs", "segments", "clusters")
@@ -111,7 +112,8 @@ def heatmap(weights, row_labels=None, col_labels=None, ax=None, outline_groups=T
     return ax
 
 
-def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, p: float = 1.5, alpha: float = 1.5, ax=None):
+def mapping_curves(t=None, gamma: float = GAMMA, lam: float = 0.3, p: float = DEFAULTS["sq_pnorm_max"]["p"],
+                   alpha: float = DEFAULTS["entmax"]["alpha"], ax=None):
     """The paper's Figure 2: Π_Ω([t, 0])_1 against t for the six mappings; returns (figure, axes).
 
     With two coordinates, y_1 is the weight of the first. sparsemax and sq-pnorm-max reach 0 and 1 at |t| = γ
