@@ -13,6 +13,7 @@ work.
     attn = attention.build("oscarmax", lam=0.05)    # an nn.Module: attn(scores, mask=None)
     out = attention.scaled_dot_product_attention(q, k, v, is_causal=True, mapping="sparsemax")
     loss = attention.fenchel_young_loss(logits, labels, "sparsemax")   # the mapping's own loss
+    attention.groups(weights, "segments")   # each weight's fused segment (or cluster), one definition for all uses
 """
 
 from importlib import metadata as _metadata
@@ -20,11 +21,13 @@ from importlib import metadata as _metadata
 from torch import nn as _nn
 
 from ._layout import set_checks
+from .defaults import DEFAULTS
 from .framework import MAPPINGS, max_omega, regularizer, unknown_name
 from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_max
 from .losses import FenchelYoungLoss, fenchel_young_loss
 from .modules import Entmax, Fusedmax, Oscarmax, Softmax, Sparsemax, SqPnormMax
 from .sdpa import MultiheadAttention, scaled_dot_product_attention
+from .structure import groups, groups_kind, num_groups
 
 MODULES = {"softmax": Softmax, "sparsemax": Sparsemax, "fusedmax": Fusedmax, "oscarmax": Oscarmax,
            "sq_pnorm_max": SqPnormMax, "entmax": Entmax}
@@ -37,7 +40,8 @@ except _metadata.PackageNotFoundError:  # run from a checkout that was never ins
 
 
 def build(name: str, **params) -> _nn.Module:
-    """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.1, gamma=1.0)``."""
+    """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.2)``; parameters not given take their
+    defaults, ``DEFAULTS[name]``."""
     if name not in MODULES:
         raise unknown_name(name)
     try:
@@ -52,4 +56,5 @@ __all__ = [
     "scaled_dot_product_attention", "MultiheadAttention",
     "max_omega", "regularizer", "build", "set_checks", "NAMES", "MAPPINGS",
     "fenchel_young_loss", "FenchelYoungLoss",
+    "groups", "num_groups", "groups_kind", "DEFAULTS",
 ]

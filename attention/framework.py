@@ -12,6 +12,7 @@ from torch.autograd import Function
 
 from . import functions
 from ._layout import check_parameter, to_rows
+from .defaults import DEFAULTS, GAMMA
 
 MAPPINGS = {
     "softmax": functions.softmax,
@@ -21,7 +22,8 @@ MAPPINGS = {
     "sq_pnorm_max": functions.sq_pnorm_max,
     "entmax": functions.entmax,
 }
-DEFAULTS = {"fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.01}, "sq_pnorm_max": {"p": 1.5}, "entmax": {"alpha": 1.5}}
+# the parameters of Ω itself (γ scales it; oscarmax's variant is how the mapping is computed, not Ω)
+_OMEGA_PARAMS = {name: set(params) - {"gamma", "variant"} for name, params in DEFAULTS.items()}
 
 
 def unknown_name(name) -> ValueError:
@@ -76,7 +78,7 @@ def regularizer(weights: torch.Tensor, name: str, dim: int = -1, mask: torch.Ten
     mappings; a slice with no unmasked entry gives 0."""
     if name not in MAPPINGS:
         raise unknown_name(name)
-    unknown = set(params) - set(DEFAULTS.get(name, {}))
+    unknown = set(params) - _OMEGA_PARAMS[name]
     if unknown:
         raise TypeError(f"regularizer({name!r}): unexpected parameters {sorted(unknown)}")
     rows = to_rows(weights, dim, mask, f"regularizer({name})")
@@ -107,7 +109,7 @@ class _Envelope(Function):
         return grad_value.unsqueeze(ctx.dim) * y, None, None, None
 
 
-def max_omega(scores: torch.Tensor, name: str, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+def max_omega(scores: torch.Tensor, name: str, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
               mask: torch.Tensor | None = None, **params) -> torch.Tensor:
     """max_{y ∈ Δ} <y, x> - γ Ω(y) of each slice along ``dim``; its gradient w.r.t. ``scores`` is Π_Ω(scores).
 
@@ -117,7 +119,7 @@ def max_omega(scores: torch.Tensor, name: str, dim: int = -1, gamma: float | tor
     """
     if name not in MAPPINGS:
         raise unknown_name(name)
-    if params.get("variant", "exact") != "exact":
+    if params.get("variant", DEFAULTS[name].get("variant", "exact")) != "exact":
         raise ValueError(
             f"max_omega: variant={params['variant']!r} is not the argmax of <y, x> - γΩ(y), so it is not the "
             "gradient of max_Ω; use variant='exact'"

@@ -25,6 +25,7 @@ import torch
 
 from . import _cpu, _ops, _torch
 from ._layout import check_parameter, checks_enabled, to_rows, validate_scores
+from .defaults import DEFAULTS, GAMMA
 
 _VARIANTS = {"exact": _cpu.PROX_SORTED, "owl": _cpu.PROX_OWL}
 
@@ -44,7 +45,7 @@ def _split(value, rows, name):
 # ---------------------------------------------------------------------------------------------------- functional API
 
 
-def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(x / γ), the argmax of <y, x> - γ Σ y log y over the simplex; masked entries get exactly 0."""
     gamma = check_parameter("gamma", "softmax", gamma, positive=True)
@@ -61,7 +62,7 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1
     return rows.restore(y)
 
 
-def sparsemax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0,
+def sparsemax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
               mask: torch.Tensor | None = None) -> torch.Tensor:
     """proj_Δ(x / γ), the argmax of <y, x> - (γ/2)‖y‖² over the simplex (Martins & Astudillo, 2016)."""
     gamma = check_parameter("gamma", "sparsemax", gamma, positive=True)
@@ -69,8 +70,8 @@ def sparsemax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor =
     return rows.restore(_ops.apply(_ops.sparsemax, rows, rows.scaled(gamma), rows.lengths, _check(rows)))
 
 
-def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.1,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
+             lam: float | torch.Tensor = DEFAULTS["fusedmax"]["lam"], mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""argmax_{y ∈ Δ} <y, x> - γ (½‖y‖² + λ Σ_i |y_{i+1} - y_i|): sparse, and fused into runs of equal weight.
 
     Computed as proj_Δ(prox_{λ TV}(x / γ)), which is exact. Proof: let u = prox_{λTV}(z), y = proj_Δ(u) =
@@ -90,8 +91,9 @@ def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 
     return rows.restore(y)
 
 
-def oscarmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.01,
-             mask: torch.Tensor | None = None, variant: str = "exact") -> torch.Tensor:
+def oscarmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
+             lam: float | torch.Tensor = DEFAULTS["oscarmax"]["lam"], mask: torch.Tensor | None = None,
+             variant: str = DEFAULTS["oscarmax"]["variant"]) -> torch.Tensor:
     r"""argmax_{y ∈ Δ} <y, x> - γ (½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|)): sparse, and clustered into equal weights.
 
     ``variant="exact"`` (default) solves that problem. On the simplex y ≥ 0, so the penalty is
@@ -129,8 +131,8 @@ def oscarmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 
     return rows.restore(y)
 
 
-def sq_pnorm_max(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 1.0, p: float = 1.5,
-                 mask: torch.Tensor | None = None) -> torch.Tensor:
+def sq_pnorm_max(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
+                 p: float = DEFAULTS["sq_pnorm_max"]["p"], mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""argmax_{y ∈ Δ} <y, x> - (γ/2)‖y‖_p², 1 < p ≤ 2: the paper's squared p-norm regularizer (its Figure 2).
 
     Sparse for every p; p = 2 is sparsemax, and p → 1 approaches the hard argmax. No closed form: on the support,
@@ -161,8 +163,8 @@ def _check_alpha(alpha, values=True):
     return alpha
 
 
-def entmax(scores: torch.Tensor, alpha: float = 1.5, dim: int = -1, gamma: float | torch.Tensor = 1.0,
-           mask: torch.Tensor | None = None) -> torch.Tensor:
+def entmax(scores: torch.Tensor, alpha: float = DEFAULTS["entmax"]["alpha"], dim: int = -1,
+           gamma: float | torch.Tensor = GAMMA, mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""α-entmax of x / γ (Peters, Niculae & Martins, 2019): the argmax of <y, x> - γ Ω_α(y) over the simplex with
     Ω_α(y) = (Σ y^α - 1) / (α(α - 1)), the negative Tsallis α-entropy; y = ((α - 1) z - τ)_+^{1/(α-1)}.
 

@@ -32,7 +32,8 @@ import math
 import torch
 from torch import nn
 
-from .framework import DEFAULTS, MAPPINGS, unknown_name
+from .defaults import DEFAULTS
+from .framework import MAPPINGS, unknown_name
 from .sdpa import attend, split_float_mask
 
 # name -> (mapping, params), read at every call (registering a name again changes models that use it)
@@ -207,7 +208,7 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
                                  f"{' or '.join(_LEARNABLE_BY[key])}; {implementation!r} is {mapping}")
             if key == "alpha":
                 _check_tensor_alpha()
-            start = float(params.get(key, DEFAULTS.get(mapping, {}).get(key, 1.0)))
+            start = float(params.get(key, DEFAULTS[mapping][key]))
             raw = math.log(start - 1.0) if key == "alpha" else math.log(start)
             module.register_parameter(_LEARNED[key][0], nn.Parameter(torch.full((heads, 1, 1), raw, **factory)))
         changed.append(path)

@@ -25,6 +25,7 @@ from torch import nn
 from torch.autograd import Function
 
 from . import _layout
+from .defaults import GAMMA
 from .framework import MAPPINGS, regularizer, unknown_name
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -155,7 +156,7 @@ def _check_distribution(scores, target, mask, where):
 
 def fenchel_young_loss(scores: torch.Tensor, target: torch.Tensor, mapping: str, dim: int = -1,
                        reduction: str = "mean", ignore_index: int = -100, mask: torch.Tensor | None = None,
-                       gamma: float | torch.Tensor = 1.0, **params) -> torch.Tensor:
+                       gamma: float | torch.Tensor = GAMMA, **params) -> torch.Tensor:
     r"""The Fenchel–Young loss L(θ; y) = max_Ω(θ) + γΩ(y) - <θ, y> of ``mapping``, whose gradient is Π_Ω(θ) - y.
 
     ``target``: class indices (an integer tensor with the scores' shape without ``dim``, as ``CrossEntropyLoss``:
@@ -223,7 +224,7 @@ class FenchelYoungLoss(nn.Module):
     """
 
     def __init__(self, mapping: str, dim: int = -1, reduction: str = "mean", ignore_index: int = -100,
-                 gamma: float | torch.Tensor = 1.0, **params):
+                 gamma: float | torch.Tensor = GAMMA, **params):
         super().__init__()
         _check_arguments(mapping, reduction, params, f"FenchelYoungLoss({mapping!r})")
         from . import build  # the mapping's own checks of γ and its parameters, now rather than at the first call

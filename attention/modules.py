@@ -9,12 +9,13 @@ from torch import nn
 
 from . import functions
 from ._layout import check_parameter
+from .defaults import DEFAULTS, GAMMA
 
 
 class _Mapping(nn.Module):
     name = ""
 
-    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = GAMMA):
         super().__init__()
         self.dim = dim
         self.gamma = check_parameter("gamma", self.name, gamma, positive=True)
@@ -50,7 +51,8 @@ class Sparsemax(_Mapping):
 class Fusedmax(_Mapping):
     name = "fusedmax"
 
-    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.1):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
+                 lam: float | torch.Tensor = DEFAULTS["fusedmax"]["lam"]):
         super().__init__(dim, gamma)
         self.lam = check_parameter("lam", self.name, lam, positive=False)
 
@@ -64,8 +66,9 @@ class Fusedmax(_Mapping):
 class Oscarmax(_Mapping):
     name = "oscarmax"
 
-    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, lam: float | torch.Tensor = 0.01,
-                 variant: str = "exact"):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = GAMMA,
+                 lam: float | torch.Tensor = DEFAULTS["oscarmax"]["lam"],
+                 variant: str = DEFAULTS["oscarmax"]["variant"]):
         super().__init__(dim, gamma)
         self.lam = check_parameter("lam", self.name, lam, positive=False)
         if variant not in ("exact", "owl"):
@@ -84,7 +87,7 @@ class Oscarmax(_Mapping):
 class SqPnormMax(_Mapping):
     name = "sq_pnorm_max"
 
-    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, p: float = 1.5):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = GAMMA, p: float = DEFAULTS["sq_pnorm_max"]["p"]):
         super().__init__(dim, gamma)
         self.p = check_parameter("p", self.name, p, positive=True, low=1.0, high=2.0)
 
@@ -98,7 +101,7 @@ class SqPnormMax(_Mapping):
 class Entmax(_Mapping):
     name = "entmax"
 
-    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = 1.0, alpha: float = 1.5):
+    def __init__(self, dim: int = -1, gamma: float | torch.Tensor = GAMMA, alpha: float = DEFAULTS["entmax"]["alpha"]):
         super().__init__(dim, gamma)
         self.alpha = functions._check_alpha(alpha)
 

@@ -15,8 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
-_OUTLINE_KINDS = ("runs", "clusters")
+from .defaults import DEFAULTS, GAMMA
+from .structure import group_positions, groups
+
+_OUTLINE_KINDS = ("runs", "segments", "clusters")
+_KIND = {"runs": "segments"}  # the plots' name for fused segments
 _CLUSTER_COLORS = ("#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
@@ -27,36 +32,17 @@ def _as_array(weights) -> np.ndarray:
 
 
 def find_groups(row, kind: str = "runs", tol: float = 0.0, min_size: int = 2) -> list[list[int]]:
-    """The groups of equal nonzero weights in one row, as lists of positions.
+    """The groups of equal nonzero weights in one row, as lists of positions (``attention.groups``' definition).
 
-    ``kind="runs"`` (fusedmax): maximal runs of consecutive positions whose weights are equal (within ``tol``)
-    and nonzero. ``kind="clusters"`` (oscarmax): all positions sharing one nonzero weight (within ``tol`` of the
-    cluster's first, largest-first), whether adjacent or not. Groups smaller than ``min_size`` are left out:
-    by default a lone weight is not a group. Runs come in order of position, clusters by decreasing weight.
+    ``kind="runs"`` (or "segments", fusedmax): maximal runs of consecutive nonzero weights, each equal (within
+    ``tol``) to its left neighbour. ``kind="clusters"`` (oscarmax): all positions sharing one nonzero weight (within
+    ``tol`` of the next larger weight of the cluster), whether adjacent or not. Groups smaller than ``min_size`` are
+    left out: by default a lone weight is not a group. Runs come in order of position, clusters by decreasing weight.
     """
     if kind not in _OUTLINE_KINDS:
         raise ValueError(f"find_groups: kind must be one of {_OUTLINE_KINDS}, got {kind!r}")
-    row = _as_array(row).ravel()
-    groups: list[list[int]] = []
-    if kind == "runs":
-        start = 0
-        for i in range(1, len(row) + 1):
-            if i == len(row) or row[i] == 0.0 or row[start] == 0.0 or abs(row[i] - row[start]) > tol:
-                if row[start] != 0.0 and i - start >= min_size:
-                    groups.append(list(range(start, i)))
-                start = i
-        return groups
-    nonzero = [i for i in np.argsort(-row, kind="stable") if row[i] != 0.0]
-    k = 0
-    while k < len(nonzero):
-        head = row[nonzero[k]]
-        j = k
-        while j < len(nonzero) and abs(row[nonzero[j]] - head) <= tol:
-            j += 1
-        if j - k >= min_size:
-            groups.append(sorted(int(i) for i in nonzero[k:j]))
-        k = j
-    return groups
+    labels = groups(torch.from_numpy(_as_array(row).ravel()), _KIND.get(kind, kind), rtol=0.0, atol=tol)
+    return group_positions(labels, min_size=min_size)
 
 
 def _pieces(positions: list[int]) -> list[tuple[int, int]]:
@@ -90,7 +76,8 @@ def heatmap(weights, row_labels=None, col_labels=None, ax=None, outline_groups=T
     if outline_groups is True:
         outline_groups = "runs"
     if outline_groups not in (False, None) and outline_groups not in _OUTLINE_KINDS:
-        raise ValueError(f"heatmap: outline_groups must be True, False, 'runs' or 'clusters', got {outline_groups!r}")
+        raise ValueError(f"heatmap: outline_groups must be True, False, 'runs' (= 'segments') or 'clusters', "
+                         f"got {outline_groups!r}")
     if ax is None:
         width = min(14.0, 1.5 + 0.4 * w.shape[1])
         height = min(14.0, 1.0 + 0.4 * w.shape[0])
@@ -125,7 +112,8 @@ def heatmap(weights, row_labels=None, col_labels=None, ax=None, outline_groups=T
     return ax
 
 
-def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, p: float = 1.5, alpha: float = 1.5, ax=None):
+def mapping_curves(t=None, gamma: float = GAMMA, lam: float = 0.3, p: float = DEFAULTS["sq_pnorm_max"]["p"],
+                   alpha: float = DEFAULTS["entmax"]["alpha"], ax=None):
     """The paper's Figure 2: Π_Ω([t, 0])_1 against t for the six mappings; returns (figure, axes).
 
     With two coordinates, y_1 is the weight of the first. sparsemax and sq-pnorm-max reach 0 and 1 at |t| = γ
@@ -133,7 +121,6 @@ def mapping_curves(t=None, gamma: float = 1.0, lam: float = 0.3, p: float = 1.5,
     a plateau around t = 0 that widens with λ (both penalties reduce to λ|y_1 - y_2| and λ max(y_1, y_2) here).
     """
     import matplotlib.pyplot as plt
-    import torch
 
     import attention
 

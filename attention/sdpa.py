@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .defaults import DEFAULTS
 from .framework import MAPPINGS, unknown_name
 
 ALPHA_FLOOR = 1.01  # a learned entmax α is ALPHA_FLOOR + softplus(raw_alpha)
@@ -138,7 +139,7 @@ class MultiheadAttention(nn.Module):
             if learn:
                 if name == "lam" and mapping not in ("fusedmax", "oscarmax"):
                     raise ValueError(f"MultiheadAttention: learn_lam needs mapping fusedmax or oscarmax, not {mapping}")
-                start = float(self.params.pop(name, 1.0 if name == "gamma" else (0.1 if mapping == "fusedmax" else 0.01)))
+                start = float(self.params.pop(name, DEFAULTS[mapping][name]))
                 if start <= 0:
                     raise ValueError(f"MultiheadAttention: a learned {name} starts > 0 (it is exp(log_{name})), "
                                      f"got {start}")
@@ -147,7 +148,7 @@ class MultiheadAttention(nn.Module):
         if learn_alpha:
             if mapping != "entmax":
                 raise ValueError(f"MultiheadAttention: learn_alpha needs mapping entmax, not {mapping}")
-            start = float(self.params.pop("alpha", 1.5))
+            start = float(self.params.pop("alpha", DEFAULTS["entmax"]["alpha"]))
             if start <= ALPHA_FLOOR:
                 raise ValueError(f"MultiheadAttention: a learned alpha starts > {ALPHA_FLOOR} (it is {ALPHA_FLOOR} + "
                                  f"softplus(raw_alpha)), got {start}")

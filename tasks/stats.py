@@ -17,7 +17,8 @@ Per row (only rows with at least one position allowed by ``mask``; masked positi
 * segments     — fused segments: maximal runs of *consecutive* nonzero weights that are equal (fusedmax's groups).
 * clusters     — distinct nonzero values, wherever they are (oscarmax's groups).
 * groups       — ``segments`` by default, ``clusters`` with ``groups="clusters"``; ``groups_kind(name)`` gives the
-                 natural one for a mapping ("clusters" for oscarmax, "segments" otherwise).
+                 natural one for a mapping ("clusters" for oscarmax, "segments" otherwise). The three are counted
+                 by ``attention.num_groups`` (one definition of a group, ``attention/structure.py``).
 
 With the scores the mapping was applied to (divided by γ, ``scores=``), two diagnostics of the score scale:
 
@@ -39,16 +40,10 @@ from __future__ import annotations
 
 import torch
 
+from attention import groups_kind, num_groups
+
 KEYS = ("support", "support_frac", "above_1pct", "attn_ppl", "segments", "clusters")
 SCORE_KEYS = ("top2_gap", "gap_ge_1")
-
-
-def groups_kind(attention_name: str) -> str:
-    return "clusters" if attention_name == "oscarmax" else "segments"
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> torch.Tensor:
-    return (a - b).abs() <= rtol * torch.maximum(a.abs(), b.abs())
 
 
 def _rows(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -69,19 +64,8 @@ def row_stats(weights: torch.Tensor, mask: torch.Tensor | None = None, rtol: flo
     above_1pct = (nz & (w >= 0.01 * mass)).sum(-1).double()
     p = w / mass.clamp_min(torch.finfo(torch.float64).tiny)
     entropy = -torch.where(p > 0, p * p.clamp_min(torch.finfo(torch.float64).tiny).log(), torch.zeros_like(p)).sum(-1)
-    # fused segments: a nonzero position that starts a new run (first, after a zero, or differs from its left)
-    starts = nz.clone()
-    if w.shape[-1] > 1:
-        same_as_left = nz[:, 1:] & nz[:, :-1] & _close(w[:, 1:], w[:, :-1], rtol)
-        starts[:, 1:] &= ~same_as_left
-    segments = starts.sum(-1).double()
-    # clusters: distinct nonzero values (sort descending: zeros last)
-    s, _ = torch.sort(w, dim=-1, descending=True)
-    snz = s > 0
-    new_value = snz.clone()
-    if w.shape[-1] > 1:
-        new_value[:, 1:] &= ~(snz[:, :-1] & _close(s[:, 1:], s[:, :-1], rtol))
-    clusters = new_value.sum(-1).double()
+    segments = num_groups(w, "segments", rtol=rtol).double()  # attention.groups' definitions, on the masked rows
+    clusters = num_groups(w, "clusters", rtol=rtol).double()
     out = {"support": support, "support_frac": support / allowed.clamp_min(1), "above_1pct": above_1pct,
            "attn_ppl": entropy.exp(), "segments": segments, "clusters": clusters, "valid": allowed > 0}
     if scores is not None:

@@ -247,6 +247,17 @@ if not OmegaConf.has_resolver("run_name_from"):
     OmegaConf.register_new_resolver("run_name_from", run_name_from)
 
 
+def attention_default(name: str, key: str):
+    """``${attention_default:fusedmax,lam}`` in configs/attention/*.yaml: the library owns the mappings' defaults."""
+    import attention
+
+    return attention.DEFAULTS[name][key]
+
+
+if not OmegaConf.has_resolver("attention_default"):
+    OmegaConf.register_new_resolver("attention_default", attention_default)
+
+
 def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
     """Instantiate the task, train, write the record, give it to the logger. Returns the record (also usable
     without Hydra's main)."""

@@ -65,6 +65,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .config import config_defaults
+
 log = logging.getLogger(__name__)
 
 
@@ -103,26 +105,9 @@ class Task(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------------- defaults
-DEFAULTS: dict[str, Any] = {
-    "device": "auto",            # auto | cpu | cuda | cuda:1
-    "epochs": 10,                # upper bound on epochs
-    "max_steps": None,           # stop after this many optimizer steps (None: no limit)
-    "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.0, "betas": [0.9, 0.999]},
-    # factor < 1: multiply the LR when valid stalls ("plateau"), or, with start_at: OpenNMT-py 0.x's rule (below)
-    "lr_decay": {"factor": 1.0, "patience": 0, "min_lr": 0.0, "start_at": None},
-    "grad_clip": 5.0,            # max global gradient norm (None or 0: no clipping)
-    "patience": 3,               # early stopping: epochs without improvement (None or 0: never stop early)
-    "checkpoint_every_steps": 0,  # also checkpoint every N steps inside an epoch (0: only at epoch ends)
-    "checkpoint_every_minutes": 10.0,  # and every N minutes of wall time (0: off): a preempted job loses less
-    "signals": ["SIGTERM", "SIGUSR1", "SIGUSR2"],  # caught: finish the step, checkpoint, exit or requeue
-    "precision": "fp32",         # fp32 | bf16 | fp16 (autocast; a GradScaler for fp16)
-    "resume": True,              # continue from run_dir/checkpoints/last.pt when it exists
-    "progress": True,            # tqdm progress bars
-    "log_every_steps": 50,       # send training scalars to the logger every N steps
-    "deterministic": False,      # torch.use_deterministic_algorithms (CUDA reproducibility, slower)
-    "threads": None,             # CPU threads for torch and numba (None: leave as is; 1 on a shared/loaded CPU)
-    "eval_test": True,           # evaluate the best checkpoint on test at the end
-}
+# the harness defaults, owned by configs/trainer/default.yaml (what Hydra loads first); read here for a Trainer made
+# without Hydra: a partial cfg is merged over them
+DEFAULTS: dict[str, Any] = config_defaults("trainer/default.yaml")
 
 
 def merged(defaults: dict, cfg: dict | None) -> dict:

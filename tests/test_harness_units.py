@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import attention
+from attention import groups_kind
 from tasks.embeddings import embedding_matrix, read_glove
-from tasks.stats import AttentionStats, attention_stats, groups_kind
+from tasks.stats import AttentionStats, attention_stats
 from tasks.vocab import Vocab
 
 GLOVE = Path(__file__).parent / "data" / "glove" / "glove.tiny.16d.txt"

@@ -121,33 +121,25 @@ def _describe(record: dict) -> str:
     return f"{task_of(record)}/{attention_name(record)}/{record.get('run') or Path(record.get('path', '?')).stem}"
 
 
-# ---- structure of attention rows (the same definitions as tasks/stats.py)
+# ---- structure of attention rows: attention.groups' definitions (those of tasks/stats.py)
 
 
-def groups_kind(name: str) -> str:
-    return "clusters" if name == "oscarmax" else "segments"
+def structure_classes(y: np.ndarray, kind: str, atol: float = 1e-9, rtol: float = 1e-6) -> list[tuple[int, int]]:
+    """(support size, number of groups) of each output row of ``y`` (n, d): groups are ``attention.groups``' fused
+    segments or clusters (``kind``), or each nonzero weight alone (``kind="support"``)."""
+    import torch
 
+    import attention
 
-def _close(a, b, rtol):
-    return abs(a - b) <= rtol * max(abs(a), abs(b))
+    w = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    support = (w > atol).sum(-1)
+    groups = support if kind == "support" else attention.num_groups(w, kind, rtol=rtol, atol=atol)
+    return list(zip(support.tolist(), groups.tolist()))
 
 
 def structure_class(y: np.ndarray, kind: str, atol: float = 1e-9, rtol: float = 1e-6) -> tuple[int, int]:
-    """(support size, number of groups) of one output: groups are fused segments or clusters (``kind``)."""
-    nz = y > atol
-    support = int(nz.sum())
-    if kind == "segments":
-        groups, prev = 0, None
-        for i in range(len(y)):
-            if nz[i] and not (prev is not None and nz[prev] and prev == i - 1 and _close(y[i], y[prev], rtol)):
-                groups += 1
-            prev = i
-    elif kind == "clusters":
-        values = sorted(y[nz], reverse=True)
-        groups = sum(1 for i, v in enumerate(values) if i == 0 or not _close(v, values[i - 1], rtol))
-    else:
-        groups = support
-    return support, groups
+    """(support size, number of groups) of one output, see ``structure_classes``."""
+    return structure_classes(np.asarray(y)[None], kind, atol, rtol)[0]
 
 
 # ---- the heatmap with fused groups outlined: attention.plot when it is there
@@ -366,8 +358,8 @@ def simplex_grid(name: str, params: dict, lim: float = 2.0, steps: int = 201):
     t1, t2 = np.meshgrid(t, t + GRID_SHIFT)
     x = np.stack([t1.ravel(), t2.ravel(), np.zeros(t1.size)], axis=1)
     y = attention.MAPPINGS[name](torch.tensor(x, dtype=torch.float64), **params).numpy()
-    kind = groups_kind(name) if name != "sparsemax" else "support"
-    classes = [structure_class(row, kind) for row in y]
+    kind = attention.groups_kind(name) if name != "sparsemax" else "support"
+    classes = structure_classes(y, kind)
     return t, y, classes
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from tasks.stats import AttentionStats, groups_kind, zero_gradient_rows
+from attention import groups_kind
+from tasks.config import config_defaults
+from tasks.stats import AttentionStats, zero_gradient_rows
 from tasks.trainer import set_threads
 from tasks.vocab import Vocab
 
@@ -72,13 +74,14 @@ class _Cfg(dict):
             raise AttributeError(key) from None
 
 
-MODEL_DEFAULTS = {"layers": 2, "rnn_size": 500, "word_vec_size": 500, "dropout": 0.3, "input_feed": True,
-                  "param_init": 0.1, "share_embeddings": False, "bidirectional": False}
-DECODE_DEFAULTS = {"beam": 5, "batch_size": 50, "max_len_a": 2.0, "max_len_b": 10, "max_length": 100,
-                   "length_penalty": 0.0, "replace_unk": False}
-EVAL_DEFAULTS = {"valid_decode": "greedy", "batch_size": 64, "save_attention": 100, "test_decode": "beam"}
-VOCAB_DEFAULTS = {"src_size": 50000, "tgt_size": 50000, "min_freq": 1}
-TRAIN_DEFAULTS = {"batch_size": 64, "max_src_len": 50, "max_tgt_len": 50, "normalization": "sents"}
+# defaults for a task made without Hydra, owned by configs/task/multi30k.yaml (OpenNMT-py 0.x's defaults, each
+# with its flag); iwslt.yaml and gigaword.yaml state their own
+_REFERENCE = "task/multi30k.yaml"
+MODEL_DEFAULTS = config_defaults(_REFERENCE, "task", "model")
+DECODE_DEFAULTS = config_defaults(_REFERENCE, "task", "decode")
+EVAL_DEFAULTS = config_defaults(_REFERENCE, "task", "eval")
+VOCAB_DEFAULTS = config_defaults(_REFERENCE, "task", "vocab")
+TRAIN_DEFAULTS = config_defaults(_REFERENCE, "task", "train")
 
 
 class Seq2SeqTask:

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 import attention as attention_lib
 
+from ..config import config_defaults
 from ..embeddings import embedding_matrix, glove_file, read_glove
-from ..stats import AttentionStats, groups_kind, zero_gradient_rows
+from ..stats import AttentionStats, zero_gradient_rows
 from ..vocab import Vocab
 from . import data as snli_data
 from .model import ConditionalAttentionNLI
@@ -37,20 +38,25 @@ def build_attention(cfg: dict) -> torch.nn.Module:
     return attention_lib.build(cfg["name"], **params)
 
 
+# defaults for a task made without Hydra, owned by configs/task/snli.yaml
+_DEFAULTS = config_defaults("task/snli.yaml", "task")
+
+
 class SNLITask:
     name = "snli"
     metric = "accuracy"
 
     def __init__(self, attention: dict, name: str = "snli", seed: int = 1, data_dir: str = "data",
                  data: dict | None = None, embeddings: dict | None = None, model: dict | None = None,
-                 vocab: dict | None = None, batch_size: int = 25, eval_batch_size: int = 500,
-                 attention_examples: int = 24, progress: bool = True):
+                 vocab: dict | None = None, batch_size: int = _DEFAULTS["batch_size"],
+                 eval_batch_size: int = _DEFAULTS["eval_batch_size"],
+                 attention_examples: int = _DEFAULTS["attention_examples"], progress: bool = True):
         self.attention_cfg = dict(attention)
         self.seed, self.data_dir = seed, Path(data_dir)
         self.data_cfg = dict(data or {})
         self.embeddings_cfg = dict(embeddings) if embeddings else None
-        self.model_cfg = {"hidden": 100, "dropout": 0.1, "embedding_dim": 300, **(model or {})}
-        self.vocab_cfg = {"min_freq": 1, "max_size": None, "extend_with_pretrained": True, **(vocab or {})}
+        self.model_cfg = {**_DEFAULTS["model"], **(model or {})}
+        self.vocab_cfg = {**_DEFAULTS["vocab"], **(vocab or {})}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.attention_examples = attention_examples
         self.progress = progress
@@ -128,7 +134,7 @@ class SNLITask:
     def evaluate(self, model, split: str) -> dict:
         """Accuracy, loss and attention statistics (tasks/stats.py, with the score diagnostics); on "test" also
         ``per_example`` (which pairs were classified correctly, in order), for paired significance tests."""
-        stats = AttentionStats(groups=groups_kind(self.attention_cfg["name"]))
+        stats = AttentionStats(groups=attention_lib.groups_kind(self.attention_cfg["name"]))
         gamma = float(self.attention_cfg.get("gamma", 1.0))
         generator = torch.Generator().manual_seed(0)
         correct, loss_sum, n, hits = 0, 0.0, 0, []
