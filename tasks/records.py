@@ -43,6 +43,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from tasks.files import atomic_write
+
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
@@ -148,14 +150,7 @@ def write_record(path: str | os.PathLike, record: dict) -> Path:
     text = json.dumps(finite_json(record, found=found), indent=2, default=str, allow_nan=False)
     if found:
         log.warning(f"{path}: not-finite values written as null: {', '.join(found[:10])}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file behind
-    return path
+    return atomic_write(path, text)  # a failed write (a full disk) leaves no temporary file behind
 
 
 def make_record(*, task: str, attention: dict, run: str, seed: int, metric: str, summary: dict, config: dict,

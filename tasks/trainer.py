@@ -15,7 +15,7 @@ What it does, in order:
    (seed, epoch) so the order is the same after a resume; batches already done in this epoch are skipped),
    loss (under autocast when ``precision`` is bf16/fp16) -> backward (a GradScaler for fp16) -> gradient clipping
    -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps and every ``checkpoint_every_minutes`` of
-   wall time (0: off), and at the end of every epoch, written atomically (tmp file + ``os.replace``);
+   wall time (0: off), and at the end of every epoch, written atomically (``tasks.files``: tmp file, fsync, ``os.replace``);
    SIGTERM / SIGUSR1 / SIGUSR2 (preemption, a scheduler's time limit, ``kill``) are caught: the step under way
    finishes, a checkpoint is written, then the process exits (``Preempted``) or, when the job was started by
    submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it;
@@ -64,6 +64,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from tasks.files import atomic_open, remove_orphan_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -219,20 +221,12 @@ def _describe_os_error(error: OSError) -> str:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, flushed to disk (fsync), then os.replace: never a
+    """torch.save through ``tasks.files.atomic_open`` (temporary file, fsync, rename, fsync of the folder): never a
     half-written checkpoint, even after a power cut. A failed write (a full disk, a read-only folder) is a
     ``CheckpointError`` that says what happened and where; the previous ``path`` is left as it was."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a Python file object: torch then writes through it and a failed write raises the OSError itself (given a
-        # path, torch's own writer only says "enforce fail ... unexpected pos" on a full disk)
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except (OSError, RuntimeError) as error:
         # torch's writer meets the OSError, then fails again closing the archive ("enforce fail ... unexpected
         # pos"): the OSError is in the exception's context
@@ -243,9 +237,6 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise CheckpointError(f"cannot write the checkpoint {path}: {_describe_os_error(cause)} ({kept}). "
                               f"Free space or fix the folder's permissions, then run the same command again "
                               f"to continue.") from error
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def _exception_chain(error: BaseException):
@@ -254,40 +245,6 @@ def _exception_chain(error: BaseException):
         seen.add(id(error))
         yield error
         error = error.__cause__ or error.__context__
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX: the directory entry is flushed with the directory)."""
-    with contextlib.suppress(OSError):  # not supported everywhere (some network file systems)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def remove_orphan_temporaries(folder: Path) -> list[Path]:
-    """Delete ``*.tmp-<pid>`` files that no running process is writing: what a kill -9 during a checkpoint write
-    leaves behind (a live writer's file, e.g. another process on the same run dir, is left alone)."""
-    removed = []
-    for tmp in folder.glob("*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[-1]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _process_alive(int(pid))):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed.append(tmp)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:

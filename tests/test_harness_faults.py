@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import attention
+import tasks.files as files_mod
 import tasks.trainer as trainer_mod
 from tasks import records
 from tasks.trainer import CheckpointError, Trainer, TrainingDiverged
@@ -87,11 +88,8 @@ def test_record_write_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
     record = {k: None for k in records.KEYS}
     record.update(metric="accuracy", metrics={"valid": {"accuracy": 0.5}})
 
-    def full_disk(self, *args, **kwargs):
-        Path.write_bytes(self, b"{")  # a part written, then the disk is full
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    # a part written, then the disk is full
+    monkeypatch.setattr(files_mod, "open", lambda path, mode="r": _FullDisk(path, mode, 1), raising=False)
     with pytest.raises(OSError, match="No space left"):
         records.write_record(tmp_path / "r.json", record)
     assert os.listdir(tmp_path) == []
@@ -251,7 +249,7 @@ def test_full_disk_while_checkpointing_says_so_and_keeps_the_previous_checkpoint
     run = tmp_path / "run"
     Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
     before = ckpt(run).read_bytes()
-    monkeypatch.setattr(trainer_mod, "open", lambda path, mode="r": _FullDisk(path, mode, 1000), raising=False)
+    monkeypatch.setattr(files_mod, "open", lambda path, mode="r": _FullDisk(path, mode, 1000), raising=False)
     with pytest.raises(CheckpointError) as info:
         Trainer(make_task(), {**QUIET, "epochs": 2}, run, seed=1).fit()
     message = str(info.value)

@@ -37,6 +37,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import atomic_write
 from . import paper as paper_mod
 from .runs import (
     ATTENTION_ORDER,
@@ -657,23 +658,17 @@ def write_tables(records: list, out: str | Path, paper: dict | None = None, expe
         for sentence in table.dropped:
             warn(f"{experiment.key}: {sentence}")
         md = to_markdown(table)
-        _atomic_write(out / f"{experiment.key}.md", md)
-        _atomic_write(out / f"{experiment.key}.tex", to_latex(table))
-        _atomic_write(out / f"{experiment.key}.csv", to_csv(table))
+        atomic_write(out / f"{experiment.key}.md", md)
+        atomic_write(out / f"{experiment.key}.tex", to_latex(table))
+        atomic_write(out / f"{experiment.key}.csv", to_csv(table))
         combined.append((table, md))
     with_runs = [md for table, md in combined if has_runs(table)]
     without = [table.experiment.title for table, md in combined if not has_runs(table)]
     body = with_runs if with_runs else [md for _, md in combined]
     if with_runs and without:
         body.append(f"_No runs for: {'; '.join(without)}._\n")
-    _atomic_write(out / "tables.md", "\n".join(header + body))
+    atomic_write(out / "tables.md", "\n".join(header + body))
     return tables
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_records(source: str, results: str | Path, project: str | None) -> list:
