@@ -42,6 +42,7 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tasks.files import atomic_write
 
@@ -102,6 +103,29 @@ def changes_result(key: str) -> bool:
 def in_identity(key: str) -> bool:
     """Whether a setting is part of a run's identity: it changes the result and is not a budget."""
     return changes_result(key) and not matches(key, BUDGET_KEYS)
+
+
+def get(mapping: Any, dotted: str, default=None):
+    """``mapping["a"]["b"]`` for ``dotted`` "a.b"; ``default`` where a level is missing or not a dict."""
+    for key in dotted.split("."):
+        if not isinstance(mapping, dict) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
+def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b.c": leaf} of a nested dict (lists stay leaves)."""
+    if not isinstance(mapping, dict):
+        return {prefix: mapping} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
 
 
 def record_path(results_dir: str | os.PathLike, task: str, attention: str, run: str) -> Path:

@@ -75,20 +75,7 @@ def run_name_from(overrides) -> str:
 def run_identity(config: dict) -> dict:
     """``{dotted key: value}`` of the resolved config less what is not part of a run's identity (``records.in_identity``:
     settings that do not change a result, and budgets): what makes this run this run."""
-    flat: dict = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            if not records.in_identity(dotted):
-                continue
-            if isinstance(value, dict) and value:
-                walk(value, dotted + ".")
-            else:
-                flat[dotted] = value
-
-    walk(config, "")
-    return flat
+    return {key: value for key, value in records.flatten(config).items() if records.in_identity(key)}
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from tasks.records import changes_result, flatten, get, matches
+
 ATTENTION_ORDER = ("softmax", "sparsemax", "fusedmax", "oscarmax")  # the paper's four: a row each, always
 # every mapping of attention/, in the order rows and figures list them
 MAPPING_ORDER = ATTENTION_ORDER + ("entmax", "sq_pnorm_max")
@@ -80,14 +82,6 @@ def attach_evaluations(record: dict, folder: Path) -> None:
             if isinstance(section, dict) and name != "per_example" and name not in test:
                 test[name] = section
                 record.setdefault("evaluated_later", []).append(name)
-
-
-def get(mapping: Any, dotted: str, default=None):
-    for key in dotted.split("."):
-        if not isinstance(mapping, dict) or key not in mapping:
-            return default
-        mapping = mapping[key]
-    return mapping
 
 
 def attention_name(record: dict) -> str:
@@ -192,26 +186,10 @@ def attention_sort_key(label: str) -> tuple:
 GROUPED_APART = ("seed", "attention")
 
 
-def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a.b.c": leaf} of a nested dict (lists stay leaves)."""
-    if not isinstance(mapping, dict):
-        return {prefix: mapping} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
 def result_config(record: dict) -> dict[str, Any]:
     """The settings of a run that can change its result (flattened): its resolved config minus the seed, the
     attention block (rows are split by attention separately) and the settings that do not change a result
     (``tasks/records.py``)."""
-    from tasks.records import changes_result, matches
-
     flat = flatten(record.get("config") or {})
     return {k: v for k, v in flat.items() if changes_result(k) and not matches(k, GROUPED_APART)}
 
