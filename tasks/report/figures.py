@@ -44,16 +44,15 @@ from .runs import (
     load_local,
     seed_of,
     task_of,
+    SUMMARIZATION_TASKS,
+    TASK_LABELS,
+    TRANSLATION_TASKS,
 )
 
 FORMATS = ("png", "pdf")
 SNLI_FILE = "attention_test.json"
 SEQ2SEQ_FILE = "attention_test.pt"
-TRANSLATION_TASKS = ("multi30k", "iwslt", "iwslt14", "wmt16")
-SUMMARIZATION_TASKS = ("gigaword", "gigaword_duc2004", "duc")
-DYNAMICS_TASKS = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",)  # tasks whose records log per-epoch attention
-TASK_LABELS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16",
-               "gigaword": "Gigaword", "gigaword_duc2004": "DUC-2004", "duc": "DUC-2004"}
+DYNAMICS_TASKS = (*TRANSLATION_TASKS, *SUMMARIZATION_TASKS, "snli")  # tasks whose records log per-epoch attention
 SIMPLEX_MAPPINGS = (("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.1}))
 
 
@@ -624,8 +623,8 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
         ("simplex", lambda: simplex_figure(out)),
         ("mapping_curves", lambda: mapping_curves_figure(out)),
         ("snli_attention", lambda: snli_figure(records, out, snli_example)),
-        ("translation_alignment", lambda: alignment_figures(records, out, TRANSLATION_TASKS, sentence)),
-        ("summarization_alignment", lambda: alignment_figures(records, out, SUMMARIZATION_TASKS, sentence)),
+        ("translation_alignment", lambda: alignment_figures(records, out, tuple(TRANSLATION_TASKS), sentence)),
+        ("summarization_alignment", lambda: alignment_figures(records, out, tuple(SUMMARIZATION_TASKS), sentence)),
         ("attention_dynamics", lambda: dynamics_figures(records, out)),
         ("accuracy_vs_spread", lambda: tradeoff_figure(records, out)),
     )

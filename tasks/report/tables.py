@@ -51,6 +51,7 @@ from .runs import (
     pair_of,
     result_config,
     seed_of,
+    TRANSLATION_TASKS,
     task_of,
     varying_keys,
     warn,
@@ -118,8 +119,6 @@ ROUGE = tuple(Metric(k, label, aliases=(f"{k}_f1", f"{k}_recall"), compare=(k ==
               for k, label in (("rouge1", "R-1"), ("rouge2", "R-2"), ("rougeL", "R-L")))
 GIGAWORD_KEYS = tuple((k, (f"{k}_f1", k)) for k in ("rouge1", "rouge2", "rougeL"))  # F1 (rouge-score)
 DUC_KEYS = tuple((k, (f"{k}_recall", k)) for k in ("rouge1", "rouge2", "rougeL"))  # recall, first 75 bytes
-
-TRANSLATION_TASKS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16"}
 
 EXPERIMENTS = (
     Experiment("snli", "Textual entailment: SNLI test accuracy (%)", (ACCURACY,), (Dataset("snli", "SNLI", ("snli",)),)),
