@@ -167,10 +167,10 @@ def validate_config(config: dict) -> None:
     spec = dict(config.get("attention") or {})
     spec.pop("_target_", None)
     name = spec.pop("name", None)
-    import attention
+    from tasks.mapping import build_attention
 
     try:
-        attention.build(name, **spec)
+        build_attention({"name": name, **spec})  # the library's checks (attention.build), whatever _target_ says
     except (TypeError, ValueError, KeyError) as error:
         shown = " ".join(f"attention.{k}={v!r}" for k, v in spec.items())
         raise ConfigError(f"config attention={name!r} {shown}: {str(error).splitlines()[0]}") from None

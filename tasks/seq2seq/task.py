@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from tasks.mapping import build_attention
 from tasks.stats import AttentionStats, groups_kind, zero_gradient_rows
 from tasks.trainer import set_threads
 from tasks.vocab import Vocab
@@ -29,20 +30,6 @@ from . import data as D
 from . import metrics as M
 from .model import Seq2Seq, nll_loss
 from .search import beam_search, greedy_search, replace_unk
-
-
-def make_attention(spec):
-    """An attention ``nn.Module`` from the attention config ({_target_: attention.build, name, ...})."""
-    if isinstance(spec, torch.nn.Module):
-        return spec
-    spec = dict(spec)
-    if "_target_" in spec:
-        import hydra
-
-        return hydra.utils.instantiate(spec)
-    import attention
-
-    return attention.build(**spec)
 
 
 def _plain(obj):
@@ -172,7 +159,7 @@ class Seq2SeqTask:
 
     def build_model(self) -> torch.nn.Module:
         m = self.model_cfg
-        return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), make_attention(self.attention_cfg),
+        return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), build_attention(self.attention_cfg),
                        layers=m["layers"], rnn_size=m["rnn_size"], word_vec_size=m["word_vec_size"],
                        dropout=m["dropout"], input_feed=m["input_feed"], param_init=m["param_init"],
                        pad=Vocab.pad_id, share_embeddings=m["share_embeddings"], bidirectional=m["bidirectional"])

@@ -11,9 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import attention as attention_lib
-
 from ..embeddings import embedding_matrix, glove_file, read_glove
+from ..mapping import build_attention
 from ..stats import AttentionStats, groups_kind, zero_gradient_rows
 from ..vocab import Vocab
 from . import data as snli_data
@@ -30,11 +29,6 @@ class Batch:
     hypothesis_len: torch.Tensor  # (B,)
     label: torch.Tensor           # (B,)
     index: torch.Tensor           # (B,) positions in the split
-
-
-def build_attention(cfg: dict) -> torch.nn.Module:
-    params = {k: v for k, v in cfg.items() if k not in ("_target_", "name")}
-    return attention_lib.build(cfg["name"], **params)
 
 
 class SNLITask:
