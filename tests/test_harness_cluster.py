@@ -91,7 +91,7 @@ def test_signal_under_submitit_closes_the_logger_then_requeues(tmp_path, monkeyp
 
     def checkpoint_and_try_requeue(signum, frame):  # the name of submitit's handler
         events.append(("requeue", signum, torch.load(tmp_path / "run" / "checkpoints" / "last.pt",
-                                                     weights_only=False)["step"]))
+                                                     weights_only=False)["progress"]["step"]))
         raise SystemExit(-1)
 
     monkeypatch.setattr(train_mod, "build_logger", lambda *args, **kwargs: Logger())
@@ -135,7 +135,7 @@ def test_wall_time_checkpoints(tmp_path):
     cfg = {**QUIET, "checkpoint_every_minutes": 1e-9}  # every step is "10 minutes later"
     with pytest.raises(Stop):
         Trainer(make_task(), cfg, tmp_path / "run", seed=1, on_step=kill).fit()
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 5
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["progress"]["step"] == 5
     assert trainer_mod.DEFAULTS["checkpoint_every_minutes"] == 10.0
 
 

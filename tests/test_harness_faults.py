@@ -55,7 +55,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, no_att
     message = str(info.value)
     assert str(ckpt(run)) in message and "(step 3)" in message and "no record" in message
     state = torch.load(ckpt(run), weights_only=False)
-    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert state["progress"]["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert not ckpt(run, "best.pt").exists()
 
 
@@ -119,7 +119,7 @@ AFTER_BEST = {**QUIET, "epochs": 2, "max_steps": 12}  # last.pt at step 12, insi
 def test_missing_best_checkpoint_is_an_error_not_the_last_model(tmp_path):
     run = tmp_path / "run"
     Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
-    assert torch.load(ckpt(run), weights_only=False)["best_epoch"] == 0
+    assert torch.load(ckpt(run), weights_only=False)["progress"]["best_epoch"] == 0
     ckpt(run, "best.pt").unlink()
     with pytest.raises(CheckpointError, match=r"best.pt is missing.*epoch 1 was this run's best"):
         Trainer(make_task(), AFTER_BEST, run, seed=1).fit()  # the finished run, evaluated again
@@ -482,7 +482,7 @@ def test_finiteness_is_read_at_checkpoints_and_epoch_ends_not_every_step(tmp_pat
     ends, not after every step (2 epochs of 8 steps here, no logging, no step checkpoints)."""
     calls = []
     real = Trainer.check_finite
-    monkeypatch.setattr(Trainer, "check_finite", lambda self: (calls.append(self.step), real(self))[1])
+    monkeypatch.setattr(Trainer, "check_finite", lambda self: (calls.append(self.progress.step), real(self))[1])
     Trainer(make_task(), QUIET, tmp_path / "run", seed=1).fit()
     assert sorted(set(calls)) == [8, 16]
 
