@@ -67,10 +67,10 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
     return weights @ value, weights
 
 
-def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-                                 enable_gqa: bool = False, *, mapping: str | Callable = "fusedmax",
-                                 **params) -> torch.Tensor:
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                 attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+                                 *, mapping: str | Callable = "fusedmax", **params) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the attention ``mapping`` (a name of
     ``attention.MAPPINGS`` or a callable ``f(scores, mask=...)``) in place of softmax; ``params`` go to the
     mapping (``gamma``, ``lam``, ``p``, ``alpha``; tensors broadcasting to (..., L, 1) are per head/query and
@@ -138,7 +138,8 @@ class MultiheadAttention(nn.Module):
             if learn:
                 if name == "lam" and mapping not in ("fusedmax", "oscarmax"):
                     raise ValueError(f"MultiheadAttention: learn_lam needs mapping fusedmax or oscarmax, not {mapping}")
-                start = float(self.params.pop(name, 1.0 if name == "gamma" else (0.1 if mapping == "fusedmax" else 0.01)))
+                default = 1.0 if name == "gamma" else (0.1 if mapping == "fusedmax" else 0.01)
+                start = float(self.params.pop(name, default))
                 if start <= 0:
                     raise ValueError(f"MultiheadAttention: a learned {name} starts > 0 (it is exp(log_{name})), "
                                      f"got {start}")
@@ -169,8 +170,9 @@ class MultiheadAttention(nn.Module):
             params["alpha"] = ALPHA_FLOOR + nn.functional.softplus(self.raw_alpha)
         return params
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                need_weights: bool = True, attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         batched = query.dim() == 3
         if not batched:

@@ -15,14 +15,14 @@ What it does, in order:
    (seed, epoch) so the order is the same after a resume; batches already done in this epoch are skipped),
    loss (under autocast when ``precision`` is bf16/fp16) -> backward (a GradScaler for fp16) -> gradient clipping
    -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps and every ``checkpoint_every_minutes`` of
-   wall time (0: off), and at the end of every epoch, written atomically (``tasks.files``: tmp file, fsync, ``os.replace``);
+   wall time (0: off), and at the end of every epoch, written atomically (``tasks/files.py``);
    SIGTERM / SIGUSR1 / SIGUSR2 (preemption, a scheduler's time limit, ``kill``) are caught: the step under way
    finishes, a checkpoint is written, then the process exits (``Preempted``) or, when the job was started by
    submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it;
 4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
    ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1; with ``lr_decay.start_at``, OpenNMT-py 0.x's rule:
-   every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience`` epochs without
-   improvement;
+   every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience``
+   epochs without improvement;
 5. at the end: the best checkpoint is loaded and evaluated on "valid" and "test"; ``task.on_test_end`` runs.
    When ``max_steps`` stopped inside an epoch, that partial epoch is not an epoch (no validation, not counted, not
    in ``history``): the model at the last step competes with best.pt on validation (``best_epoch`` None,
@@ -47,10 +47,9 @@ weights as an uninterrupted run).
 
 from __future__ import annotations
 
-import logging
-
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import random

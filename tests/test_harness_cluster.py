@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harness_trainer import CFG, assert_same, make_task, weights
 
 import tasks.trainer as trainer_mod
 from tasks.trainer import NullLogger, Preempted, Stop, Trainer, set_rng_state
-
-from test_harness_trainer import CFG, assert_same, make_task, weights
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0}  # only what a test asks for
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harness_trainer import CFG, assert_same, make_task, weights
 
 import attention
 import tasks.files as files_mod
 import tasks.trainer as trainer_mod
 from tasks import records
 from tasks.trainer import CheckpointError, Trainer, TrainingDiverged
-
-from test_harness_trainer import CFG, assert_same, make_task, weights
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0, "log_every_steps": 0}
 

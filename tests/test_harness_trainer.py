@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.trainer import Progress, Stop, Trainer, atomic_save, move_to
 from tasks.snli.task import SNLITask
+from tasks.trainer import Progress, Stop, Trainer, atomic_save, move_to
 
 DATA = Path(__file__).parent / "data"
 

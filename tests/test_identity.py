@@ -3,12 +3,11 @@ grouping of runs into cells (tasks/report/runs.py) read it, and agree on every k
 
 import pytest
 from hydra import compose, initialize_config_dir
+from test_harness_hydra import ROOT
 
 from tasks.records import BUDGET_KEYS, changes_result, flatten, get, in_identity
 from tasks.report.runs import result_config
 from tasks.train import run_identity
-
-from test_harness_hydra import ROOT
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
 
@@ -70,9 +69,9 @@ def test_a_setting_that_cannot_change_a_result_never_blocks_a_resume():
 def test_a_checkpoint_whose_identity_holds_keys_since_found_not_to_change_a_result_still_resumes(tmp_path):
     """Checkpoints written under an older rule stored, e.g., task.eval.batch_size in their identity."""
     import torch
+    from test_harness_trainer import CFG, make_task
 
     from tasks.trainer import Trainer
-    from test_harness_trainer import CFG, make_task
 
     identity = {"seed": 1, "trainer.optimizer.lr": 0.1}
     Trainer(make_task(), {**CFG, "epochs": 1}, tmp_path / "run", identity=identity).fit()

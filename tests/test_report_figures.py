@@ -47,7 +47,8 @@ def runs(tmp_path):
         run_dir = tmp_path / "outputs" / "snli" / name
         run_dir.mkdir(parents=True)
         examples = [{"premise": PREMISE, "hypothesis": "a man plays music".split(), "label": "entailment",
-                     "prediction": "entailment", "attention": [round(float(a), 6) for a in _weights(name, len(PREMISE), rng)]}
+                     "prediction": "entailment",
+                     "attention": [round(float(a), 6) for a in _weights(name, len(PREMISE), rng)]}
                     for _ in range(3)]
         (run_dir / figures.SNLI_FILE).write_text(json.dumps({"attention": {"name": name}, "examples": examples}))
         _record(root, "snli", name, run_dir)

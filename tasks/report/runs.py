@@ -114,8 +114,8 @@ _LANG_KEYS = (("src_lang", "tgt_lang"), ("src", "tgt"), ("source", "target"), ("
 
 def pair_of(record: dict) -> str | None:
     """The language pair of a translation run as ``"de-en"``, from the record or its config, or None."""
-    for where in (record, record.get("config") or {}, get(record, "config.task") or {}, get(record, "config.data") or {},
-                  get(record, "config.task.data") or {}):
+    for where in (record, record.get("config") or {}, get(record, "config.task") or {},
+                  get(record, "config.data") or {}, get(record, "config.task.data") or {}):
         if not isinstance(where, dict):
             continue
         pair = where.get("pair") or where.get("lang_pair") or where.get("language_pair")

@@ -41,17 +41,17 @@ from ..files import atomic_write
 from . import paper as paper_mod
 from .runs import (
     ATTENTION_ORDER,
+    TRANSLATION_TASKS,
     attention_name,
     attention_params,
     config_signature,
-    mapping_rank,
     finished_key,
     get,
     load_local,
+    mapping_rank,
     pair_of,
     result_config,
     seed_of,
-    TRANSLATION_TASKS,
     task_of,
     varying_keys,
     warn,
@@ -121,7 +121,8 @@ GIGAWORD_KEYS = tuple((k, (f"{k}_f1", k)) for k in ("rouge1", "rouge2", "rougeL"
 DUC_KEYS = tuple((k, (f"{k}_recall", k)) for k in ("rouge1", "rouge2", "rougeL"))  # recall, first 75 bytes
 
 EXPERIMENTS = (
-    Experiment("snli", "Textual entailment: SNLI test accuracy (%)", (ACCURACY,), (Dataset("snli", "SNLI", ("snli",)),)),
+    Experiment("snli", "Textual entailment: SNLI test accuracy (%)", (ACCURACY,),
+               (Dataset("snli", "SNLI", ("snli",)),)),
     Experiment("translation", "Machine translation: test BLEU (sacreBLEU, detokenized; tokenized beside it)",
                (BLEU, TOK_BLEU), translation=True),
     Experiment(

@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-from tasks.files import atomic_write
 from tasks.download import DataMissingError, EmptyDataError, fetch, inside, missing_message, obtain, verify_once
+from tasks.files import atomic_write
 from tasks.vocab import Vocab
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -195,7 +195,8 @@ def tokenize(line: str, lang: str, lowercase: bool = True, escape: bool = False)
 def multi30k_file(cfg, split: str, lang: str) -> Path:
     """``split`` is train / valid / test or a test set's own name (``MULTI30K_TEST_SETS``)."""
     if split not in MULTI30K_SPLITS and split not in MULTI30K_TEST_SETS:
-        raise ValueError(f"multi30k has no split {split!r}: train, valid, test or one of {', '.join(MULTI30K_TEST_SETS)}")
+        raise ValueError(f"multi30k has no split {split!r}: train, valid, test or one of "
+                         f"{', '.join(MULTI30K_TEST_SETS)}")
     name = f"{MULTI30K_SPLITS.get(split, split)}.{lang}.gz"
     if cfg.get("root"):
         path = find_local(cfg.root, name)

@@ -1,6 +1,6 @@
 """The translation and summarization tasks for the harness (``tasks.trainer.Task``).
 
-    python -m tasks.train task=multi30k attention=fusedmax experiment=multi30k_cpu task.data.root=../shared/data/multi30k
+    python -m tasks.train task=multi30k attention=fusedmax experiment=multi30k_cpu task.data.root=DIR
 
 ``Seq2SeqTask`` does everything; ``Multi30kTask``, ``IWSLTTask`` and ``GigawordTask`` fix the corpus and its metric.
 
@@ -86,8 +86,8 @@ class Seq2SeqTask:
         self.kind = kind or self.kind
         self.metric = metric or self.default_metric
         self.attention_cfg = _plain(attention)
-        self.attention_name = (self.attention_cfg or {}).get("name", "softmax") if isinstance(self.attention_cfg, dict) \
-            else getattr(attention, "name", "softmax")
+        self.attention_name = ((self.attention_cfg or {}).get("name", "softmax")
+                               if isinstance(self.attention_cfg, dict) else getattr(attention, "name", "softmax"))
         self.data_cfg = _Cfg(_plain(data) or {})
         self.data_cfg.setdefault("cache", str(Path(data_dir) / self.corpus))
         self.model_cfg = {**MODEL_DEFAULTS, **(_plain(model) or {})}

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
