@@ -22,7 +22,6 @@ could be edited while stale compiled kernels kept running.
 import numpy as np
 from numba import njit, prange
 
-
 # ---------------------------------------------------------------- row algorithms (plain Python, see above)
 
 def sparsemax_row(z, out, m):
@@ -565,10 +564,11 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
     Screening rule: z_i <= t - 4 lam implies y_i = 0, for t = the sparsemax threshold of z, or any lower bound
     such as max(z) - 1. The TV prox moves no entry by more than 2 lam (u = z - Dᵀw with |w| <= lam), and
     t = (sum_S z - 1) / |S| for a set S (the support of sparsemax(z)), so the threshold of u is
-    tau >= (sum_S u - 1) / |S| >= t - 2 lam >= z_i + 2 lam >= u_i. With those entries fixed at 0, the problem splits: each run of consecutive
-    candidates keeps its own TV, and a screened neighbour adds lam |y_j - 0| = lam y_j, a linear term on the
-    simplex, i.e. z_j shifted by -lam. The composition proj_Δ ∘ prox (see ``fusedmax``) holds for that TV on a
-    union of chains as for one chain, so the candidates get proj_Δ of the per-run prox of the shifted scores.
+    tau >= (sum_S u - 1) / |S| >= t - 2 lam >= z_i + 2 lam >= u_i. With those entries fixed at 0, the problem
+    splits: each run of consecutive candidates keeps its own TV, and a screened neighbour adds
+    lam |y_j - 0| = lam y_j, a linear term on the simplex, i.e. z_j shifted by -lam. The composition
+    proj_Δ ∘ prox (see ``fusedmax``) holds for that TV on a union of chains as for one chain, so the candidates
+    get proj_Δ of the per-run prox of the shifted scores.
     """
     top, finite = _row_top(z, m)
     if not finite:

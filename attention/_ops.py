@@ -33,8 +33,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from . import _cpu, _cuda, _torch
-from . import _layout
+from . import _cpu, _cuda, _layout, _torch
 from ._layout import check_tensor_parameter
 
 PROX_NAMES = {_cpu.PROX_TV: "fusedmax", _cpu.PROX_SORTED: "oscarmax", _cpu.PROX_OWL: "oscarmax"}

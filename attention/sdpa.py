@@ -68,10 +68,10 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
     return weights @ value, weights
 
 
-def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-                                 enable_gqa: bool = False, *, mapping: str | Callable = "fusedmax",
-                                 **params) -> torch.Tensor:
+def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                 attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+                                 *, mapping: str | Callable = "fusedmax", **params) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the attention ``mapping`` (a name of
     ``attention.MAPPINGS`` or a callable ``f(scores, mask=...)``) in place of softmax; ``params`` go to the
     mapping (``gamma``, ``lam``, ``p``, ``alpha``; tensors broadcasting to (..., L, 1) are per head/query and
@@ -170,8 +170,9 @@ class MultiheadAttention(nn.Module):
             params["alpha"] = ALPHA_FLOOR + nn.functional.softplus(self.raw_alpha)
         return params
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
-                need_weights: bool = True, attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         batched = query.dim() == 3
         if not batched:

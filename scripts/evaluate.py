@@ -1,4 +1,5 @@
-"""make evaluate RUN=<run dir> [ARGS="key=value ..."]: re-evaluate a finished run's best checkpoint (tasks/evaluate.py)."""
+"""make evaluate RUN=<run dir> [ARGS="key=value ..."]: re-evaluate a finished run's best checkpoint
+(tasks/evaluate.py)."""
 
 import sys
 

@@ -6,8 +6,9 @@
     >>> extract(zip_path, "snli_1.0/snli_1.0_dev.jsonl", "data/snli/snli_1.0_dev.jsonl")
 
 * ``fetch`` returns ``dest`` at once when it already exists (and, with ``sha256``, matches it). Otherwise it tries
-  each mirror, then the canonical URL. The bytes go to ``dest.part`` and are renamed onto ``dest`` with
-  ``os.replace`` only after the checksum matched: ``dest`` is complete or absent. An interrupted download keeps
+  each mirror, then the canonical URL. The bytes go to ``dest.part`` and are renamed onto ``dest``
+  (``tasks.files.move_into_place``: fsync, ``os.replace``) only after the checksum matched: ``dest`` is complete or
+  absent. An interrupted download keeps
   ``dest.part`` and the next ``fetch`` resumes it (an HTTP ``Range`` request; a server that ignores it sends the
   whole file, which restarts it); a resumed file whose checksum does not match is downloaded again from scratch.
   One process downloads a file at a time (a lock file beside it): the jobs of a sweep that start together wait
@@ -43,6 +44,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .files import atomic_open, move_into_place
+
 CHUNK = 1 << 20
 OFFLINE_ENV = "DATA_OFFLINE"
 log = logging.getLogger(__name__)
@@ -72,10 +75,6 @@ def with_mirror(url: str, mirror: str) -> str:
     """``url`` with its scheme and host replaced by the base URL ``mirror`` (the path is kept)."""
     path = urllib.parse.urlsplit(url).path
     return mirror.rstrip("/") + "/" + path.lstrip("/")
-
-
-def _tmp_path(dest: Path) -> Path:
-    return dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
 
 
 def missing_message(dest: Path, url: str | None, reason: str = "", hint: str = "") -> str:
@@ -137,7 +136,7 @@ def fetch(
                         f"checksum mismatch for {source}: sha256 {got}, expected {sha256}; nothing was written "
                         f"to {dest}"
                     )
-                os.replace(part, dest)
+                move_into_place(part, dest)
                 return dest
             except ChecksumError:
                 raise
@@ -282,37 +281,28 @@ def extract(archive: str | os.PathLike, member: str | None, dest: str | os.PathL
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(dest)
     name = archive.name.lower()
-    try:
+    with contextlib.ExitStack() as stack:
         if name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                try:
-                    source = zf.open(member)
-                except KeyError:
-                    raise DataMissingError(f"{archive} has no member {member!r}") from None
-                with source, open(tmp, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
+            zf = stack.enter_context(zipfile.ZipFile(archive))
+            try:
+                source = zf.open(member)
+            except KeyError:
+                raise DataMissingError(f"{archive} has no member {member!r}") from None
         elif name.endswith((".tar.gz", ".tgz", ".tar")):
-            with tarfile.open(archive) as tf:
-                try:
-                    source = tf.extractfile(member)
-                except KeyError:
-                    source = None
-                if source is None:
-                    raise DataMissingError(f"{archive} has no file member {member!r}")
-                with source, open(tmp, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
+            tf = stack.enter_context(tarfile.open(archive))
+            try:
+                source = tf.extractfile(member)
+            except KeyError:
+                source = None
+            if source is None:
+                raise DataMissingError(f"{archive} has no file member {member!r}")
         elif name.endswith(".gz"):
-            with gzip.open(archive, "rb") as source, open(tmp, "wb") as out:
-                shutil.copyfileobj(source, out, CHUNK)
+            source = gzip.open(archive, "rb")
         else:
             raise ValueError(f"extract: unknown archive type {archive}")
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with source, atomic_open(dest) as out:
+            shutil.copyfileobj(source, out, CHUNK)
     return dest
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .download import DataMissingError, fetch, open_text
+from .files import atomic_open, atomic_write
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,9 @@ def glove_tensor_file(text: Path, cache_dir: str | os.PathLike, member: str | No
         words.append(word)
         rows.append(np.asarray(vector, dtype=np.float32))
     vectors = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, dim or 0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"words": words, "vectors": vectors}, tmp)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    sidecar.write_text(json.dumps(stamp))
+    with atomic_open(out) as f:
+        torch.save({"words": words, "vectors": vectors}, f)
+    atomic_write(sidecar, json.dumps(stamp))
     return out
 
 

@@ -22,8 +22,8 @@ import torch
 from omegaconf import OmegaConf
 
 from . import records
-from .trainer import load_checkpoint_file, pick_device
 from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
+from .trainer import load_checkpoint_file, pick_device
 
 
 def load_run_config(run_dir: str | os.PathLike, overrides=()) -> dict:

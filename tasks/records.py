@@ -42,6 +42,9 @@ import os
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
+
+from tasks.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,29 @@ def in_identity(key: str) -> bool:
     return changes_result(key) and not matches(key, BUDGET_KEYS)
 
 
+def get(mapping: Any, dotted: str, default=None):
+    """``mapping["a"]["b"]`` for ``dotted`` "a.b"; ``default`` where a level is missing or not a dict."""
+    for key in dotted.split("."):
+        if not isinstance(mapping, dict) or key not in mapping:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
+def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b.c": leaf} of a nested dict (lists stay leaves)."""
+    if not isinstance(mapping, dict):
+        return {prefix: mapping} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
 def record_path(results_dir: str | os.PathLike, task: str, attention: str, run: str) -> Path:
     safe = run.replace(os.sep, "_") or "default"
     return Path(results_dir) / task / attention / f"{safe}.json"
@@ -148,14 +174,7 @@ def write_record(path: str | os.PathLike, record: dict) -> Path:
     text = json.dumps(finite_json(record, found=found), indent=2, default=str, allow_nan=False)
     if found:
         log.warning(f"{path}: not-finite values written as null: {', '.join(found[:10])}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file behind
-    return path
+    return atomic_write(path, text)  # a failed write (a full disk) leaves no temporary file behind
 
 
 def make_record(*, task: str, attention: dict, run: str, seed: int, metric: str, summary: dict, config: dict,

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import torch
 
-from attention import groups_kind, num_groups
+from attention import num_groups
 
 KEYS = ("support", "support_frac", "above_1pct", "attn_ppl", "segments", "clusters")
 SCORE_KEYS = ("top2_gap", "gap_ge_1")

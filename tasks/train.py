@@ -10,10 +10,10 @@ logger (W&B keeps it as ``record.json`` in the run's files) before the logger is
 
 **A run is its settings, not its command line.** The run name is made of the command-line overrides *less*
 those outside a run's identity (``tasks/records.py``'s ``NON_RESULT_KEYS`` and ``BUDGET_KEYS``: budgets such as
-``trainer.epochs``, where the data comes from, threads, progress bars, logger and launcher settings): ``trainer.epochs=20`` after a finished 10-epoch run continues that run in its
-folder. ``run_identity`` (the resolved config less the same keys) is stored in every checkpoint; resuming a
-checkpoint whose identity differs (say a config file was edited in between) stops with an error that lists the
-differences instead of mixing two runs.
+``trainer.epochs``, where the data comes from, threads, progress bars, logger and launcher settings):
+``trainer.epochs=20`` after a finished 10-epoch run continues that run in its folder. ``run_identity`` (the
+resolved config less the same keys) is stored in every checkpoint; resuming a checkpoint whose identity differs
+(say a config file was edited in between) stops with an error that lists the differences instead of mixing two runs.
 
 Exit codes: 0 with a record; 2 refused with one line on stderr (a config value, data, a checkpoint, the run dir),
 checked before training where possible (``validate_config``, the ``Preflight`` Hydra callback); 3 diverged
@@ -24,7 +24,6 @@ after a checkpoint (the same command continues).
 from __future__ import annotations
 
 import logging
-
 import math
 import os
 import re
@@ -63,7 +62,8 @@ def _not_identity(key: str) -> bool:
 
 def run_name_from(overrides) -> str:
     """A file-name-safe run name from the command-line overrides (Hydra's ``hydra.overrides.task``) less those of
-    a run's identity (``records.in_identity``), sorted ("default" when none is left). A string is taken as Hydra's override dirname."""
+    a run's identity (``records.in_identity``), sorted ("default" when none is left). A string is taken as Hydra's
+    override dirname."""
     if isinstance(overrides, str):
         items = [overrides] if overrides else []
     else:
@@ -73,22 +73,9 @@ def run_name_from(overrides) -> str:
 
 
 def run_identity(config: dict) -> dict:
-    """``{dotted key: value}`` of the resolved config less what is not part of a run's identity (``records.in_identity``:
-    settings that do not change a result, and budgets): what makes this run this run."""
-    flat: dict = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            if not records.in_identity(dotted):
-                continue
-            if isinstance(value, dict) and value:
-                walk(value, dotted + ".")
-            else:
-                flat[dotted] = value
-
-    walk(config, "")
-    return flat
+    """``{dotted key: value}`` of the resolved config less what is not part of a run's identity
+    (``records.in_identity``: settings that do not change a result, and budgets): what makes this run this run."""
+    return {key: value for key, value in records.flatten(config).items() if records.in_identity(key)}
 
 
 class ConfigError(ValueError):
@@ -180,10 +167,10 @@ def validate_config(config: dict) -> None:
     spec = dict(config.get("attention") or {})
     spec.pop("_target_", None)
     name = spec.pop("name", None)
-    import attention
+    from tasks.mapping import build_attention
 
     try:
-        attention.build(name, **spec)
+        build_attention({"name": name, **spec})  # the library's checks (attention.build), whatever _target_ says
     except (TypeError, ValueError, KeyError) as error:
         shown = " ".join(f"attention.{k}={v!r}" for k, v in spec.items())
         raise ConfigError(f"config attention={name!r} {shown}: {str(error).splitlines()[0]}") from None
@@ -235,7 +222,8 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as error:
         _fail(f"the run dir {folder} cannot be written: {os.strerror(error.errno) if error.errno else error} "
-              f"({error.filename or folder}). Make it writable, or put runs elsewhere (hydra.run.dir=DIR, or hydra.sweep.dir=DIR for -m).")
+              f"({error.filename or folder}). Make it writable, or put runs elsewhere (hydra.run.dir=DIR, or "
+              f"hydra.sweep.dir=DIR for -m).")
 
 
 def _fail(message, code: int = 2):

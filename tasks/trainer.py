@@ -15,14 +15,14 @@ What it does, in order:
    (seed, epoch) so the order is the same after a resume; batches already done in this epoch are skipped),
    loss (under autocast when ``precision`` is bf16/fp16) -> backward (a GradScaler for fp16) -> gradient clipping
    -> optimizer step; a checkpoint every ``checkpoint_every_steps`` steps and every ``checkpoint_every_minutes`` of
-   wall time (0: off), and at the end of every epoch, written atomically (tmp file + ``os.replace``);
+   wall time (0: off), and at the end of every epoch, written atomically (``tasks/files.py``);
    SIGTERM / SIGUSR1 / SIGUSR2 (preemption, a scheduler's time limit, ``kill``) are caught: the step under way
    finishes, a checkpoint is written, then the process exits (``Preempted``) or, when the job was started by
    submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it;
 4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
    ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1; with ``lr_decay.start_at``, OpenNMT-py 0.x's rule:
-   every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience`` epochs without
-   improvement;
+   every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience``
+   epochs without improvement;
 5. at the end: the best checkpoint is loaded and evaluated on "valid" and "test"; ``task.on_test_end`` runs.
    When ``max_steps`` stopped inside an epoch, that partial epoch is not an epoch (no validation, not counted, not
    in ``history``): the model at the last step competes with best.pt on validation (``best_epoch`` None,
@@ -47,10 +47,9 @@ weights as an uninterrupted run).
 
 from __future__ import annotations
 
-import logging
-
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import random
@@ -64,6 +63,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from tasks.files import atomic_open, remove_orphan_temporaries
 
 from .config import config_defaults
 
@@ -204,20 +205,12 @@ def _describe_os_error(error: OSError) -> str:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, flushed to disk (fsync), then os.replace: never a
+    """torch.save through ``tasks.files.atomic_open`` (temporary file, fsync, rename, fsync of the folder): never a
     half-written checkpoint, even after a power cut. A failed write (a full disk, a read-only folder) is a
     ``CheckpointError`` that says what happened and where; the previous ``path`` is left as it was."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a Python file object: torch then writes through it and a failed write raises the OSError itself (given a
-        # path, torch's own writer only says "enforce fail ... unexpected pos" on a full disk)
-        with open(tmp, "wb") as f:
+        with atomic_open(path) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except (OSError, RuntimeError) as error:
         # torch's writer meets the OSError, then fails again closing the archive ("enforce fail ... unexpected
         # pos"): the OSError is in the exception's context
@@ -228,9 +221,6 @@ def atomic_save(obj: Any, path: Path) -> None:
         raise CheckpointError(f"cannot write the checkpoint {path}: {_describe_os_error(cause)} ({kept}). "
                               f"Free space or fix the folder's permissions, then run the same command again "
                               f"to continue.") from error
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def _exception_chain(error: BaseException):
@@ -239,40 +229,6 @@ def _exception_chain(error: BaseException):
         seen.add(id(error))
         yield error
         error = error.__cause__ or error.__context__
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX: the directory entry is flushed with the directory)."""
-    with contextlib.suppress(OSError):  # not supported everywhere (some network file systems)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def remove_orphan_temporaries(folder: Path) -> list[Path]:
-    """Delete ``*.tmp-<pid>`` files that no running process is writing: what a kill -9 during a checkpoint write
-    leaves behind (a live writer's file, e.g. another process on the same run dir, is left alone)."""
-    removed = []
-    for tmp in folder.glob("*.tmp-*"):
-        pid = tmp.name.rsplit(".tmp-", 1)[-1]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _process_alive(int(pid))):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed.append(tmp)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
@@ -326,6 +282,33 @@ def autocast_dtype(precision: str | None) -> torch.dtype | None:
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: saved in every checkpoint as one entry (``progress``) and restored from it as a whole."""
+
+    epoch: int = 0                # epochs done
+    batch_in_epoch: int = 0       # batches done in the current epoch
+    step: int = 0                 # optimizer steps done
+    best_metric: float = -math.inf
+    best_epoch: int = -1          # 0-based; -1: none yet
+    bad_epochs: int = 0           # epochs since the last improvement (early stopping)
+    history: list[dict] = dataclasses.field(default_factory=list)  # one entry per epoch
+    epoch_times: list[float] = dataclasses.field(default_factory=list)
+    epoch_partial: dict = dataclasses.field(  # the current epoch so far (a resume inside an epoch continues it)
+        default_factory=lambda: {"loss_sum": 0.0, "batches": 0, "seconds": 0.0})
+    finished: bool = False
+    stopped_early: bool = False   # by early stopping (a larger budget does not continue it)
+    decaying: bool = False        # OpenNMT-py-style decay has started (lr_decay.start_at)
+    epoch_batches: int | None = None  # batches in the current epoch (when the task's batches have a length)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict) -> "Progress":
+        """The progress of a checkpoint; one written before this class holds the fields at its top level, those
+        added later (decaying, stopped_early, epoch_batches) possibly missing: their defaults."""
+        saved = state["progress"] if "progress" in state else state
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+
 class Trainer:
     def __init__(self, task: Task, cfg: dict | None, run_dir: str | os.PathLike, seed: int = 1, logger=None,
                  on_step: Callable[[int], None] | None = None, identity: dict | None = None):
@@ -343,19 +326,15 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
-            "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-            "history": self.history, "epoch_times": self.epoch_times, "epoch_partial": self.epoch_partial,
-            "finished": self.finished, "stopped_early": self.stopped_early, "seed": self.seed,
-            "decaying": self.decaying, "identity": self.identity, "epoch_batches": self.epoch_batches,
+            "progress": dataclasses.asdict(self.progress), "seed": self.seed, "identity": self.identity,
         }
 
     def save_checkpoint(self) -> None:
         self.check_finite()  # never a checkpoint of weights that a non-finite loss has touched
-        self.epoch_partial["loss_sum"] = float(self._loss_sum)
+        self.progress.epoch_partial["loss_sum"] = float(self._loss_sum)
         atomic_save(self.state(), self.ckpt_dir / "last.pt")
         self.last_save = time.monotonic()
-        self.saved_step = self.step
+        self.saved_step = self.progress.step
 
     def load_checkpoint(self, path: Path) -> None:
         # on the CPU; load_state_dict copies to the device
@@ -372,16 +351,12 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        for key in ("epoch", "batch_in_epoch", "step", "best_metric", "best_epoch", "bad_epochs", "history",
-                    "epoch_times", "epoch_partial", "finished"):
-            setattr(self, key, state[key])
+        self.progress = Progress.from_checkpoint(state)
         set_rng_state(state["rng"])
-        self.decaying = state.get("decaying", False)
-        self.epoch_batches = state.get("epoch_batches")
         # a finished run continues if it was stopped by the epoch/step budget and the budget is now larger
-        self.stopped_early = state.get("stopped_early", False)
-        self.finished = self.stopped_early or self.epoch >= self.cfg["epochs"] or self.should_stop_steps()
-        self.saved_step = self.step
+        progress = self.progress
+        progress.finished = progress.stopped_early or progress.epoch >= self.cfg["epochs"] or self.should_stop_steps()
+        self.saved_step = self.progress.step
 
     def _damaged_last_remedy(self, path: Path) -> str:
         best = self.ckpt_dir / "best.pt"
@@ -394,12 +369,13 @@ class Trainer:
         """On resume: best.pt must be the best epoch's model. When last.pt was written at the end of that very epoch
         (a kill between the two writes of an epoch end, or a lost best.pt), its model is the best model: best.pt is
         rewritten from it; otherwise a missing, damaged or other epoch's best.pt is an error."""
-        if self.batch_in_epoch == 0 and self.epoch == self.best_epoch + 1:
+        if self.progress.batch_in_epoch == 0 and self.progress.epoch == self.progress.best_epoch + 1:
             try:
                 self.check_best_checkpoint()
             except CheckpointError:
-                log.warning(f"{self.ckpt_dir / 'best.pt'} is not the model of the best epoch {self.best_epoch + 1} "
-                            f"(missing, damaged or older): rewritten from last.pt, saved at the end of that epoch")
+                log.warning(f"{self.ckpt_dir / 'best.pt'} is not the model of the best epoch "
+                            f"{self.progress.best_epoch + 1} (missing, damaged or older): rewritten from last.pt, "
+                            f"saved at the end of that epoch")
                 self.save_best()
             return
         self.check_best_checkpoint()
@@ -409,16 +385,17 @@ class Trainer:
         epoch's best.pt is an error, never a silent evaluation of another model."""
         best = self.ckpt_dir / "best.pt"
         start_over = "start the run over with trainer.resume=false (this retrains it)"
+        best_epoch = self.progress.best_epoch
         if not best.exists():
             raise CheckpointError(
-                f"{best} is missing, but {self.ckpt_dir / 'last.pt'} says epoch {self.best_epoch + 1} was this run's "
+                f"{best} is missing, but {self.ckpt_dir / 'last.pt'} says epoch {best_epoch + 1} was this run's "
                 f"best: the best model's weights are lost, and evaluating another model under that epoch's name "
                 f"would be a wrong record. Restore {best.name} from a copy, or {start_over}.")
         state = state or load_checkpoint_file(best, remedy=f"Restore it from a copy, or {start_over}.")
-        if state.get("epoch") != self.best_epoch:
+        if state.get("epoch") != best_epoch:
             raise CheckpointError(
                 f"{best} holds the model of epoch {int(state.get('epoch', -2)) + 1}, but this run's best epoch is "
-                f"{self.best_epoch + 1} ({self.ckpt_dir / 'last.pt'}): it is not this run's best model. Restore the "
+                f"{best_epoch + 1} ({self.ckpt_dir / 'last.pt'}): it is not this run's best model. Restore the "
                 f"right {best.name}, or {start_over}.")
         return state
 
@@ -426,8 +403,8 @@ class Trainer:
     def start_loss_tracking(self) -> None:
         """The epoch's loss sum and the first step with a non-finite loss, kept on the device: a step adds no
         host synchronisation; they are read at logging steps, checkpoints and epoch ends (``check_finite``)."""
-        self._loss_sum = torch.tensor(self.epoch_partial["loss_sum"], dtype=torch.float64, device=self.device)
-        self._step_count = torch.tensor(self.step, dtype=torch.long, device=self.device)
+        self._loss_sum = torch.tensor(self.progress.epoch_partial["loss_sum"], dtype=torch.float64, device=self.device)
+        self._step_count = torch.tensor(self.progress.step, dtype=torch.long, device=self.device)
         self._first_bad = torch.tensor(-1, dtype=torch.long, device=self.device)
 
     def track_loss(self, loss: torch.Tensor) -> None:
@@ -444,9 +421,9 @@ class Trainer:
         weights_ok = bad < 0 and bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())
         if bad < 0 and weights_ok:
             return
-        what = (f"the training loss is not finite (nan or inf) at step {bad} (epoch {self.epoch + 1}, batch "
-                f"{self.batch_in_epoch - (self.step - bad)})" if bad >= 0
-                else f"the weights are not finite at step {self.step} (epoch {self.epoch + 1})")
+        what = (f"the training loss is not finite (nan or inf) at step {bad} (epoch {self.progress.epoch + 1}, batch "
+                f"{self.progress.batch_in_epoch - (self.progress.step - bad)})" if bad >= 0
+                else f"the weights are not finite at step {self.progress.step} (epoch {self.progress.epoch + 1})")
         raise TrainingDiverged(f"training diverged: {what}. {self._stopped_here()}")
 
     def _stopped_here(self) -> str:
@@ -485,10 +462,10 @@ class Trainer:
         signum = self.signal
         if not saved:
             self.save_checkpoint()
-        log.warning(f"checkpoint written at step {self.step} ({signal.Signals(signum).name})")
+        log.warning(f"checkpoint written at step {self.progress.step} ({signal.Signals(signum).name})")
         # run by submitit, tasks/train.py closes the logger, then lets submitit requeue the job (requeueing kills
         # the job's other processes, W&B's service among them)
-        raise Preempted(signum, self.step)
+        raise Preempted(signum, self.progress.step)
 
     # -- mixed precision --------------------------------------------------------------------------------------
     def autocast(self):
@@ -518,14 +495,7 @@ class Trainer:
             patience=decay["patience"], min_lr=decay["min_lr"], threshold=0.0, eps=0.0)
         self.scaler = torch.amp.GradScaler(self.device.type if self.device.type in ("cuda", "cpu") else "cpu",
                                            enabled=self.amp_dtype == torch.float16)
-        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
-        self.best_metric, self.best_epoch, self.bad_epochs = -math.inf, -1, 0
-        self.history: list[dict] = []
-        self.epoch_times: list[float] = []
-        self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
-        self.finished = self.stopped_early = False
-        self.decaying = False  # OpenNMT-py-style decay has started (lr_decay.start_at)
-        self.epoch_batches = None  # batches in the current epoch (when the task's batches have a length)
+        self.progress = Progress()
         self.last_save = time.monotonic()
         self.saved_step = 0
         last, best = self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt"
@@ -535,10 +505,10 @@ class Trainer:
                 log.info(f"removed {orphan}, left by a process killed while writing it")
         if cfg["resume"] and last.exists():
             self.load_checkpoint(last)
-            self.resumed_from = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step}
-            log.info(f"resumed from {last}: epoch {self.epoch}, batch {self.batch_in_epoch}, "
-                  f"step {self.step}")
-            if self.best_epoch >= 0:  # fail now, not after the remaining epochs
+            self.resumed_from = {key: getattr(self.progress, key) for key in ("epoch", "batch_in_epoch", "step")}
+            log.info(f"resumed from {last}: epoch {self.progress.epoch}, batch {self.progress.batch_in_epoch}, "
+                  f"step {self.progress.step}")
+            if self.progress.best_epoch >= 0:  # fail now, not after the remaining epochs
                 self.reconcile_best_checkpoint()
         elif cfg["resume"] and best.exists():
             raise CheckpointError(
@@ -556,11 +526,11 @@ class Trainer:
             self.setup()
             log.info(f"{self.task.name} on {self.device}, {self.n_params:,} trainable parameters, "
                      f"run dir {self.run_dir}")
-            if self.finished and 0 < self.batch_in_epoch == self.epoch_batches:
+            if self.progress.finished and 0 < self.progress.batch_in_epoch == self.progress.epoch_batches:
                 self.end_of_epoch()  # max_steps hit the epoch's last batch, then a kill before its epoch end
-            while not self.finished:
+            while not self.progress.finished:
                 self.train_one_epoch()  # (returns at the epoch end, or raises Stop / Preempted)
-                if self.finished:
+                if self.progress.finished:
                     break
                 self.end_of_epoch()  # (ends with a checkpoint)
                 self.handle_signal(saved=True)
@@ -568,26 +538,27 @@ class Trainer:
         return self.final_evaluation()
 
     def should_stop_steps(self) -> bool:
-        return self.cfg["max_steps"] is not None and self.step >= self.cfg["max_steps"]
+        return self.cfg["max_steps"] is not None and self.progress.step >= self.cfg["max_steps"]
 
     def train_one_epoch(self) -> None:
         cfg, task, model = self.cfg, self.task, self.model
-        if self.epoch >= cfg["epochs"] or self.should_stop_steps():
-            self.finished = True
+        if self.progress.epoch >= cfg["epochs"] or self.should_stop_steps():
+            self.progress.finished = True
             self.save_checkpoint()
             return
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        batches = task.train_batches(self.epoch, generator)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.progress.epoch)
+        batches = task.train_batches(self.progress.epoch, generator)
         total = len(batches) if hasattr(batches, "__len__") else None
-        self.epoch_batches = total
+        self.progress.epoch_batches = total
         model.train()
-        start = time.perf_counter() - self.epoch_partial["seconds"]
-        bar = tqdm(total=total, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg['epochs']}",
+        start = time.perf_counter() - self.progress.epoch_partial["seconds"]
+        bar = tqdm(total=total, initial=self.progress.batch_in_epoch,
+                   desc=f"epoch {self.progress.epoch + 1}/{cfg['epochs']}",
                    disable=not cfg["progress"], leave=False, dynamic_ncols=True)
-        part = self.epoch_partial
+        part = self.progress.epoch_partial
         iterator = iter(batches)
         for i, batch in enumerate(iterator):
-            if i < self.batch_in_epoch:
+            if i < self.progress.batch_in_epoch:
                 continue  # done before the checkpoint this run resumed from
             batch = move_to(batch, self.device)
             try:
@@ -604,21 +575,21 @@ class Trainer:
                 scalars = {**scalars, "grad_norm": grad_norm}  # a tensor: read only when logged
             self.scaler.step(self.optimizer)  # skipped (fp16) when the gradients overflowed
             self.scaler.update()
-            self.step += 1
-            self.batch_in_epoch = i + 1
+            self.progress.step += 1
+            self.progress.batch_in_epoch = i + 1
             self.track_loss(loss)  # on the device: no synchronisation here
             part["batches"] += 1
             bar.update(1)
-            if cfg["log_every_steps"] and self.step % cfg["log_every_steps"] == 0:
+            if cfg["log_every_steps"] and self.progress.step % cfg["log_every_steps"] == 0:
                 self.check_finite()
                 bar.set_postfix(loss=f"{float(self._loss_sum) / part['batches']:.4f}",
-                                best=f"{self.best_metric:.4f}" if self.best_epoch >= 0 else "-")
+                                best=f"{self.progress.best_metric:.4f}" if self.progress.best_epoch >= 0 else "-")
                 self.logger.log({"train/loss": float(loss.detach()), "train/lr": self.lr,
-                                 **{f"train/{k}": float(v) for k, v in scalars.items()}}, step=self.step)
+                                 **{f"train/{k}": float(v) for k, v in scalars.items()}}, step=self.progress.step)
             if self.on_step is not None:
-                self.on_step(self.step)  # may raise Stop (a simulated kill)
+                self.on_step(self.progress.step)  # may raise Stop (a simulated kill)
             stop_now = self.should_stop_steps()
-            every_steps = cfg["checkpoint_every_steps"] and self.step % cfg["checkpoint_every_steps"] == 0
+            every_steps = cfg["checkpoint_every_steps"] and self.progress.step % cfg["checkpoint_every_steps"] == 0
             every_minutes = (cfg["checkpoint_every_minutes"]
                              and time.monotonic() - self.last_save >= 60 * cfg["checkpoint_every_minutes"])
             if stop_now or every_steps or every_minutes or self.signal is not None:
@@ -628,8 +599,8 @@ class Trainer:
             if stop_now:
                 # max_steps inside the epoch: not an epoch end (no validation, no epoch counted); the same command
                 # with a larger max_steps continues this epoch where it stopped
-                more = self.batch_in_epoch < total if total is not None else next(iterator, None) is not None
-                self.finished = more
+                more = self.progress.batch_in_epoch < total if total is not None else next(iterator, None) is not None
+                self.progress.finished = more
                 break
         bar.close()
         part["seconds"] = time.perf_counter() - start
@@ -649,58 +620,61 @@ class Trainer:
                 for k, v in metrics.items()}
 
     def end_of_epoch(self) -> None:
-        cfg, part = self.cfg, self.epoch_partial
+        cfg, part = self.cfg, self.progress.epoch_partial
         train_loss = part["loss_sum"] / max(part["batches"], 1)
         train_seconds = part["seconds"]
         eval_start = time.perf_counter()
         valid = self.evaluate("valid")
         metric = valid[self.task.metric]
         if not math.isfinite(metric):  # never a best model, never a record
-            raise TrainingDiverged(f"validation {self.task.metric} is {metric} after epoch {self.epoch + 1}: the "
-                                   f"model's outputs are not finite. {self._stopped_here()}")
-        improved = metric > self.best_metric
+            raise TrainingDiverged(f"validation {self.task.metric} is {metric} after epoch {self.progress.epoch + 1}: "
+                                   f"the model's outputs are not finite. {self._stopped_here()}")
+        improved = metric > self.progress.best_metric
         if improved:  # best.pt is written after last.pt (below): a kill in between is repaired on resume
-            self.best_metric, self.best_epoch, self.bad_epochs = metric, self.epoch, 0
+            self.progress.best_metric, self.progress.best_epoch, self.progress.bad_epochs = (
+                metric, self.progress.epoch, 0)
         else:
-            self.bad_epochs += 1
+            self.progress.bad_epochs += 1
         decay = cfg["lr_decay"]
         if decay["factor"] < 1 and decay.get("start_at"):
             # OpenNMT-py 0.x (Optim.updateLearningRate): decay starts at epoch `start_at` or at the first epoch
             # that does not improve on validation, and from then on the LR is multiplied by `factor` every epoch
-            self.decaying = self.decaying or self.epoch + 1 >= decay["start_at"] or not improved
-            if self.decaying:
+            self.progress.decaying = (self.progress.decaying or self.progress.epoch + 1 >= decay["start_at"]
+                                      or not improved)
+            if self.progress.decaying:
                 for group in self.optimizer.param_groups:
                     group["lr"] = max(group["lr"] * decay["factor"], decay["min_lr"])
         elif decay["factor"] < 1:
             self.scheduler.step(metric)
         seconds = train_seconds + time.perf_counter() - eval_start
-        self.epoch_times.append(seconds)
-        record = {"epoch": self.epoch + 1, "step": self.step, "train_loss": train_loss, "lr": self.lr,
+        self.progress.epoch_times.append(seconds)
+        record = {"epoch": self.progress.epoch + 1, "step": self.progress.step, "train_loss": train_loss, "lr": self.lr,
                   "train_seconds": train_seconds, "epoch_seconds": seconds, "valid": valid}
-        self.history.append(record)
-        self.logger.log({"epoch": self.epoch + 1, "train/epoch_loss": train_loss, "epoch_seconds": seconds,
-                         **{f"valid/{k}": v for k, v in valid.items() if isinstance(v, float)}}, step=self.step)
+        self.progress.history.append(record)
+        self.logger.log({"epoch": self.progress.epoch + 1, "train/epoch_loss": train_loss, "epoch_seconds": seconds,
+                         **{f"valid/{k}": v for k, v in valid.items() if isinstance(v, float)}},
+                        step=self.progress.step)
         stats = " ".join(f"{k} {valid[k]:.3f}" for k in ("support", "groups") if k in valid)
-        log.info(f"epoch {self.epoch + 1}: train loss {train_loss:.4f}, valid {self.task.metric} "
+        log.info(f"epoch {self.progress.epoch + 1}: train loss {train_loss:.4f}, valid {self.task.metric} "
               f"{metric:.4f}{' (best)' if improved else ''} {stats}, {seconds:.1f}s")
-        self.epoch += 1
-        self.batch_in_epoch = 0
-        self.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
+        self.progress.epoch += 1
+        self.progress.batch_in_epoch = 0
+        self.progress.epoch_partial = {"loss_sum": 0.0, "batches": 0, "seconds": 0.0}
         self._loss_sum.zero_()
         patience = cfg["patience"]
-        if patience and self.bad_epochs >= patience:
-            log.info(f"early stopping: no improvement for {self.bad_epochs} epochs")
-            self.finished = self.stopped_early = True
-        if self.epoch >= cfg["epochs"] or self.should_stop_steps():
-            self.finished = True
+        if patience and self.progress.bad_epochs >= patience:
+            log.info(f"early stopping: no improvement for {self.progress.bad_epochs} epochs")
+            self.progress.finished = self.progress.stopped_early = True
+        if self.progress.epoch >= cfg["epochs"] or self.should_stop_steps():
+            self.progress.finished = True
         self.save_checkpoint()
         if improved:
             self.save_best()
 
     def save_best(self) -> None:
-        """best.pt: the model at the end of the best epoch (``self.best_epoch``), which must be the current one."""
-        atomic_save({"model": self.model.state_dict(), "epoch": self.best_epoch,
-                     "valid": self.history[self.best_epoch]["valid"]}, self.ckpt_dir / "best.pt")
+        """best.pt: the model at the end of the best epoch (``progress.best_epoch``), which must be the current one."""
+        atomic_save({"model": self.model.state_dict(), "epoch": self.progress.best_epoch,
+                     "valid": self.progress.history[self.progress.best_epoch]["valid"]}, self.ckpt_dir / "best.pt")
 
     def final_evaluation(self) -> dict:
         """The best model on validation, evaluated on valid and test: best.pt (the best epoch end), or, when
@@ -708,20 +682,22 @@ class Trainer:
         no epoch ended). ``best_epoch`` (1-based) names the epoch of best.pt, None for the last-step model;
         ``best_step`` is the step of the model evaluated either way."""
         metric = self.task.metric
-        best_epoch, best_step, valid = None, self.step, None
-        if self.batch_in_epoch > 0:  # stopped by max_steps inside an epoch: its last model is a candidate too
+        best_epoch, best_step, valid = None, self.progress.step, None
+        if self.progress.batch_in_epoch > 0:  # stopped by max_steps inside an epoch: its last model is a candidate too
             valid = self.evaluate("valid")
-            if not math.isfinite(valid[metric]) and self.best_epoch < 0:
-                raise TrainingDiverged(f"validation {metric} is {valid[metric]} at step {self.step}: the model's "
-                                       f"outputs are not finite. {self._stopped_here()}")
-            if self.best_epoch < 0 or valid[metric] > self.best_metric:
-                log.info(f"max_steps stopped epoch {self.epoch + 1} after {self.batch_in_epoch} batches: the model "
-                         f"at step {self.step} is evaluated (valid {metric} {valid[metric]:.4f})")
+            if not math.isfinite(valid[metric]) and self.progress.best_epoch < 0:
+                raise TrainingDiverged(f"validation {metric} is {valid[metric]} at step {self.progress.step}: the "
+                                       f"model's outputs are not finite. {self._stopped_here()}")
+            if self.progress.best_epoch < 0 or valid[metric] > self.progress.best_metric:
+                log.info(f"max_steps stopped epoch {self.progress.epoch + 1} after {self.progress.batch_in_epoch} "
+                         f"batches: the model at step {self.progress.step} is evaluated "
+                         f"(valid {metric} {valid[metric]:.4f})")
             else:
                 valid = None
-        if valid is None and self.best_epoch >= 0:
+        if valid is None and self.progress.best_epoch >= 0:
             self.model.load_state_dict(self.check_best_checkpoint()["model"])
-            best_epoch, best_step = self.best_epoch + 1, self.history[self.best_epoch]["step"]
+            best_epoch = self.progress.best_epoch + 1
+            best_step = self.progress.history[self.progress.best_epoch]["step"]
             valid = self.evaluate("valid")
         elif valid is None:  # no step was taken and no epoch ended
             valid = self.evaluate("valid")
@@ -729,10 +705,10 @@ class Trainer:
         self.task_end()
         summary = {
             "valid": valid, "test": test, "best_epoch": best_epoch, "best_step": best_step,
-            "epochs": len(self.history),
-            "steps": self.step, "precision": str(self.cfg["precision"]),
-            "time_per_epoch_s": float(np.mean(self.epoch_times)) if self.epoch_times else None,
-            "history": self.history, "resumed_from": self.resumed_from, "device": str(self.device),
+            "epochs": len(self.progress.history),
+            "steps": self.progress.step, "precision": str(self.cfg["precision"]),
+            "time_per_epoch_s": float(np.mean(self.progress.epoch_times)) if self.progress.epoch_times else None,
+            "history": self.progress.history, "resumed_from": self.resumed_from, "device": str(self.device),
         }
         self.logger.summary({**{f"best_valid/{k}": v for k, v in valid.items() if isinstance(v, float)},
                              **{f"test/{k}": v for k, v in test.items() if isinstance(v, float)}})

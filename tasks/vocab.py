@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from .files import atomic_write
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 
@@ -75,11 +77,7 @@ class Vocab:
         return out
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"itos": self.itos}, ensure_ascii=False))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"itos": self.itos}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocab":

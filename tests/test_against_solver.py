@@ -15,7 +15,8 @@ import attention
 cp = pytest.importorskip("cvxpy")
 
 TOL = dict(tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11, tol_ktratio=1e-9, max_iter=500)
-SMOOTH_TOL = dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, tol_ktratio=1e-7, max_iter=500)  # p-norm/power cones
+# p-norm/power cones
+SMOOTH_TOL = dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9, tol_ktratio=1e-7, max_iter=500)
 
 
 def omega(y, name, lam, p=None, alpha=None):

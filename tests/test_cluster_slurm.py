@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tasks.records import KEYS
 
@@ -144,8 +143,9 @@ def test_preempted_and_timed_out_jobs_resume_where_they_stopped(env, tmp_path):
     assert timed_out.returncode == 0, t_output[-3000:]
     assert "COMPLETED" in slurm(env, "squeue", "-h", "--states=all", "-j", preemptor, "-o", "%T")
 
-    from tasks.report import wandb_source
     from test_harness_trainer import assert_same, weights
+
+    from tasks.report import wandb_source
 
     reference_weights = weights(tmp_path / "reference")
     for name in ("p", "t"):

@@ -16,10 +16,10 @@ import textwrap
 
 import pytest
 import torch
+from conftest import CASES, mapping_of, randn
 
 import attention
 from attention import _cpu, _ops
-from conftest import CASES, mapping_of, randn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,8 +51,8 @@ def _op_cases(gen):
     for variant, label in ((_cpu.PROX_TV, "tv"), (_cpu.PROX_SORTED, "sorted"), (_cpu.PROX_OWL, "owl")):
         cases[f"prox {label}"] = (_ops.prox_sparsemax.op, (zg, lengths, None, 0.2, variant, True))
     for variant, label in ((_cpu.PROX_TV, "tv"), (_cpu.PROX_SORTED, "sorted")):
-        cases[f"prox {label} lam per row"] = (_ops.prox_sparsemax.op, (zg, lengths, (0.3 * per_row).requires_grad_(True),
-                                                                       0.0, variant, True))
+        lam = (0.3 * per_row).requires_grad_(True)
+        cases[f"prox {label} lam per row"] = (_ops.prox_sparsemax.op, (zg, lengths, lam, 0.0, variant, True))
     y = _ops.sparsemax_forward(z, lengths, True)
     cases["sparsemax_backward"] = (_ops.sparsemax.backward_op, (grad, y, lengths))
     for variant, label in ((_cpu.PROX_TV, "tv"), (_cpu.PROX_SORTED, "sorted"), (_cpu.PROX_OWL, "owl")):
@@ -135,7 +135,7 @@ def test_compile_fullgraph_learnable_lam(name, gen):
     x = randn(gen, 2, 3, 4, 8, scale=2.0).requires_grad_(True)
     lam = (torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) * 0.3 + 0.02).requires_grad_(True)
     mask = torch.rand(2, 3, 4, 8, generator=gen) < 0.8
-    _compare(lambda s, m, l: attention.MAPPINGS[name](s, lam=l, mask=m), (x, mask, lam))
+    _compare(lambda s, m, lm: attention.MAPPINGS[name](s, lam=lm, mask=m), (x, mask, lam))
 
 
 def test_compile_fullgraph_learnable_alpha(gen):

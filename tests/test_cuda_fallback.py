@@ -6,8 +6,7 @@ import warnings
 
 import torch
 
-from attention import _cpu, _cuda
-from attention import _ops
+from attention import _cpu, _cuda, _ops
 
 
 def test_unusable_numba_cuda_falls_back_to_cpu_with_one_warning(monkeypatch):

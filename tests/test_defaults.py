@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_identity import resolved
 
 import attention
 from attention.defaults import DEFAULTS
-
-from test_identity import resolved
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"gamma", "lam", "p", "alpha", "variant"}

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from conftest import CASES, mapping_of
 
 import attention
-from conftest import CASES, mapping_of
 
 ALL = list(CASES)
 
@@ -172,7 +172,8 @@ def test_max_omega_ignores_non_finite_masked_scores(name):
 
 
 def test_unknown_name_in_framework():
-    with pytest.raises(ValueError, match=r"unknown attention mapping 'tsallis'.*softmax, sparsemax, fusedmax, oscarmax, sq_pnorm_max, entmax"):
+    names = "softmax, sparsemax, fusedmax, oscarmax, sq_pnorm_max, entmax"
+    with pytest.raises(ValueError, match=rf"unknown attention mapping 'tsallis'.*{names}"):
         attention.max_omega(torch.randn(3), "tsallis")
     with pytest.raises(ValueError, match=r"unknown attention mapping 'bogus'; valid names"):
         attention.regularizer(torch.rand(3), "bogus")

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from conftest import CASES, mapping_of, randn
 from torch.autograd import gradcheck, gradgradcheck
 
 import attention
-from conftest import CASES, mapping_of, randn
 
 GC = dict(eps=1e-6, atol=1e-5, rtol=1e-4)
 FAST = dict(GC, fast_mode=True)  # random projections of the Jacobian: as strict, much faster
@@ -160,7 +160,7 @@ def test_gradgradcheck_every_mapping(case, gen):
 def test_gradgradcheck_learnable_lam(name, gen):
     x = randn(gen, 4, 7, scale=2.0).requires_grad_(True)
     lam = torch.tensor([[0.1], [0.3], [0.05], [0.2]], dtype=torch.float64, requires_grad=True)
-    assert gradgradcheck(lambda s, l: attention.MAPPINGS[name](s, lam=l), (x, lam), **GC)
+    assert gradgradcheck(lambda s, lm: attention.MAPPINGS[name](s, lam=lm), (x, lam), **GC)
 
 
 def test_gradgradcheck_learnable_alpha(gen):

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harness_trainer import CFG, assert_same, make_task, weights
 
 import tasks.trainer as trainer_mod
 from tasks.trainer import NullLogger, Preempted, Stop, Trainer, set_rng_state
-
-from test_harness_trainer import CFG, assert_same, make_task, weights
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0}  # only what a test asks for
 
@@ -91,7 +90,7 @@ def test_signal_under_submitit_closes_the_logger_then_requeues(tmp_path, monkeyp
 
     def checkpoint_and_try_requeue(signum, frame):  # the name of submitit's handler
         events.append(("requeue", signum, torch.load(tmp_path / "run" / "checkpoints" / "last.pt",
-                                                     weights_only=False)["step"]))
+                                                     weights_only=False)["progress"]["step"]))
         raise SystemExit(-1)
 
     monkeypatch.setattr(train_mod, "build_logger", lambda *args, **kwargs: Logger())
@@ -135,7 +134,7 @@ def test_wall_time_checkpoints(tmp_path):
     cfg = {**QUIET, "checkpoint_every_minutes": 1e-9}  # every step is "10 minutes later"
     with pytest.raises(Stop):
         Trainer(make_task(), cfg, tmp_path / "run", seed=1, on_step=kill).fit()
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["step"] == 5
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["progress"]["step"] == 5
     assert trainer_mod.DEFAULTS["checkpoint_every_minutes"] == 10.0
 
 

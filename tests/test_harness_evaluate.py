@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from test_harness_hydra import ROOT, train
 
 DUC = ROOT / "tests" / "data" / "gigaword" / "sumdata" / "DUC2004"

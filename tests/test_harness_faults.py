@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harness_trainer import CFG, assert_same, make_task, weights
 
 import attention
+import tasks.files as files_mod
 import tasks.trainer as trainer_mod
 from tasks import records
 from tasks.trainer import CheckpointError, Trainer, TrainingDiverged
-
-from test_harness_trainer import CFG, assert_same, make_task, weights
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0, "log_every_steps": 0}
 
@@ -54,7 +54,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, no_att
     message = str(info.value)
     assert str(ckpt(run)) in message and "(step 3)" in message and "no record" in message
     state = torch.load(ckpt(run), weights_only=False)
-    assert state["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert state["progress"]["step"] == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert not ckpt(run, "best.pt").exists()
 
 
@@ -87,11 +87,8 @@ def test_record_write_failure_leaves_no_temporary_file(tmp_path, monkeypatch):
     record = {k: None for k in records.KEYS}
     record.update(metric="accuracy", metrics={"valid": {"accuracy": 0.5}})
 
-    def full_disk(self, *args, **kwargs):
-        Path.write_bytes(self, b"{")  # a part written, then the disk is full
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(Path, "write_text", full_disk)
+    # a part written, then the disk is full
+    monkeypatch.setattr(files_mod, "open", lambda path, mode="r": _FullDisk(path, mode, 1), raising=False)
     with pytest.raises(OSError, match="No space left"):
         records.write_record(tmp_path / "r.json", record)
     assert os.listdir(tmp_path) == []
@@ -121,7 +118,7 @@ AFTER_BEST = {**QUIET, "epochs": 2, "max_steps": 12}  # last.pt at step 12, insi
 def test_missing_best_checkpoint_is_an_error_not_the_last_model(tmp_path):
     run = tmp_path / "run"
     Trainer(make_task(), AFTER_BEST, run, seed=1).fit()
-    assert torch.load(ckpt(run), weights_only=False)["best_epoch"] == 0
+    assert torch.load(ckpt(run), weights_only=False)["progress"]["best_epoch"] == 0
     ckpt(run, "best.pt").unlink()
     with pytest.raises(CheckpointError, match=r"best.pt is missing.*epoch 1 was this run's best"):
         Trainer(make_task(), AFTER_BEST, run, seed=1).fit()  # the finished run, evaluated again
@@ -251,7 +248,7 @@ def test_full_disk_while_checkpointing_says_so_and_keeps_the_previous_checkpoint
     run = tmp_path / "run"
     Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
     before = ckpt(run).read_bytes()
-    monkeypatch.setattr(trainer_mod, "open", lambda path, mode="r": _FullDisk(path, mode, 1000), raising=False)
+    monkeypatch.setattr(files_mod, "open", lambda path, mode="r": _FullDisk(path, mode, 1000), raising=False)
     with pytest.raises(CheckpointError) as info:
         Trainer(make_task(), {**QUIET, "epochs": 2}, run, seed=1).fit()
     message = str(info.value)
@@ -484,7 +481,7 @@ def test_finiteness_is_read_at_checkpoints_and_epoch_ends_not_every_step(tmp_pat
     ends, not after every step (2 epochs of 8 steps here, no logging, no step checkpoints)."""
     calls = []
     real = Trainer.check_finite
-    monkeypatch.setattr(Trainer, "check_finite", lambda self: (calls.append(self.step), real(self))[1])
+    monkeypatch.setattr(Trainer, "check_finite", lambda self: (calls.append(self.progress.step), real(self))[1])
     Trainer(make_task(), QUIET, tmp_path / "run", seed=1).fit()
     assert sorted(set(calls)) == [8, 16]
 

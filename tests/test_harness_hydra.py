@@ -94,8 +94,9 @@ def test_a_setting_that_changes_the_result_is_another_run(tmp_path):
     assert run_identity(base) == run_identity(moved) == {
         "seed": 1, "trainer.optimizer.lr": 0.1, "task.name": "snli", "task.data.files.train": "t"}
     # the same folder with another learning rate: an error that names the difference, not a silent mix of two runs
-    from tasks.trainer import RunMismatchError, Trainer
     from test_harness_trainer import CFG, make_task
+
+    from tasks.trainer import RunMismatchError, Trainer
 
     Trainer(make_task(), {**CFG, "epochs": 1}, tmp_path / "run", identity=run_identity(base)).fit()
     other = {**base, "trainer": {**base["trainer"], "optimizer": {"lr": 0.5}}}

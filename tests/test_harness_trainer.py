@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.trainer import Stop, Trainer, atomic_save, move_to
 from tasks.snli.task import SNLITask
+from tasks.trainer import Progress, Stop, Trainer, atomic_save, move_to
 
 DATA = Path(__file__).parent / "data"
 
@@ -78,6 +78,35 @@ def test_early_stopping_max_steps_and_sgd_halving(tmp_path):
     assert lrs[-1] == pytest.approx(1e-9 * 0.5 ** (len(lrs) - 1))
     capped = Trainer(make_task(), {**CFG, "max_steps": 5}, tmp_path / "cap", seed=1).fit()
     assert capped["steps"] == 5
+
+
+def test_a_checkpoint_written_before_the_progress_dataclass_still_resumes(tmp_path):
+    """Checkpoints hold the run's progress as one entry (``progress``, the fields of ``Progress``); those written
+    before held its fields at the top level, the latest additions missing: they resume as they did."""
+    import dataclasses
+
+    full = Trainer(make_task(), CFG, tmp_path / "full", seed=1).fit()
+
+    def kill(step):
+        if step == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(make_task(), CFG, tmp_path / "old", seed=1, on_step=kill).fit()
+    path = tmp_path / "old" / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=False)
+    progress = state.pop("progress")
+    assert set(progress) == {f.name for f in dataclasses.fields(Progress)} and progress["step"] == 3
+    assert not set(progress) & set(state)  # saved once, not also at the top level
+    for late in ("decaying", "stopped_early", "epoch_batches"):  # added after the first checkpoints were written
+        del progress[late]
+    torch.save({**state, **progress}, path)  # the old layout
+    resumed = Trainer(make_task(), CFG, tmp_path / "old", seed=1).fit()
+    assert resumed["resumed_from"] == {"epoch": 0, "batch_in_epoch": 3, "step": 3}
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "old"))
+    assert resumed["valid"] == full["valid"]
+    assert [(h["step"], h["train_loss"], h["valid"]) for h in resumed["history"]] == \
+        [(h["step"], h["train_loss"], h["valid"]) for h in full["history"]]
 
 
 def test_atomic_save_and_move_to(tmp_path):

@@ -1,7 +1,7 @@
 """Vocab, GloVe reading, attention statistics."""
 
-import math
 import gzip
+import math
 import zipfile
 from pathlib import Path
 

@@ -3,12 +3,11 @@ grouping of runs into cells (tasks/report/runs.py) read it, and agree on every k
 
 import pytest
 from hydra import compose, initialize_config_dir
-
-from tasks.records import BUDGET_KEYS, changes_result, in_identity
-from tasks.report.runs import flatten, result_config
-from tasks.train import run_identity
-
 from test_harness_hydra import ROOT
+
+from tasks.records import BUDGET_KEYS, changes_result, flatten, get, in_identity
+from tasks.report.runs import result_config
+from tasks.train import run_identity
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
 
@@ -38,6 +37,23 @@ def test_identity_and_table_cells_agree_on_every_shipped_setting(experiment):
     assert "task.eval.batch_size" not in identity | cells  # it was part of the identity only, once
 
 
+def test_dotted_keys_are_read_and_flattened_by_one_definition():
+    """get and flatten live in tasks/records.py; the resume identity and the report (records, W&B runs) use them."""
+    import tasks.report.runs as runs
+    import tasks.report.wandb_source as wandb_source
+
+    assert runs.get is get and wandb_source.get is get and runs.flatten is flatten
+    config = {"seed": 1, "trainer": {"optimizer": {"lr": 0.1}, "progress": {"bar": True}, "epochs": 3},
+              "logger": {"kind": "wandb"}, "task": {"data": {}, "sizes": [1, 2]}}
+    assert flatten(config) == {"seed": 1, "trainer.optimizer.lr": 0.1, "trainer.progress.bar": True,
+                               "trainer.epochs": 3, "logger.kind": "wandb", "task.data": {}, "task.sizes": [1, 2]}
+    # what the identity's own walk gave: whole subtrees out of it (trainer.progress, logger), budgets out, an
+    # empty section a leaf
+    assert run_identity(config) == {"seed": 1, "trainer.optimizer.lr": 0.1, "task.data": {}, "task.sizes": [1, 2]}
+    assert get(config, "trainer.optimizer.lr") == 0.1 and get(config, "trainer.nothing.lr", "-") == "-"
+    assert get(config, "seed.x") is None and get(config, "task") is config["task"]
+
+
 def test_a_setting_that_cannot_change_a_result_never_blocks_a_resume():
     base = resolved("experiment=smoke_multi30k")
     for key, value in (("task.eval.batch_size", 3), ("task.decode.batch_size", 5), ("trainer.deterministic", True),
@@ -53,9 +69,9 @@ def test_a_setting_that_cannot_change_a_result_never_blocks_a_resume():
 def test_a_checkpoint_whose_identity_holds_keys_since_found_not_to_change_a_result_still_resumes(tmp_path):
     """Checkpoints written under an older rule stored, e.g., task.eval.batch_size in their identity."""
     import torch
+    from test_harness_trainer import CFG, make_task
 
     from tasks.trainer import Trainer
-    from test_harness_trainer import CFG, make_task
 
     identity = {"seed": 1, "trainer.optimizer.lr": 0.1}
     Trainer(make_task(), {**CFG, "epochs": 1}, tmp_path / "run", identity=identity).fit()

@@ -6,10 +6,10 @@ and other dims, and for λ against a finite difference of the kernels' closed fo
 
 import pytest
 import torch
+from conftest import randn
 from torch.autograd import gradcheck
 
 import attention
-from conftest import randn
 
 GC = dict(eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -60,7 +60,7 @@ def test_lam_scalar_tensor(name, scale, gen):
     lam = torch.tensor(LAM_MAPPINGS[name], dtype=torch.float64, requires_grad=True)
     mask = _mask(gen, (6, 8))
     fn = attention.MAPPINGS[name]
-    assert gradcheck(lambda s, l: fn(s, lam=l, mask=mask), (x, lam), **GC)
+    assert gradcheck(lambda s, lm: fn(s, lam=lm, mask=mask), (x, lam), **GC)
 
 
 @pytest.mark.parametrize("name", list(LAM_MAPPINGS))
@@ -70,7 +70,7 @@ def test_lam_and_gamma_per_head(name, gen):
     gamma = (torch.rand(3, 1, 1, generator=gen, dtype=torch.float64) + 0.5).requires_grad_(True)
     mask = _mask(gen, (2, 3, 4, 9))
     fn = attention.MAPPINGS[name]
-    assert gradcheck(lambda s, l, g: fn(s, lam=l, gamma=g, mask=mask), (x, lam, gamma), **GC)
+    assert gradcheck(lambda s, lm, g: fn(s, lam=lm, gamma=g, mask=mask), (x, lam, gamma), **GC)
 
 
 @pytest.mark.parametrize("name", list(LAM_MAPPINGS))
@@ -79,7 +79,7 @@ def test_lam_gradient_is_not_zero_and_other_dims(name, gen):
     x = randn(gen, 7, 5, scale=0.5).requires_grad_(True)
     lam = torch.full((1, 5), LAM_MAPPINGS[name], dtype=torch.float64, requires_grad=True)  # per column, dim=0
     fn = attention.MAPPINGS[name]
-    assert gradcheck(lambda s, l: fn(s, dim=0, lam=l), (x, lam), **GC)
+    assert gradcheck(lambda s, lm: fn(s, dim=0, lam=lm), (x, lam), **GC)
     y = fn(x, dim=0, lam=lam)
     (grad,) = torch.autograd.grad((y * torch.arange(35.0, dtype=torch.float64).reshape(7, 5)).sum(), lam)
     assert grad.abs().max() > 1e-3
@@ -116,7 +116,7 @@ def test_max_omega_envelope_gradients(name, gen):
     mask = _mask(gen, (3, 6))
     if name in LAM_MAPPINGS:
         lam = torch.tensor(LAM_MAPPINGS[name], dtype=torch.float64, requires_grad=True)
-        assert gradcheck(lambda s, g, l: attention.max_omega(s, name, gamma=g, lam=l, mask=mask), (x, gamma, lam),
+        assert gradcheck(lambda s, g, lm: attention.max_omega(s, name, gamma=g, lam=lm, mask=mask), (x, gamma, lam),
                          **GC)
     else:
         assert gradcheck(lambda s, g: attention.max_omega(s, name, gamma=g, mask=mask), (x, gamma), **GC)

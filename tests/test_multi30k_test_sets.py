@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harness_hydra import train
 
 from tasks.report.runs import attach_evaluations, load_local
 from tasks.report.tables import EXPERIMENTS, build_table, to_markdown
 from tasks.seq2seq import data as D
 from tasks.seq2seq.task import Multi30kTask, set_threads
 from tasks.trainer import Trainer
-
-from test_harness_hydra import train
 
 DATA = Path(__file__).parent / "data"
 TINY = {"layers": 1, "rnn_size": 16, "word_vec_size": 8}

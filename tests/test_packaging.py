@@ -2,8 +2,8 @@
 `import attention` loads none of it; the version, license, citation and type-marker files agree with pyproject."""
 
 import ast
-import inspect
 import importlib.metadata
+import inspect
 import shutil
 import subprocess
 import sys

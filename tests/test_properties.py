@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import CASES, mapping_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import attention
-from conftest import CASES, mapping_of
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALL = list(CASES)

@@ -47,7 +47,8 @@ def runs(tmp_path):
         run_dir = tmp_path / "outputs" / "snli" / name
         run_dir.mkdir(parents=True)
         examples = [{"premise": PREMISE, "hypothesis": "a man plays music".split(), "label": "entailment",
-                     "prediction": "entailment", "attention": [round(float(a), 6) for a in _weights(name, len(PREMISE), rng)]}
+                     "prediction": "entailment",
+                     "attention": [round(float(a), 6) for a in _weights(name, len(PREMISE), rng)]}
                     for _ in range(3)]
         (run_dir / figures.SNLI_FILE).write_text(json.dumps({"attention": {"name": name}, "examples": examples}))
         _record(root, "snli", name, run_dir)
@@ -204,3 +205,15 @@ def test_one_alignment_figure_per_dataset_never_mixed_and_tokens_as_written(runs
     assert (out / "translation_alignment_multi30k.txt").read_text().startswith("Multi30k: ")
     assert figures.readable("&apos;re") == "'re" and figures.readable("&quot;") == '"'
     assert figures.readable("&#124;") == "|" and figures.readable("plain") == "plain"
+
+
+def test_task_names_and_labels_are_defined_once():
+    """The tables and the figures read one list of translation and summarization tasks and one label each."""
+    from tasks.report import runs, tables
+
+    assert figures.TRANSLATION_TASKS is tables.TRANSLATION_TASKS is runs.TRANSLATION_TASKS
+    assert figures.TASK_LABELS is runs.TASK_LABELS
+    assert set(figures.DYNAMICS_TASKS) == {"multi30k", "iwslt", "iwslt14", "wmt16", "gigaword", "gigaword_duc2004",
+                                           "duc", "snli"}
+    for task in runs.TRANSLATION_TASKS:
+        assert tables.translation_dataset(task, None).label == figures.TASK_LABELS[task]

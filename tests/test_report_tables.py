@@ -50,8 +50,10 @@ def results(tmp_path):
         # sparsemax: one seed -> no std
         record("snli", "sparsemax", 1, {"accuracy": 0.81, "support": 3.0, "groups": 3.0}),
         # fusedmax: seed 1 ran twice; the later run counts, the older one is ignored
-        record("snli", "fusedmax", 1, {"accuracy": 0.10, "support": 1.0, "groups": 1.0}, finished="2026-01-01T00:00:00", lam=0.1),
-        record("snli", "fusedmax", 1, {"accuracy": 0.83, "support": 4.0, "groups": 2.0}, finished="2026-01-02T00:00:00", lam=0.1),
+        record("snli", "fusedmax", 1, {"accuracy": 0.10, "support": 1.0, "groups": 1.0}, finished="2026-01-01T00:00:00",
+               lam=0.1),
+        record("snli", "fusedmax", 1, {"accuracy": 0.83, "support": 4.0, "groups": 2.0}, finished="2026-01-02T00:00:00",
+               lam=0.1),
         record("snli", "fusedmax", 2, {"accuracy": 0.85, "support": 6.0, "groups": 2.0}, lam=0.1),
         # an unfinished run (no test metrics): skipped
         record("snli", "oscarmax", 1, {}),
@@ -154,7 +156,8 @@ def test_summarization_two_datasets(results):
     assert table.cells[("fusedmax", "duc", "rouge1")].values == pytest.approx([25.0])  # recall, not F1, on DUC
     md = to_markdown(table)
     assert "#### Gigaword" in md and "#### DUC-2004" in md
-    assert "| attention | R-1 | R-2 | R-L | n | Δ R-1 vs softmax [95% CI] | R-1 (paper) | R-2 (paper) | R-L (paper) |" in md
+    assert ("| attention | R-1 | R-2 | R-L | n | Δ R-1 vs softmax [95% CI] | R-1 (paper) | R-2 (paper) | R-L (paper) |"
+            in md)
     assert "| sparsemax | 32.00 ± 2.83 | 12.00 ± 2.83 | 26.00 ± 1.41 | 2 | — | — | — | — |" in md
 
 
@@ -205,7 +208,8 @@ def test_empty_results_still_write_tables(tmp_path):
 def test_paper_check(tmp_path):
     assert paper_mod.check({"snli": {"datasets": {"snli": {"softmax": {"accuracy": {"value": 80.0}}}}}}) == [
         "snli/snli/softmax/accuracy: value 80.0 has no 'table' saying where the paper prints it"]
-    assert paper_mod.check({"snli": {"datasets": {"snli": {"softmax": {"accuracy": "x"}}}}})[0].endswith("is not a number")
+    problems = paper_mod.check({"snli": {"datasets": {"snli": {"softmax": {"accuracy": "x"}}}}})
+    assert problems[0].endswith("is not a number")
     assert paper_mod.check({"snli": {"table": "Table 1", "datasets": {"snli": {"softmax": {"accuracy": 80.0}}}}}) == []
 
 
@@ -232,7 +236,8 @@ def with_examples(rec, correct: str):
 
 
 def test_two_configurations_with_the_same_seed_never_share_a_cell():
-    paper_cfg = {"task": {"name": "snli", "data": {"files": {"train": "snli_1.0_train.jsonl"}}}, "trainer": {"epochs": 50}}
+    paper_cfg = {"task": {"name": "snli", "data": {"files": {"train": "snli_1.0_train.jsonl"}}},
+                 "trainer": {"epochs": 50}}
     cpu_cfg = {"task": {"name": "snli", "data": {"files": {"train": "snli_1.0_train_0.01.jsonl.gz"}, "root": "/x"}},
                "trainer": {"epochs": 15, "threads": 1}}
     recs = [record("snli", "softmax", s, {"accuracy": a}, config=paper_cfg) for s, a in ((1, 0.84), (2, 0.86))]
@@ -301,7 +306,8 @@ def test_a_preset_note_is_said_under_the_table():
 
 
 def test_datasets_and_tasks_without_runs_are_named_not_printed(tmp_path):
-    recs = [record("multi30k", "softmax", 1, {"bleu": 30.0}, config={"task": {"name": "multi30k", "src": "de", "tgt": "en"}})]
+    recs = [record("multi30k", "softmax", 1, {"bleu": 30.0},
+                   config={"task": {"name": "multi30k", "src": "de", "tgt": "en"}})]
     tables = write_tables(recs, tmp_path / "out", {"translation": {"datasets": {"multi30k en-de": {}}}})
     md = to_markdown(tables["translation"])
     assert "#### Multi30k de→en" in md and "#### Multi30k en→de" not in md

@@ -107,13 +107,14 @@ class FakeApi:
 def test_api_records_mapping():
     api = FakeApi([
         # nested config and "test/..." summary keys
-        FakeRun("a", {"task": {"name": "multi30k", "src": "de", "tgt": "en"}, "attention": {"name": "oscarmax", "lam": 0.01},
-                      "seed": 3}, {"valid/bleu": 20.0, "best_valid/bleu": 25.0, "test/bleu": 31.5, "test/support": 4.0,
-                                   "_runtime": 12}),
+        FakeRun("a", {"task": {"name": "multi30k", "src": "de", "tgt": "en"},
+                      "attention": {"name": "oscarmax", "lam": 0.01}, "seed": 3},
+                {"valid/bleu": 20.0, "best_valid/bleu": 25.0, "test/bleu": 31.5, "test/support": 4.0, "_runtime": 12}),
         # a flattened config and a nested summary
         FakeRun("b", {"task.name": "snli", "attention.name": "sparsemax", "seed": 1}, {"test": {"accuracy": 0.8}}),
         # still running: skipped
-        FakeRun("c", {"task": {"name": "snli"}, "attention": {"name": "softmax"}}, {"test/accuracy": 0.1}, state="running"),
+        FakeRun("c", {"task": {"name": "snli"}, "attention": {"name": "softmax"}}, {"test/accuracy": 0.1},
+                state="running"),
         # no task: skipped
         FakeRun("d", {"foo": 1}, {}),
     ])

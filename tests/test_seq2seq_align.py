@@ -97,7 +97,8 @@ def trained_run(tmp_path_factory):
 GOLD_PAIRS = [("Ein Mädchen spielt eine Gitarre .", "A girl plays a guitar ."),
               ("Ein Hund sitzt auf einer Bank am Wasser .", "A dog sits on a bench near the water ."),
               ("Ein Kind fährt ein Fahrrad im Parlament .", "A child rides a bike in the parliament .")]
-GOLD_LINKS = ["1-1 2-2 3-3 4-4 5-5 6-6", "1-1 2-2 3-3 4-4 5-5 6-6 7-7 7p8 8-9 9-10", "1-1 2-2 3-3 4-4 5-5 6-6 7-8 7p7 8-9"]
+GOLD_LINKS = ["1-1 2-2 3-3 4-4 5-5 6-6", "1-1 2-2 3-3 4-4 5-5 6-6 7-7 7p8 8-9 9-10",
+              "1-1 2-2 3-3 4-4 5-5 6-6 7-8 7p7 8-9"]
 
 
 def test_force_decoding_reads_the_models_attention(trained_run):

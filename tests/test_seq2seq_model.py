@@ -8,8 +8,8 @@ from tasks.seq2seq.model import Seq2Seq, nll_loss
 from tasks.seq2seq.search import beam_search, greedy_search, replace_unk
 from tasks.seq2seq.task import set_threads
 
-PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.05}, "sq_pnorm_max": {"p": 1.5},
-          "entmax": {"alpha": 1.5}}
+PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.05},
+          "sq_pnorm_max": {"p": 1.5}, "entmax": {"alpha": 1.5}}
 BOS, EOS = 2, 3
 
 
@@ -170,7 +170,6 @@ def test_replace_unk_takes_the_attention_argmax():
 
 def test_replace_unk_breaks_a_fused_tie_by_the_score():
     import attention
-
     from tasks.seq2seq.search import attended_position
 
     scores = torch.tensor([[0.0, 2.0, 2.2, 0.1]])

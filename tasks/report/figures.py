@@ -37,11 +37,14 @@ import numpy as np
 
 from .runs import (
     ATTENTION_ORDER,
-    mapping_rank,
+    SUMMARIZATION_TASKS,
+    TASK_LABELS,
+    TRANSLATION_TASKS,
     attention_name,
     attention_params,
     finished_key,
     load_local,
+    mapping_rank,
     seed_of,
     task_of,
 )
@@ -49,11 +52,7 @@ from .runs import (
 FORMATS = ("png", "pdf")
 SNLI_FILE = "attention_test.json"
 SEQ2SEQ_FILE = "attention_test.pt"
-TRANSLATION_TASKS = ("multi30k", "iwslt", "iwslt14", "wmt16")
-SUMMARIZATION_TASKS = ("gigaword", "gigaword_duc2004", "duc")
-DYNAMICS_TASKS = TRANSLATION_TASKS + SUMMARIZATION_TASKS + ("snli",)  # tasks whose records log per-epoch attention
-TASK_LABELS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16",
-               "gigaword": "Gigaword", "gigaword_duc2004": "DUC-2004", "duc": "DUC-2004"}
+DYNAMICS_TASKS = (*TRANSLATION_TASKS, *SUMMARIZATION_TASKS, "snli")  # tasks whose records log per-epoch attention
 SIMPLEX_MAPPINGS = (("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.1}))
 
 
@@ -185,7 +184,7 @@ def choose_snli_example(per_run: dict, wanted: str | int = "auto") -> int | None
 def snli_figure(records: list, out: Path, example="auto") -> list[Path]:
     runs = pick_runs(records, ("snli",))
     if not runs:
-        say(f"snli_attention skipped: no SNLI run records (results/snli/<attention>/<run>.json); "
+        say("snli_attention skipped: no SNLI run records (results/snli/<attention>/<run>.json); "
             "run `make sweep TASK=snli` (or `make snli ATTN=<name>`) first")
         return []
     per_run = {}
@@ -382,8 +381,9 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
         codes = np.array([keys.index(c) if c in keys else -1 for c in classes]).reshape(len(t), len(t))
         seen |= set(classes)
         top = axes[0][j]
-        top.imshow(np.ma.masked_less(codes, 0), origin="lower", extent=(t[0], t[-1], t[0] + GRID_SHIFT, t[-1] + GRID_SHIFT), cmap=cmap,
-                   vmin=-0.5, vmax=len(keys) - 0.5, interpolation="nearest")
+        top.imshow(np.ma.masked_less(codes, 0), origin="lower",
+                   extent=(t[0], t[-1], t[0] + GRID_SHIFT, t[-1] + GRID_SHIFT), cmap=cmap, vmin=-0.5,
+                   vmax=len(keys) - 0.5, interpolation="nearest")
         label = ", ".join(f"λ={v}" if k == "lam" else f"{k}={v}" for k, v in params.items())
         top.set_title(f"{name}" + (f" ({label})" if label else ""), fontsize=10)
         top.set_xlabel("$t_1$")
@@ -404,7 +404,7 @@ def simplex_figure(out: Path, mappings=SIMPLEX_MAPPINGS, steps: int = 201) -> li
             bottom.text(px, py + (0.03 if text == "$y_3$" else -0.05), text, ha=ha, fontsize=9)
         bottom.set_aspect("equal")
         bottom.axis("off")
-        bottom.set_title(f"$\\Pi_\\Omega(x)$ on the simplex", fontsize=9)
+        bottom.set_title("$\\Pi_\\Omega(x)$ on the simplex", fontsize=9)
     handles = [Patch(color=CLASS_COLOURS[k], label=CLASS_LABELS[k]) for k in keys if k in seen]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Structure of $\\Pi_\\Omega$ for d = 3: sparsity (support) and fused / clustered (equal) weights",
@@ -616,8 +616,8 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
         ("simplex", lambda: simplex_figure(out)),
         ("mapping_curves", lambda: mapping_curves_figure(out)),
         ("snli_attention", lambda: snli_figure(records, out, snli_example)),
-        ("translation_alignment", lambda: alignment_figures(records, out, TRANSLATION_TASKS, sentence)),
-        ("summarization_alignment", lambda: alignment_figures(records, out, SUMMARIZATION_TASKS, sentence)),
+        ("translation_alignment", lambda: alignment_figures(records, out, tuple(TRANSLATION_TASKS), sentence)),
+        ("summarization_alignment", lambda: alignment_figures(records, out, tuple(SUMMARIZATION_TASKS), sentence)),
         ("attention_dynamics", lambda: dynamics_figures(records, out)),
         ("accuracy_vs_spread", lambda: tradeoff_figure(records, out)),
     )

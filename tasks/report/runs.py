@@ -15,9 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from tasks.records import changes_result, flatten, get, matches
+
 ATTENTION_ORDER = ("softmax", "sparsemax", "fusedmax", "oscarmax")  # the paper's four: a row each, always
 # every mapping of attention/, in the order rows and figures list them
 MAPPING_ORDER = ATTENTION_ORDER + ("entmax", "sq_pnorm_max")
+# the seq2seq tasks and the names the tables and figures give them
+TRANSLATION_TASKS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16"}
+SUMMARIZATION_TASKS = {"gigaword": "Gigaword", "gigaword_duc2004": "DUC-2004", "duc": "DUC-2004"}
+TASK_LABELS = {**TRANSLATION_TASKS, **SUMMARIZATION_TASKS}
 
 
 def mapping_rank(name: str) -> int:
@@ -82,14 +88,6 @@ def attach_evaluations(record: dict, folder: Path) -> None:
                 record.setdefault("evaluated_later", []).append(name)
 
 
-def get(mapping: Any, dotted: str, default=None):
-    for key in dotted.split("."):
-        if not isinstance(mapping, dict) or key not in mapping:
-            return default
-        mapping = mapping[key]
-    return mapping
-
-
 def attention_name(record: dict) -> str:
     attention = record.get("attention")
     return attention if isinstance(attention, str) else str(get(attention, "name", "?"))
@@ -116,8 +114,8 @@ _LANG_KEYS = (("src_lang", "tgt_lang"), ("src", "tgt"), ("source", "target"), ("
 
 def pair_of(record: dict) -> str | None:
     """The language pair of a translation run as ``"de-en"``, from the record or its config, or None."""
-    for where in (record, record.get("config") or {}, get(record, "config.task") or {}, get(record, "config.data") or {},
-                  get(record, "config.task.data") or {}):
+    for where in (record, record.get("config") or {}, get(record, "config.task") or {},
+                  get(record, "config.data") or {}, get(record, "config.task.data") or {}):
         if not isinstance(where, dict):
             continue
         pair = where.get("pair") or where.get("lang_pair") or where.get("language_pair")
@@ -192,26 +190,10 @@ def attention_sort_key(label: str) -> tuple:
 GROUPED_APART = ("seed", "attention")
 
 
-def flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a.b.c": leaf} of a nested dict (lists stay leaves)."""
-    if not isinstance(mapping, dict):
-        return {prefix: mapping} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in mapping.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path))
-        else:
-            out[path] = value
-    return out
-
-
 def result_config(record: dict) -> dict[str, Any]:
     """The settings of a run that can change its result (flattened): its resolved config minus the seed, the
     attention block (rows are split by attention separately) and the settings that do not change a result
     (``tasks/records.py``)."""
-    from tasks.records import changes_result, matches
-
     flat = flatten(record.get("config") or {})
     return {k: v for k, v in flat.items() if changes_result(k) and not matches(k, GROUPED_APART)}
 

@@ -25,8 +25,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import attention_name, attention_params, config_signature, finished_key, load_local, mapping_rank, \
-    result_config, seed_of, split_metric, task_of, varying_keys
+from .runs import (
+    attention_name,
+    attention_params,
+    config_signature,
+    finished_key,
+    load_local,
+    mapping_rank,
+    result_config,
+    seed_of,
+    split_metric,
+    task_of,
+    varying_keys,
+)
 
 
 @dataclass

@@ -36,7 +36,7 @@ class Examples:
     def score_sums(self, sums: np.ndarray, counts: float) -> np.ndarray:
         """The metric of each row of ``sums`` (B × k, summed statistics of ``counts`` examples)."""
         if self.kind == "bleu":
-            from tasks.seq2seq.metrics import bleu_from_stats
+            from tasks.metrics import bleu_from_stats
 
             return np.array([bleu_from_stats(row) for row in np.rint(sums).astype(np.int64)])
         scale = 100.0 if self.kind == "accuracy" else 1.0

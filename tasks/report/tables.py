@@ -37,16 +37,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import atomic_write
 from . import paper as paper_mod
 from .runs import (
     ATTENTION_ORDER,
+    TRANSLATION_TASKS,
     attention_name,
     attention_params,
     config_signature,
-    mapping_rank,
     finished_key,
     get,
     load_local,
+    mapping_rank,
     pair_of,
     result_config,
     seed_of,
@@ -118,10 +120,9 @@ ROUGE = tuple(Metric(k, label, aliases=(f"{k}_f1", f"{k}_recall"), compare=(k ==
 GIGAWORD_KEYS = tuple((k, (f"{k}_f1", k)) for k in ("rouge1", "rouge2", "rougeL"))  # F1 (rouge-score)
 DUC_KEYS = tuple((k, (f"{k}_recall", k)) for k in ("rouge1", "rouge2", "rougeL"))  # recall, first 75 bytes
 
-TRANSLATION_TASKS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16"}
-
 EXPERIMENTS = (
-    Experiment("snli", "Textual entailment: SNLI test accuracy (%)", (ACCURACY,), (Dataset("snli", "SNLI", ("snli",)),)),
+    Experiment("snli", "Textual entailment: SNLI test accuracy (%)", (ACCURACY,),
+               (Dataset("snli", "SNLI", ("snli",)),)),
     Experiment("translation", "Machine translation: test BLEU (sacreBLEU, detokenized; tokenized beside it)",
                (BLEU, TOK_BLEU), translation=True),
     Experiment(
@@ -657,23 +658,17 @@ def write_tables(records: list, out: str | Path, paper: dict | None = None, expe
         for sentence in table.dropped:
             warn(f"{experiment.key}: {sentence}")
         md = to_markdown(table)
-        _atomic_write(out / f"{experiment.key}.md", md)
-        _atomic_write(out / f"{experiment.key}.tex", to_latex(table))
-        _atomic_write(out / f"{experiment.key}.csv", to_csv(table))
+        atomic_write(out / f"{experiment.key}.md", md)
+        atomic_write(out / f"{experiment.key}.tex", to_latex(table))
+        atomic_write(out / f"{experiment.key}.csv", to_csv(table))
         combined.append((table, md))
     with_runs = [md for table, md in combined if has_runs(table)]
     without = [table.experiment.title for table, md in combined if not has_runs(table)]
     body = with_runs if with_runs else [md for _, md in combined]
     if with_runs and without:
         body.append(f"_No runs for: {'; '.join(without)}._\n")
-    _atomic_write(out / "tables.md", "\n".join(header + body))
+    atomic_write(out / "tables.md", "\n".join(header + body))
     return tables
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def load_records(source: str, results: str | Path, project: str | None) -> list:

@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from tasks.records import get
+
 SPLITS = ("test", "valid")
 RECORD_FILE = "record.json"  # the harness's run record in the run's files (tasks/loggers.py)
 RECORD_FIELDS = ("epochs", "time_per_epoch_s", "wall_time_s", "git_commit", "started", "finished")
@@ -196,14 +198,6 @@ def merged_offline_runs(root: str | os.PathLike) -> list[dict]:
 # ---- mapping a W&B run (config + summary) to a run record
 
 
-def _get(mapping: Any, dotted: str, default=None):
-    for key in dotted.split("."):
-        if not isinstance(mapping, dict) or key not in mapping:
-            return default
-        mapping = mapping[key]
-    return mapping
-
-
 def _unwrap_config(config: dict) -> dict:
     """config.yaml style ``{"key": {"value": v, "desc": ...}}`` to ``{"key": v}``; plain dicts pass through."""
     if config and all(isinstance(v, dict) and "value" in v and set(v) <= {"value", "desc"} for v in config.values()):
@@ -253,8 +247,8 @@ def to_record(config: dict, summary: dict, *, name: str | None = None, source: s
         record.setdefault("source", source)
         return record
     config = _unflatten(_unwrap_config(dict(config)))
-    task = _get(config, "task.name", config.get("task"))
-    attention = _get(config, "attention", None)
+    task = get(config, "task.name", config.get("task"))
+    attention = get(config, "attention", None)
     if isinstance(attention, str):
         attention = {"name": attention}
     if not isinstance(task, str) or not isinstance(attention, dict) or "name" not in attention:

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.files import atomic_write
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GOLD = ROOT.parent / "shared" / "data" / "alignments" / "deen"
 SPARSE_FREE = ("softmax",)  # mappings whose support is every unmasked word
@@ -270,9 +272,7 @@ def run_alignment(run_dir, gold_dir=DEFAULT_GOLD, results=(), batch_size: int = 
     result = evaluate(task, model, gold, batch_size=batch_size)
     result["gold"] = str(Path(gold_dir).resolve())
     result["checkpoint"] = str((run_dir / "checkpoints" / "best.pt").resolve())
-    tmp = run_dir / f"alignment.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, run_dir / "alignment.json")
+    atomic_write(run_dir / "alignment.json", json.dumps(result, indent=2) + "\n")
     updated = []
     if update_records:
         roots = [Path(r) for r in results] + [Path(cfg.get("results_dir") or ROOT / "results"), ROOT / "results"]

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from tasks.download import DataMissingError, EmptyDataError, fetch, inside, missing_message, obtain, verify_once
+from tasks.files import atomic_write
 from tasks.vocab import Vocab
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
@@ -194,7 +195,8 @@ def tokenize(line: str, lang: str, lowercase: bool = True, escape: bool = False)
 def multi30k_file(cfg, split: str, lang: str) -> Path:
     """``split`` is train / valid / test or a test set's own name (``MULTI30K_TEST_SETS``)."""
     if split not in MULTI30K_SPLITS and split not in MULTI30K_TEST_SETS:
-        raise ValueError(f"multi30k has no split {split!r}: train, valid, test or one of {', '.join(MULTI30K_TEST_SETS)}")
+        raise ValueError(f"multi30k has no split {split!r}: train, valid, test or one of "
+                         f"{', '.join(MULTI30K_TEST_SETS)}")
     name = f"{MULTI30K_SPLITS.get(split, split)}.{lang}.gz"
     if cfg.get("root"):
         path = find_local(cfg.root, name)
@@ -315,7 +317,7 @@ def prepare_iwslt14(release: str | os.PathLike, out_dir: str | os.PathLike, src:
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, by_lang in splits.items():
         for lang, lines in by_lang.items():
-            _write_atomic(out_dir / f"{split}.{lang}", "".join(line + "\n" for line in lines))
+            atomic_write(out_dir / f"{split}.{lang}", "".join(line + "\n" for line in lines))
     done.write_text("prepare-iwslt14 done\n")
     return out_dir
 
@@ -427,7 +429,7 @@ def _extract_sumdata(archive: Path, root: Path) -> None:
                 continue
             dest = root.joinpath(*parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic_bytes(dest, tar.extractfile(m).read())
+            atomic_write(dest, tar.extractfile(m).read())
     (root / ".complete").write_text("extracted\n")
 
 
@@ -597,15 +599,3 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    _write_atomic_bytes(path, text.encode("utf-8"))
-
-
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

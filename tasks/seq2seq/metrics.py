@@ -23,6 +23,8 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from sacremoses import MosesDetokenizer
 
+from tasks.metrics import bleu_from_stats  # noqa: F401 - below the report and the tasks; the pair of bleu_sentence_stats
+
 
 @lru_cache(maxsize=8)
 def _detokenizer(lang: str) -> MosesDetokenizer:
@@ -61,15 +63,11 @@ def tokenized_bleu(hypotheses: list[list[str]], references: list[list[str]]) -> 
 def bleu_sentence_stats(hypotheses: list[str], references: list[str]) -> list[list[int]]:
     """sacreBLEU's sufficient statistics of each sentence (hypothesis length, reference length, matching n-grams
     for n = 1..4, hypothesis n-grams for n = 1..4), for the detokenized BLEU of ``bleu``: summed over any subset of
-    sentences they give that subset's corpus BLEU (``bleu_from_stats``), which is what a paired bootstrap needs."""
+    sentences they give that subset's corpus BLEU (``tasks.metrics.bleu_from_stats``), which is what a paired
+    bootstrap needs."""
     metric = sacrebleu.metrics.BLEU()
     stats = metric._extract_corpus_statistics([h.replace(UNK, UNK_MARK) for h in hypotheses], [list(references)])
     return [[int(x) for x in row] for row in stats]
-
-
-def bleu_from_stats(summed: list[int] | tuple[int, ...]) -> float:
-    """Corpus BLEU from summed sentence statistics (sacreBLEU's own formula and default smoothing)."""
-    return float(sacrebleu.metrics.BLEU()._compute_score_from_stats([int(x) for x in summed]).score)
 
 
 _ROUGE = ("rouge1", "rouge2", "rougeL")

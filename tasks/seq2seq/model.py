@@ -43,7 +43,8 @@ class DecoderState:
     feed: torch.Tensor  # (B, H) previous attentional output h̃ (input feeding)
 
     def index_select(self, index: torch.Tensor) -> "DecoderState":
-        return DecoderState(self.h.index_select(1, index), self.c.index_select(1, index), self.feed.index_select(0, index))
+        return DecoderState(self.h.index_select(1, index), self.c.index_select(1, index),
+                            self.feed.index_select(0, index))
 
 
 class GlobalAttention(nn.Module):

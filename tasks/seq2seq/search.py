@@ -153,7 +153,8 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
             _, raw, toks, att, sc = max(finished[b], key=lambda f: f[0])
         else:  # cannot happen (<eos> is forced at the limit) but keep a safe answer
             row, n = b * K, int(src_lengths[b])
-            raw, toks, att, sc = float(scores[b, 0]), history[row].tolist(), attn_hist[row, :, :n], score_hist[row, :, :n]
+            raw, toks = float(scores[b, 0]), history[row].tolist()
+            att, sc = attn_hist[row, :, :n], score_hist[row, :, :n]
         hyps.append(Hypothesis(toks, raw, att.detach().cpu().clone(), sc.detach().cpu().clone()))
     return hyps
 

@@ -1,6 +1,6 @@
 """The translation and summarization tasks for the harness (``tasks.trainer.Task``).
 
-    python -m tasks.train task=multi30k attention=fusedmax experiment=multi30k_cpu task.data.root=../shared/data/multi30k
+    python -m tasks.train task=multi30k attention=fusedmax experiment=multi30k_cpu task.data.root=DIR
 
 ``Seq2SeqTask`` does everything; ``Multi30kTask``, ``IWSLTTask`` and ``GigawordTask`` fix the corpus and its metric.
 
@@ -23,6 +23,7 @@ import torch
 
 from attention import groups_kind
 from tasks.config import config_defaults
+from tasks.mapping import build_attention
 from tasks.stats import AttentionStats, zero_gradient_rows
 from tasks.trainer import set_threads
 from tasks.vocab import Vocab
@@ -31,20 +32,6 @@ from . import data as D
 from . import metrics as M
 from .model import Seq2Seq, nll_loss
 from .search import beam_search, greedy_search, replace_unk
-
-
-def make_attention(spec):
-    """An attention ``nn.Module`` from the attention config ({_target_: attention.build, name, ...})."""
-    if isinstance(spec, torch.nn.Module):
-        return spec
-    spec = dict(spec)
-    if "_target_" in spec:
-        import hydra
-
-        return hydra.utils.instantiate(spec)
-    import attention
-
-    return attention.build(**spec)
 
 
 def _plain(obj):
@@ -102,8 +89,8 @@ class Seq2SeqTask:
         self.kind = kind or self.kind
         self.metric = metric or self.default_metric
         self.attention_cfg = _plain(attention)
-        self.attention_name = (self.attention_cfg or {}).get("name", "softmax") if isinstance(self.attention_cfg, dict) \
-            else getattr(attention, "name", "softmax")
+        self.attention_name = ((self.attention_cfg or {}).get("name", "softmax")
+                               if isinstance(self.attention_cfg, dict) else getattr(attention, "name", "softmax"))
         self.data_cfg = _Cfg(_plain(data) or {})
         self.data_cfg.setdefault("cache", str(Path(data_dir) / self.corpus))
         self.model_cfg = {**MODEL_DEFAULTS, **(_plain(model) or {})}
@@ -175,7 +162,7 @@ class Seq2SeqTask:
 
     def build_model(self) -> torch.nn.Module:
         m = self.model_cfg
-        return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), make_attention(self.attention_cfg),
+        return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), build_attention(self.attention_cfg),
                        layers=m["layers"], rnn_size=m["rnn_size"], word_vec_size=m["word_vec_size"],
                        dropout=m["dropout"], input_feed=m["input_feed"], param_init=m["param_init"],
                        pad=Vocab.pad_id, share_embeddings=m["share_embeddings"], bidirectional=m["bidirectional"])

@@ -19,9 +19,8 @@ local mirror (e.g. ``../shared/data/snli``), not a requirement.
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import attention as attention_lib
+from attention import groups_kind
 
 from ..config import config_defaults
 from ..embeddings import embedding_matrix, glove_file, read_glove
+from ..mapping import build_attention
 from ..stats import AttentionStats, zero_gradient_rows
 from ..vocab import Vocab
 from . import data as snli_data
@@ -31,11 +31,6 @@ class Batch:
     hypothesis_len: torch.Tensor  # (B,)
     label: torch.Tensor           # (B,)
     index: torch.Tensor           # (B,) positions in the split
-
-
-def build_attention(cfg: dict) -> torch.nn.Module:
-    params = {k: v for k, v in cfg.items() if k not in ("_target_", "name")}
-    return attention_lib.build(cfg["name"], **params)
 
 
 # defaults for a task made without Hydra, owned by configs/task/snli.yaml
@@ -134,7 +129,7 @@ class SNLITask:
     def evaluate(self, model, split: str) -> dict:
         """Accuracy, loss and attention statistics (tasks/stats.py, with the score diagnostics); on "test" also
         ``per_example`` (which pairs were classified correctly, in order), for paired significance tests."""
-        stats = AttentionStats(groups=attention_lib.groups_kind(self.attention_cfg["name"]))
+        stats = AttentionStats(groups=groups_kind(self.attention_cfg["name"]))
         gamma = float(self.attention_cfg.get("gamma", 1.0))
         generator = torch.Generator().manual_seed(0)
         correct, loss_sum, n, hits = 0, 0.0, 0, []

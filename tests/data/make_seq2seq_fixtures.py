@@ -51,10 +51,10 @@ def iwslt(rng):
     files = {}
     train = {"de": [], "en": []}
     for talk in range(3):
-        head = {"en": [f"<url>http://www.ted.com/talks/talk{talk}.html</url>", f"<keywords>talks, science</keywords>",
+        head = {"en": [f"<url>http://www.ted.com/talks/talk{talk}.html</url>", "<keywords>talks, science</keywords>",
                        f"<speaker>Speaker {talk}</speaker>", f"<talkid>{talk}</talkid>",
                        f"<title>Talk {talk}: it's a title</title>", "<description>A talk about things.</description>"],
-                "de": [f"<url>http://www.ted.com/talks/talk{talk}.html</url>", f"<keywords>talks, science</keywords>",
+                "de": [f"<url>http://www.ted.com/talks/talk{talk}.html</url>", "<keywords>talks, science</keywords>",
                        f"<speaker>Speaker {talk}</speaker>", f"<talkid>{talk}</talkid>",
                        f"<title>Vortrag {talk}: das ist ein Titel</title>",
                        "<description>Ein Vortrag über Dinge.</description>"]}
@@ -86,9 +86,9 @@ def iwslt(rng):
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
-    from tasks.seq2seq.data import prepare_iwslt14  # the preprocessed fixture is our own prepare's output
-
     import tempfile
+
+    from tasks.seq2seq.data import prepare_iwslt14  # the preprocessed fixture is our own prepare's output
 
     with tempfile.TemporaryDirectory() as tmp:
         prep = prepare_iwslt14(out, tmp, valid_every=5)

@@ -3,8 +3,9 @@
     python tasks/snli/demo_data/make_bundle.py SNLI_DIR GLOVE_6B_50D_TXT_GZ
 
 SNLI_DIR holds snli_1.0_train_0.01.jsonl.gz (the 1% sample of uclnlp/inferbeddings) and snli_1.0_dev.jsonl.gz.
-Each pair keeps only what the reader uses (gold_label, sentence1/2 and their binary parses); written as *.demo.jsonl.gz (changed files); the GloVe file keeps
-the vectors of the words of both files (looked up in lower case, as tasks/embeddings.py does), in GloVe's order.
+Each pair keeps only what the reader uses (gold_label, sentence1/2 and their binary parses); written as
+*.demo.jsonl.gz (changed files); the GloVe file keeps the vectors of the words of both files (looked up in lower
+case, as tasks/embeddings.py does), in GloVe's order.
 Written with fixed gzip headers (mtime 0), so the bundle is byte-for-byte reproducible.
 """
 

@@ -1,0 +1,104 @@
+"""Atomic file writes: a file the harness writes is its old content or its new content, never half of either.
+
+    atomic_write(path, text_or_bytes)            # a record, a table, a vocabulary, a data file
+    with atomic_open(path) as f:                 # anything that writes to a file object: torch.save(obj, f)
+        torch.save(obj, f)
+    move_into_place(part, dest)                  # a file written elsewhere (a resumable download's .part)
+
+The bytes go to ``<path>.tmp-<pid>`` in the same folder (a rename is atomic only within one file system), are
+flushed to disk (fsync), then renamed onto ``path``, and the folder is fsync'd so that the rename survives a power
+cut too. Any failure (a full disk, a read-only folder, an exception of the writer, a KeyboardInterrupt) removes the
+temporary file, leaves ``path`` as it was, and raises the error unchanged. ``.tmp-<pid>`` files that a kill -9 left
+behind are removed by ``remove_orphan_temporaries`` (the trainer calls it at start on its checkpoint folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """Where ``path`` is written before its rename: same folder, the writer's pid in the name."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """A file object (``mode`` "wb" or "w", utf-8) whose content replaces ``path`` when the block ends without an
+    exception; on an exception ``path`` is unchanged and no temporary file is left."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open: mode must be 'wb' or 'w', not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        # a Python file object: a writer such as torch.save then raises the OSError of a failed write itself
+        with open(tmp, mode) if mode == "wb" else open(tmp, mode, encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (a str is written as utf-8) to ``path`` atomically and durably; return ``path``."""
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
+        raise TypeError(f"atomic_write({path}): data must be bytes or str, not {type(data).__name__}")
+    with atomic_open(path, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def move_into_place(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Rename the complete file ``src`` onto ``dest`` (same file system) durably: ``src`` flushed to disk first,
+    the folder after the rename."""
+    src, dest = Path(src), Path(dest)
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dest)
+    fsync_dir(dest.parent)
+    return dest
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is flushed with the directory)."""
+    with contextlib.suppress(OSError):  # not supported everywhere (some network file systems)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``*.tmp-<pid>`` files in ``folder`` that no running process is writing: what a kill -9 during a
+    write leaves behind (a live writer's file, e.g. another process on the same run dir, is left alone)."""
+    removed = []
+    for tmp in Path(folder).glob("*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[-1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _process_alive(int(pid))):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
