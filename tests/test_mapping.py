@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import attention
 import tasks.seq2seq.task as seq2seq_task
@@ -17,7 +16,9 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "attention")
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_attention_config_builds_what_attention_build_builds(path):
-    spec = yaml.safe_load(path.read_text())
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # ${attention_default:...}: tasks.train
     assert spec["_target_"] == "attention.build"
     params = {k: v for k, v in spec.items() if k not in ("_target_", "name")}
     expected = attention.build(spec["name"], **params)

@@ -162,3 +162,15 @@ def test_make_evaluate_scores_other_test_sets_of_a_finished_run_beside_its_recor
     assert [d.key for d in table.datasets] == ["multi30k de-en", "multi30k de-en @test_2017_flickr",
                                                "multi30k de-en @test_2017_mscoco"]
     assert table.n[("sparsemax", "multi30k de-en @test_2017_mscoco")] == 1
+
+
+def test_seq2seq_tables_show_rows_passing_no_gradient_and_the_unknown_word_rate():
+    recs = [record(1, "softmax", 30.0, {"test_2017_mscoco": {"bleu": 20.0, "dead_rows": 0.0, "unk_rate": 0.061}}),
+            record(1, "fusedmax", 30.0, {"test_2017_mscoco": {"bleu": 21.0, "dead_rows": 0.55, "unk_rate": 0.058}})]
+    table = build_table(TRANSLATION, recs, {})
+    mscoco = table.datasets[1]
+    assert [c[1].label for c in table.columns(mscoco) if c[0] == "stat"][-2:] == ["no-grad rows", "unk"]
+    assert table.cells[("fusedmax", mscoco.key, "dead_rows")].values == [0.55]
+    assert "no-grad rows" not in [c[1].label for c in table.columns(table.datasets[0]) if c[0] == "stat"]
+    md = to_markdown(table)
+    assert "| 0.550 | 0.058 |" in md and "no gradient reaches" in md

@@ -81,6 +81,9 @@ class Stat:
 
 
 STATS = (Stat("support", "nonzero"), Stat("above_1pct", "≥1%"), Stat("attn_ppl", "exp(H)"), Stat("groups", "groups"))
+# shown where the runs have them (seq2seq): the fraction of decoded rows that pass no gradient to their scores, and
+# of output tokens that are <unk> (a test set whose words the vocabulary lacks)
+OPTIONAL_STATS = (Stat("dead_rows", "no-grad rows", 3), Stat("unk_rate", "unk", 3))
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,7 @@ class Table:
         cols += [("delta", m) for m in self.experiment.metrics if m.compare]
         cols += [("paper", m) for m in self.experiment.metrics if m.paper]
         cols += [("stat", s) for s in STATS]
+        cols += [("stat", s) for s in OPTIONAL_STATS if any((row, ds.key, s.key) in self.cells for row in self.rows)]
         if any((row, ds.key, "aer") in self.cells for row in self.rows):
             cols.append(("aer", None))
         cols += [("epochs", None), ("minutes", None)]
@@ -379,7 +383,7 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
             for m in experiment.metrics:
                 if (v := _metric(test, ds, m)) is not None:
                     cells.setdefault((row, ds.key, m.key), Cell()).values.append(v * scale[m.key])
-            for s in STATS:
+            for s in STATS + OPTIONAL_STATS:
                 if (v := _metric(test, ds, Metric(s.key, s.label))) is not None:
                     cells.setdefault((row, ds.key, s.key), Cell()).values.append(v)
             if (v := _metric(get(r, "metrics.alignment") or {}, ds, Metric("aer", "AER"))) is not None:
@@ -531,6 +535,9 @@ def notes(table: Table) -> str:
     parts.append("nonzero: exactly nonzero attention weights per row (softmax: every position); ≥1%: weights of at "
                  "least 1% of the row; exp(H): perplexity of the row; groups: fused segments (clusters for "
                  "oscarmax) per row; all on the test set; min/run: wall time of a run, all its parts")
+    if any(key[2] in {s.key for s in OPTIONAL_STATS} for key in table.cells):
+        parts.append("no-grad rows: fraction of decoded attention rows whose Jacobian is zero (no gradient reaches "
+                     "their scores); unk: fraction of output tokens that are <unk>")
     scaled = [m.label for m in table.experiment.metrics if table.scale.get(m.key) == 100.0]
     if scaled:
         parts.append(f"{', '.join(scaled)} recorded as fractions, shown ×100")
@@ -617,7 +624,7 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    quantities = [m.key for m in table.experiment.metrics] + [s.key for s in STATS] + ["aer", "epochs", "minutes"]
+    quantities = [m.key for m in table.experiment.metrics] + [s.key for s in STATS + OPTIONAL_STATS] + ["aer", "epochs", "minutes"]
     for ds in table.datasets:
         for row in table.rows:
             for quantity in quantities:
