@@ -624,7 +624,8 @@ def to_csv(table: Table) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    quantities = [m.key for m in table.experiment.metrics] + [s.key for s in STATS + OPTIONAL_STATS] + ["aer", "epochs", "minutes"]
+    quantities = [m.key for m in table.experiment.metrics] + [s.key for s in STATS + OPTIONAL_STATS]
+    quantities += ["aer", "epochs", "minutes"]
     for ds in table.datasets:
         for row in table.rows:
             for quantity in quantities:
