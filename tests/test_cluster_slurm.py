@@ -132,9 +132,9 @@ def test_preempted_and_timed_out_jobs_resume_where_they_stopped(env, tmp_path):
         wait_until(lambda: "trainable parameters" in job_logs(tmp_path / "p"), 300, "P to start training")
         preemptor = slurm(env, "sbatch", "--parsable", "-p", "urgent", "-c", "1", "-o", str(tmp_path / "urgent.out"),
                           "--wrap", "sleep 20").strip()
-        p_output = finish(preempted, tmp_path / "p.out", timeout=600)
-        t_output = finish(timed_out, tmp_path / "t.out", timeout=600)
-        assert reference.wait(timeout=600) == 0, (tmp_path / "reference.out").read_text()[-3000:]
+        p_output = finish(preempted, tmp_path / "p.out", timeout=900)
+        t_output = finish(timed_out, tmp_path / "t.out", timeout=900)
+        assert reference.wait(timeout=900) == 0, (tmp_path / "reference.out").read_text()[-3000:]
     finally:
         for process in (preempted, timed_out, reference):
             if process.poll() is None:
