@@ -137,10 +137,14 @@ DUC_ROOT ?=
 REPRODUCE_TASKS ?= snli multi30k:de-en multi30k:en-de iwslt gigaword
 REPRODUCE_NAMES := $(sort $(foreach s,$(REPRODUCE_TASKS),$(firstword $(subst :, ,$(s)))))
 
-.PHONY: tables figures select reproduce
+.PHONY: tables docs figures select reproduce
 
 tables: $(INSTALLED)
 	$(BIN)/python -m scripts.tables --source $(SOURCE) --results $(RESULTS) $(if $(PROJECT),--project $(PROJECT))
+	$(BIN)/python -m tasks.report.docs   # the documents' generated blocks (README.md, results/*/README.md)
+
+docs: $(INSTALLED)
+	$(BIN)/python -m tasks.report.docs
 
 figures: $(INSTALLED)
 	$(BIN)/python -m scripts.figures --results $(RESULTS)
