@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import records
+from .files import atomic_write
 from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
 from .trainer import load_checkpoint_file, pick_device
 
@@ -71,17 +72,13 @@ def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", 
               "split": split, "overrides": list(overrides), "best_epoch": int(state.get("epoch", -1)) + 1,
               "metric": task.metric, "metrics": metrics, "git": records.git_info(), "finished": records.now()}
     name = re.sub(r"[/\\:*?\"<>| ]+", "_", ",".join([split, *overrides]))[:200]
-    out = run_dir / "evaluations" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str)
-    out.write_text(text)
+    out = atomic_write(run_dir / "evaluations" / f"{name}.json", text)
     result["path"] = str(out)
     # beside the run's record too, where the report finds it (tasks/report/runs.py: attach_evaluations)
     record = records.record_path(config["results_dir"], task.name, config["attention"]["name"], config["run_name"])
     if record.exists():
-        beside = records.evaluations_dir(record) / f"{name}.json"
-        beside.parent.mkdir(parents=True, exist_ok=True)
-        beside.write_text(text)
+        beside = atomic_write(records.evaluations_dir(record) / f"{name}.json", text)
         result["beside_record"] = str(beside)
     return result
 

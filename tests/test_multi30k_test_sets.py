@@ -6,31 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from test_harness_hydra import train
+from test_seq2seq_task import TINY, TRAINER, one_thread  # noqa: F401 (one_thread: autouse, one torch/numba thread)
 
 from tasks.report.runs import attach_evaluations, load_local
 from tasks.report.tables import EXPERIMENTS, build_table, to_markdown
 from tasks.seq2seq import data as D
-from tasks.seq2seq.task import Multi30kTask, set_threads
+from tasks.seq2seq.task import Multi30kTask
 from tasks.trainer import Trainer
 
 DATA = Path(__file__).parent / "data"
-TINY = {"layers": 1, "rnn_size": 16, "word_vec_size": 8}
-TRAINER = {"epochs": 1, "progress": False, "optimizer": {"name": "sgd", "lr": 1.0}, "lr_decay": {"factor": 0.5}}
 TRANSLATION = next(e for e in EXPERIMENTS if e.key == "translation")
 OTHERS = ["test_2017_flickr", "test_2017_mscoco"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import numba
-
-    before = torch.get_num_threads(), numba.get_num_threads()
-    set_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
 
 
 def task(tmp_path, extra, attention="sparsemax"):
