@@ -28,17 +28,23 @@ Keys (stable; the tables read them):
       "config": {...},                                  # the resolved Hydra config
       "started": "2025-01-01T12:00:00+00:00", "finished": "...",   # ISO 8601, UTC
       "run_dir": "/abs/path/outputs/snli/fusedmax/seed=1",
-      "host": "hostname"
+      "host": "hostname",
+      "environment": {"python": "3.11.2", "platform": "Linux-...", "packages": {"torch": "2.13.0", ...}}
     }
+
+``environment`` names the versions of what shapes a result beyond the code and the config (the numerics, the
+tokenizer, the metrics): two clean runs of one commit and one config that differ are told apart by it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import logging
 import math
 import os
+import platform
 import socket
 import subprocess
 from pathlib import Path
@@ -51,7 +57,9 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 KEYS = ("schema", "task", "attention", "run", "seed", "metric", "metrics", "best_epoch", "epochs", "steps",
         "time_per_epoch_s", "wall_time_s", "history", "resumed_from", "device", "git", "config", "started",
-        "finished", "run_dir", "host")
+        "finished", "run_dir", "host")  # and "environment", in records written since it was added
+# the packages whose version can change a number in a record: numerics, tokenization, metrics, configuration
+PACKAGES = ("torch", "numba", "numpy", "sacremoses", "sacrebleu", "rouge-score", "hydra-core", "omegaconf")
 
 
 def now() -> str:
@@ -68,6 +76,16 @@ def git_info(cwd: str | os.PathLike | None = None) -> dict:
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+def environment() -> dict:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages}
 
 
 # ---- which settings make a run: one rule, read by the resume identity (tasks/train.py) and the report's grouping
@@ -191,5 +209,5 @@ def make_record(*, task: str, attention: dict, run: str, seed: int, metric: str,
         "time_per_epoch_s": summary["time_per_epoch_s"], "wall_time_s": wall_time_s,
         "history": summary["history"], "resumed_from": summary["resumed_from"], "device": summary["device"],
         "git": git_info(), "config": config, "started": started, "finished": now(),
-        "run_dir": str(Path(run_dir).resolve()), "host": socket.gethostname(),
+        "run_dir": str(Path(run_dir).resolve()), "host": socket.gethostname(), "environment": environment(),
     }

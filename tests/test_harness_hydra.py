@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tasks.records import KEYS
 
@@ -35,6 +36,8 @@ def test_smoke_every_attention(tmp_path, experiment):
     for path in records:
         record = json.loads(path.read_text())
         assert set(KEYS) <= set(record), set(KEYS) - set(record)
+        packages = record["environment"]["packages"]  # what can change a number besides code and config
+        assert packages["torch"] == torch.__version__ and packages["numba"] and record["environment"]["python"]
         task, attention = path.parts[-3], path.parts[-2]
         assert record["task"] == task and record["attention"]["name"] == attention
         metric = record["metric"]
