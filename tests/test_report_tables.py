@@ -10,7 +10,7 @@ import yaml
 
 from tasks.report import paper as paper_mod
 from tasks.report.runs import load_local, pair_of, row_labels
-from tasks.report.tables import EXPERIMENTS, build_table, main, to_csv, to_latex, to_markdown, write_tables
+from tasks.report.tables import EXPERIMENTS, build_table, headline, main, to_csv, to_latex, to_markdown, write_tables
 
 EXP = {e.key: e for e in EXPERIMENTS}
 
@@ -325,3 +325,26 @@ def test_minutes_per_run_count_every_part_of_a_resumed_run():
     assert run_seconds({"wall_time_s": 600.0, "time_per_epoch_s": 50.0, "epochs": 10}) == 600.0  # one process
     assert run_seconds({"wall_time_s": 120.0, "time_per_epoch_s": 50.0, "epochs": 10}) == 500.0  # resumed late
     assert run_seconds({"wall_time_s": 120.0}) == 120.0 and run_seconds({}) is None
+
+
+def test_headline_has_one_line_per_dataset_with_each_mappings_delta():
+    import random
+
+    rng = random.Random(1)
+    base = "".join(rng.choice("01") for _ in range(300))
+    recs = []
+    for seed in (1, 2):
+        for name, support in (("softmax", 15.0), ("sparsemax", 4.0)):
+            recs.append(with_examples(record("snli", name, seed, {"accuracy": base.count("1") / 300,
+                                                                   "support": support}), base))
+    recs.append(record("iwslt", "softmax", 1, {"bleu": 3.0, "support": 20.0},
+                       config={"task": {"name": "iwslt", "pair": "de-en"}, "note": "a pipeline check, not a result"}))
+    tables = {e.key: build_table(e, recs, {}, samples=200) for e in EXPERIMENTS}
+    text = headline(tables)
+    lines = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| dataset")]
+    assert len(lines) == 1  # SNLI only: IWSLT carries a preset note and is left to its full table
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[:4] == ["SNLI", "Accuracy", "2", f"{100 * base.count('1') / 300:.2f}"]
+    assert cells[4].endswith("(+0.00, p=1.000)") and cells[5:7] == ["—", "—"]
+    assert cells[7] == "15.0 / 4.0 / — / —"
+    assert "left out here (see the full tables): IWSLT14 de→en" in text

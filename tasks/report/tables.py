@@ -21,7 +21,8 @@ its effective number of positions) and ``groups`` (fused segments, or clusters f
 epochs run and the wall time of a run. Accuracy recorded as a fraction is shown in percent; BLEU is sacreBLEU's
 detokenized score (tokenized BLEU beside it); ROUGE is F1 on Gigaword and 75-byte recall on DUC-2004.
 
-Written to ``<out>/<experiment>.{md,tex,csv}`` and ``<out>/tables.md`` (all of them). The CSV is long-format:
+Written to ``<out>/<experiment>.{md,tex,csv}``, ``<out>/tables.md`` (all of them) and ``<out>/headline.md`` (one line
+per dataset, for the top of a document). The CSV is long-format:
 one line per (dataset, row, quantity) with mean, std, n, paper and the paper's table.
 """
 
@@ -653,6 +654,50 @@ def to_csv(table: Table) -> str:
     return out.getvalue()
 
 
+def headline(tables: dict) -> str:
+    """One line per dataset with runs: each mapping's headline metric with its Δ vs softmax and p-value, and how
+    many positions its attention spreads over, for the top of a document. Datasets whose runs carry a preset note
+    (e.g. "a pipeline check, not a result") or several configurations are left to the full tables, and said so."""
+    lines = ["### At a glance: test metric per mapping (Δ vs softmax, p) and nonzero attention weights per row", "",
+             "| dataset | metric | seeds | " + " | ".join(ATTENTION_ORDER) + " | nonzero per row |",
+             "|:---|:---|---:|" + "---:|" * (len(ATTENTION_ORDER) + 1)]
+    left_out = []
+    for table in tables.values():
+        metric = next(m for m in table.experiment.metrics if m.compare)
+        for ds in _shown_datasets(table)[0]:
+            if not has_runs(table, ds):
+                continue
+            rows = [row for row in table.rows_of(ds) if table.n.get((row, ds.key))]
+            if table.remarks.get(ds.key) or any(" " in row for row in rows):
+                left_out.append(ds.label)
+                continue
+            values, spread = [], []
+            for row in ATTENTION_ORDER:
+                cell = table.cells.get((row, ds.key, metric.key))
+                support = table.cells.get((row, ds.key, "support"))
+                spread.append(MISSING["md"] if support is None else f"{support.mean:.1f}")
+                if cell is None or cell.n == 0:
+                    values.append(MISSING["md"])
+                    continue
+                text = _fmt(cell.mean, metric.digits)
+                comparison = table.comparisons.get((row, ds.key, metric.key))
+                if comparison is not None and not isinstance(comparison, str):
+                    p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
+                    text += f" ({comparison.delta:+.2f}, {p})"
+                values.append(text)
+            seeds = sorted({table.n[(row, ds.key)] for row in rows})
+            n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+            lines.append(f"| {ds.label} | {metric.label} | {n} | " + " | ".join(values) + " | "
+                         + " / ".join(spread) + " |")
+    notes_ = ["mean over seeds; in brackets the paired difference to softmax over the same seeds and the two-sided "
+              "p-value of a paired bootstrap over test examples", "nonzero per row: exactly nonzero attention weights "
+              f"per row on the test set, in the order {' / '.join(ATTENTION_ORDER)} (softmax: every position)",
+              "standard deviations, intervals and the other statistics are in the full tables"]
+    if left_out:
+        notes_.append(f"left out here (see the full tables): {', '.join(left_out)}")
+    return "\n".join(lines + ["", f"_{'; '.join(notes_)}._", ""])
+
+
 def write_tables(records: list, out: str | Path, paper: dict | None = None, experiments=EXPERIMENTS,
                  samples: int = 1000) -> dict:
     """Build and write every table; returns ``{experiment key: Table}``."""
@@ -676,6 +721,8 @@ def write_tables(records: list, out: str | Path, paper: dict | None = None, expe
     if with_runs and without:
         body.append(f"_No runs for: {'; '.join(without)}._\n")
     atomic_write(out / "tables.md", "\n".join(header + body))
+    if any(has_runs(table) for table in tables.values()):
+        atomic_write(out / "headline.md", "\n".join(header + [headline(tables)]))
     return tables
 
 
