@@ -21,7 +21,7 @@ ifdef DATA_DIR
 export DATA_DIR
 endif
 
-.PHONY: install install-test test test-slow test-cluster bench snli sweep smoke bench-train multi30k iwslt gigaword bench-decode \
+.PHONY: install install-test test test-slow test-cluster bench bench-tables snli sweep smoke bench-train multi30k iwslt gigaword bench-decode \
         demo data evaluate sync align
 
 install: $(INSTALLED)
@@ -57,6 +57,7 @@ test-cluster: $(INSTALLED_TEST)
 
 bench: $(INSTALLED_TEST)
 	$(BIN)/python -m scripts.bench_attention
+	$(MAKE) bench-tables
 
 # ---- experiments (tasks/train.py, configs/): make snli ATTN=fusedmax ARGS="experiment=snli_cpu seed=2"
 ATTN ?= softmax
@@ -110,6 +111,7 @@ align: $(INSTALLED)
 
 bench-decode: $(INSTALLED)
 	$(BIN)/python -m scripts.bench_decode --json results/bench/decode.json $(ARGS)
+	$(MAKE) bench-tables
 
 smoke: $(INSTALLED)
 	@for t in $(SMOKE_TASKS); do \
@@ -119,6 +121,12 @@ smoke: $(INSTALLED)
 
 bench-train: $(INSTALLED)
 	$(BIN)/python -m scripts.bench_train_step $(ARGS)
+	$(MAKE) bench-tables
+
+# the benchmarks' tables (results/bench/tables/*.md) from their JSON, and the documents' blocks that show them
+bench-tables: $(INSTALLED)
+	$(BIN)/python -m tasks.report.bench
+	$(BIN)/python -m tasks.report.docs
 
 # ---- the report (tasks/report/): tables, figures, and the whole sweep behind them
 # make tables [SOURCE=wandb PROJECT=entity/project|DIR-of-offline-runs] [RESULTS=results]   -> $(RESULTS)/tables/
