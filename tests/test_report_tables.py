@@ -10,7 +10,17 @@ import yaml
 
 from tasks.report import paper as paper_mod
 from tasks.report.runs import load_local, pair_of, row_labels
-from tasks.report.tables import EXPERIMENTS, build_table, headline, main, to_csv, to_latex, to_markdown, write_tables
+from tasks.report.tables import (
+    EXPERIMENTS,
+    build_table,
+    headline,
+    main,
+    timing,
+    to_csv,
+    to_latex,
+    to_markdown,
+    write_tables,
+)
 
 EXP = {e.key: e for e in EXPERIMENTS}
 
@@ -348,3 +358,16 @@ def test_headline_has_one_line_per_dataset_with_each_mappings_delta():
     assert cells[4].endswith("(+0.00, p=1.000)") and cells[5:7] == ["—", "—"]
     assert cells[7] == "15.0 / 4.0 / — / —"
     assert "left out here (see the full tables): IWSLT14 de→en" in text
+
+
+def test_timing_has_one_line_per_trained_dataset_with_ranges():
+    cfg = {"task": {"name": "gigaword", "threads": 1}}
+    recs = [record("gigaword", "softmax", s, {"rouge1_f1": 20.0, "duc2004": {"rouge1_recall": 10.0}}, config=cfg)
+            for s in (1, 2)]
+    for r in recs:
+        r["device"] = "cpu"
+    recs[1].update(epochs=5, best_epoch=4, time_per_epoch_s=30.0, wall_time_s=100.0)  # resumed: its epochs count
+    tables = {e.key: build_table(e, recs, {}) for e in EXPERIMENTS}
+    lines = [line for line in timing(tables).splitlines() if line.startswith("| Gigaword")]
+    assert lines == ["| Gigaword | 2 | 3-5 (2-4) | 10-30 s | 0-2 min | cpu, 1 thread(s) |"]
+    assert "DUC-2004" not in timing(tables)  # scored by the Gigaword runs, not trained: no line of its own

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = ("README.md", "results/cpu/README.md", "results/collapse/README.md", "results/multi30k_test_sets/README.md",
-             "results/bench/README.md")
+DOCUMENTS = ("README.md", "tasks/README.md", "results/cpu/README.md", "results/collapse/README.md",
+             "results/multi30k_test_sets/README.md", "results/bench/README.md")
 BLOCK = re.compile(r"(<!-- generated from (?P<source>\S+) -->\n)(?P<body>.*?)(<!-- end of generated block -->)", re.S)
 
 

@@ -22,7 +22,7 @@ epochs run and the wall time of a run. Accuracy recorded as a fraction is shown 
 detokenized score (tokenized BLEU beside it); ROUGE is F1 on Gigaword and 75-byte recall on DUC-2004.
 
 Written to ``<out>/<experiment>.{md,tex,csv}``, ``<out>/tables.md`` (all of them) and ``<out>/headline.md`` (one line
-per dataset, for the top of a document). The CSV is long-format:
+per dataset, for the top of a document) and ``<out>/timing.md`` (what a run cost, per dataset). The CSV is long-format:
 one line per (dataset, row, quantity) with mean, std, n, paper and the paper's table.
 """
 
@@ -215,6 +215,7 @@ class Table:
     comparisons: dict = field(default_factory=dict)  # (row, dataset key, metric key) -> Comparison | str (why not)
     dropped: list = field(default_factory=list)  # sentences: runs left out, and why
     remarks: dict = field(default_factory=dict)  # dataset key -> its runs' preset notes ("a pipeline check, ...")
+    devices: dict = field(default_factory=dict)  # dataset key -> {"cpu, 1 thread(s)", ...}: where its runs ran
 
     @property
     def legend(self) -> list:
@@ -375,7 +376,7 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
                   is not None]
         scale[m.key] = 100.0 if m.percent and values and all(abs(v) <= 1.0 for v in values) else 1.0
 
-    cells, n = {}, {}
+    cells, n, devices = {}, {}, {}
     for g in groups.values():
         row, ds = labels[id(g)], g.dataset
         n[(row, ds.key)] = len(g.runs)
@@ -394,6 +395,10 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
                 cells.setdefault((row, ds.key, "epochs"), Cell()).values.append(float(r["epochs"]))
             if (seconds := run_seconds(r)) is not None:
                 cells.setdefault((row, ds.key, "minutes"), Cell()).values.append(seconds / 60)
+            if r.get("time_per_epoch_s") is not None:
+                cells.setdefault((row, ds.key, "epoch_seconds"), Cell()).values.append(float(r["time_per_epoch_s"]))
+            threads = get(r, "config.trainer.threads") or get(r, "config.task.threads")  # seq2seq: in its task
+            devices.setdefault(ds.key, set()).add(f"{r.get('device') or '?'}, {threads or 'all'} thread(s)")
 
     comparisons = _compare(experiment, list(groups.values()), labels, samples)
     uncompared = sum(1 for v in comparisons.values() if isinstance(v, str) and v.startswith("no "))
@@ -411,7 +416,7 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
         for r in g.runs:
             if (note := get(r, "config.note")) and note not in remarks.setdefault(g.dataset.key, []):
                 remarks[g.dataset.key].append(note)
-    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, remarks)
+    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, remarks, devices)
 
 
 def _compare(experiment: Experiment, groups: list, labels: dict, samples: int) -> dict:
@@ -698,6 +703,39 @@ def headline(tables: dict) -> str:
     return "\n".join(lines + ["", f"_{'; '.join(notes_)}._", ""])
 
 
+def _span(values: list, digits: int = 0) -> str:
+    low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
+    return low if low == high else f"{low}-{high}"
+
+
+def timing(tables: dict) -> str:
+    """What a run cost, per dataset trained on (not the other test sets the same runs scored): runs, epochs (best
+    epoch), time per epoch and wall time per run (every part of a resumed run), where they ran."""
+    lines = ["### Time per run, from the records (`time_per_epoch_s`, `wall_time_s`)", "",
+             "| dataset | runs | epochs (best) | time per epoch | wall time per run | device |",
+             "|:---|---:|---:|---:|---:|:---|"]
+    for table in tables.values():
+        for ds in _shown_datasets(table)[0]:
+            if ds.section is not None or not has_runs(table, ds):  # scored by the runs of another dataset's row
+                continue
+
+            def values(quantity, ds=ds):
+                return [v for row in table.rows for v in getattr(table.cells.get((row, ds.key, quantity)), "values",
+                                                                 [])]
+
+            runs = sum(table.n.get((row, ds.key), 0) for row in table.rows)
+            epochs, best = values("epochs"), values("best_epoch")
+            per_epoch, minutes = values("epoch_seconds"), values("minutes")
+            lines.append(" | ".join([
+                f"| {ds.label}", str(runs),
+                f"{_span(epochs)} ({_span(best)})" if epochs and best else MISSING["md"],
+                f"{_span(per_epoch)} s" if per_epoch else MISSING["md"],
+                f"{_span(minutes)} min" if minutes else MISSING["md"],
+                "; ".join(sorted(table.devices.get(ds.key, ()))) + " |"]))
+    return "\n".join(lines + ["", "_Each run's own figures; runs that shared the machine with others are slower than "
+                                   "a run alone._", ""])
+
+
 def write_tables(records: list, out: str | Path, paper: dict | None = None, experiments=EXPERIMENTS,
                  samples: int = 1000) -> dict:
     """Build and write every table; returns ``{experiment key: Table}``."""
@@ -723,6 +761,7 @@ def write_tables(records: list, out: str | Path, paper: dict | None = None, expe
     atomic_write(out / "tables.md", "\n".join(header + body))
     if any(has_runs(table) for table in tables.values()):
         atomic_write(out / "headline.md", "\n".join(header + [headline(tables)]))
+        atomic_write(out / "timing.md", "\n".join(header + [timing(tables)]))
     return tables
 
 
