@@ -586,8 +586,7 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
             ax.scatter([xs.mean] * ys.n, ys.values, color=colour, s=12, alpha=0.45, linewidths=0)
             label = f"{row.replace('trainer.', '')} (n={ys.n})"
             if comparison is not None and not isinstance(comparison, str):  # a str says why there is no Δ
-                p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
-                label += f": Δ {comparison.delta:+.2f}, {p}"
+                label += f": Δ {comparison.delta:+.2f}, {comparison.p_text}"
             ax.errorbar(xs.mean, ys.mean, yerr=ys.std or 0.0, xerr=xs.std or 0.0, color=colour, marker="o",
                         markersize=5, capsize=2.5, linewidth=1.1, label=label)
         ax.set_xscale("log")

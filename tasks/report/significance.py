@@ -69,6 +69,11 @@ class Comparison:
     pairs: int  # seeds compared
     samples: int
 
+    @property
+    def p_text(self) -> str:
+        """The p-value as the tables, the headline and the figures print it: ``p<0.001`` or ``p=0.123``."""
+        return "p<0.001" if self.p < 0.001 else f"p={self.p:.3f}"
+
 
 def paired_bootstrap(a_runs: list[Examples], b_runs: list[Examples], samples: int = 1000, seed: int = 12345
                      ) -> Comparison:

@@ -489,8 +489,7 @@ def format_comparison(comparison, fmt: str) -> str:
         return MISSING[fmt]
     if isinstance(comparison, str):
         return "n/a" if comparison.startswith("n/a") else MISSING[fmt]
-    p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
-    text = f"{comparison.delta:+.2f} [{comparison.low:+.2f}, {comparison.high:+.2f}] {p}"
+    text = f"{comparison.delta:+.2f} [{comparison.low:+.2f}, {comparison.high:+.2f}] {comparison.p_text}"
     return text.replace("p<", r"p$<$") if fmt == "tex" else text
 
 
@@ -687,8 +686,7 @@ def headline(tables: dict) -> str:
                 text = _fmt(cell.mean, metric.digits)
                 comparison = table.comparisons.get((row, ds.key, metric.key))
                 if comparison is not None and not isinstance(comparison, str):
-                    p = "p<0.001" if comparison.p < 0.001 else f"p={comparison.p:.3f}"
-                    text += f" ({comparison.delta:+.2f}, {p})"
+                    text += f" ({comparison.delta:+.2f}, {comparison.p_text})"
                 values.append(text)
             seeds = sorted({table.n[(row, ds.key)] for row in rows})
             n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
@@ -720,8 +718,8 @@ def timing(tables: dict) -> str:
                 continue
 
             def values(quantity, ds=ds):
-                return [v for row in table.rows for v in getattr(table.cells.get((row, ds.key, quantity)), "values",
-                                                                 [])]
+                cells = (table.cells.get((row, ds.key, quantity)) for row in table.rows)
+                return [v for cell in cells if cell is not None for v in cell.values]
 
             runs = sum(table.n.get((row, ds.key), 0) for row in table.rows)
             epochs, best = values("epochs"), values("best_epoch")
