@@ -44,7 +44,7 @@ from . import records
 from .download import DataMissingError
 from .loggers import build_logger
 from .snli.data import SNLIFormatError
-from .trainer import PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
+from .trainer import LR_SCHEDULES, PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,9 @@ CONFIG_RULES = {
     **{f"task.model.{k}": _INT(1) for k in ("hidden", "embedding_dim", "layers", "rnn_size", "word_vec_size")},
     "task.train.max_src_len": _INT_OR_NULL(1), "task.train.max_tgt_len": _INT_OR_NULL(1),
     "task.decode.beam": _INT(1),
+    "trainer.lr_schedule.warmup_steps": _INT(0),
+    "trainer.lr_schedule.decay": (lambda v: v in LR_SCHEDULES, " or ".join(LR_SCHEDULES)),
+    **{f"task.model.{k}": _INT(1) for k in ("d_model", "heads", "encoder_layers", "decoder_layers", "ffn_size")},
 }
 
 
@@ -164,6 +167,11 @@ def validate_config(config: dict) -> None:
                 ok = False
             if not ok:
                 raise ConfigError(f"config {key}={value!r}: must be {allowed}")
+    trainer = config.get("trainer") or {}
+    if trainer.get("lr_schedule") and (trainer.get("lr_decay") or {}).get("factor", 1.0) < 1:
+        raise ConfigError(f"config trainer.lr_schedule={trainer['lr_schedule']} with trainer.lr_decay.factor="
+                          f"{trainer['lr_decay']['factor']}: choose one way to change the learning rate "
+                          "(trainer.lr_decay.factor=1.0)")
     spec = dict(config.get("attention") or {})
     spec.pop("_target_", None)
     name = spec.pop("name", None)

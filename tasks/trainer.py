@@ -270,6 +270,24 @@ class Preempted(Exception):
                          "command to continue")
 
 
+# trainer.lr_schedule (optional; absent: the optimizer's lr throughout, changed only by lr_decay): a linear warmup
+# over `warmup_steps` steps, then `decay`: "none" (constant) or "inverse_sqrt" (Vaswani et al. 2017: lr * sqrt(warmup /
+# step)). A function of the step alone, so a resumed run continues it exactly.
+LR_SCHEDULES = ("none", "inverse_sqrt")
+
+
+def scheduled_lr(lr: float, step: int, schedule: dict | None) -> float:
+    """The learning rate of optimizer step ``step`` (1-based) under ``schedule`` ({warmup_steps, decay})."""
+    if not schedule:
+        return lr
+    warmup = int(schedule.get("warmup_steps") or 0)
+    if warmup and step < warmup:
+        return lr * step / warmup
+    if schedule.get("decay", "none") == "inverse_sqrt":
+        return lr * math.sqrt(max(warmup, 1) / step)
+    return lr
+
+
 PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16,
               "fp16": torch.float16, "16": torch.float16, "16-mixed": torch.float16}
 
@@ -490,6 +508,9 @@ class Trainer:
         self.n_params = sum(p.numel() for p in params)
         self.optimizer = build_optimizer(params, cfg["optimizer"])
         decay = cfg["lr_decay"]
+        if cfg.get("lr_schedule") and decay["factor"] < 1:
+            raise ValueError(f"trainer.lr_schedule={cfg['lr_schedule']} and trainer.lr_decay.factor="
+                             f"{decay['factor']}: choose one way to change the learning rate (lr_decay.factor=1.0)")
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max", factor=decay["factor"] if decay["factor"] < 1 else 0.5,  # only stepped when < 1
             patience=decay["patience"], min_lr=decay["min_lr"], threshold=0.0, eps=0.0)
@@ -561,6 +582,9 @@ class Trainer:
             if i < self.progress.batch_in_epoch:
                 continue  # done before the checkpoint this run resumed from
             batch = move_to(batch, self.device)
+            if cfg.get("lr_schedule"):
+                for group in self.optimizer.param_groups:
+                    group["lr"] = scheduled_lr(cfg["optimizer"]["lr"], self.progress.step + 1, cfg["lr_schedule"])
             try:
                 with self.autocast():
                     loss, scalars = task.training_loss(model, batch)

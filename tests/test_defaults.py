@@ -94,7 +94,9 @@ TRAINER_YAML = ROOT / "configs" / "trainer" / "default.yaml"
 BLOCKS = {  # (config file, block): what the code falls back on
     ("trainer/default.yaml", ()): "tasks.trainer.DEFAULTS",
     **{("task/multi30k.yaml", ("task", b)): f"tasks.seq2seq.task.{b.upper()}_DEFAULTS"
-       for b in ("model", "vocab", "train", "decode", "eval")},
+       for b in ("vocab", "train", "decode", "eval")},
+    ("task/model/rnn.yaml", ()): "tasks.seq2seq.task.MODEL_DEFAULTS",
+    ("task/model/transformer.yaml", ()): "tasks.seq2seq.task.MODEL_KINDS['transformer']",
     ("task/snli.yaml", ("task", "model")): "SNLITask().model_cfg",
     ("task/snli.yaml", ("task", "vocab")): "SNLITask().vocab_cfg",
 }
@@ -121,10 +123,12 @@ def test_tasks_without_hydra_take_the_yaml_defaults():
     from tasks.snli.task import SNLITask
 
     task = Seq2SeqTask("t", {}, {"name": "softmax"}, model={"layers": 1}, decode={"beam": 2})
-    assert task.model_cfg == {**_block("task/multi30k.yaml", ("task", "model")), "layers": 1}
+    assert task.model_cfg == {**_block("task/model/rnn.yaml", ()), "layers": 1}
     assert task.decode_cfg == {**_block("task/multi30k.yaml", ("task", "decode")), "beam": 2}
     for block in ("vocab", "train", "eval"):
         assert getattr(task, f"{block}_cfg") == _block("task/multi30k.yaml", ("task", block))
+    task = Seq2SeqTask("t", {}, {"name": "softmax"}, model={"kind": "transformer", "heads": 2})
+    assert task.model_cfg == {**_block("task/model/transformer.yaml", ()), "heads": 2}
     snli = _block("task/snli.yaml", ("task",))
     task = SNLITask({"name": "softmax"}, model={"hidden": 7})
     assert task.model_cfg == {**snli["model"], "hidden": 7} and task.vocab_cfg == snli["vocab"]

@@ -2,7 +2,9 @@
 
 Both return, per source sentence, a ``Hypothesis``: the target ids (without <bos>/<eos>), the log-probability,
 the attention matrix (target length × source length; rows of the emitted tokens, the <eos> step left out) and
-the attention scores behind it (same shape; UNK replacement breaks ties inside a fused group with them).
+the attention scores behind it (same shape; UNK replacement breaks ties inside a fused group with them). A model with
+several attention rows per target step (a Transformer's heads: ``decode_step`` weights (B, rows, S)) gives matrices
+of target length × rows × source length, and a model that keeps no scores (``None``) ``attention_scores=None``.
 The length limit of each sentence is min(max_length, max_len_a · |src| + max_len_b); at the limit <eos> is forced.
 
 Beam search keeps ``beam`` live hypotheses per sentence (from the 2·beam best continuations, as fairseq does);
@@ -22,8 +24,8 @@ import torch
 class Hypothesis:
     tokens: list[int]
     score: float
-    attention: torch.Tensor  # (len(tokens), src_len)
-    attention_scores: torch.Tensor | None = None  # (len(tokens), src_len): the scores the mapping was applied to
+    attention: torch.Tensor  # (len(tokens), src_len), or (len(tokens), rows, src_len) (several heads)
+    attention_scores: torch.Tensor | None = None  # same shape: the scores the mapping was applied to
 
 
 def _max_lengths(src_lengths: torch.Tensor, max_len_a: float, max_len_b: int, max_length: int) -> list[int]:
@@ -54,7 +56,8 @@ def greedy_search(model, src, src_lengths, bos: int, eos: int, max_len_a: float 
         scores[live] += best.double().cpu()[live]
         steps.append(tokens.cpu())
         attns.append(weights.cpu())
-        raw.append(step_scores.float().cpu())
+        if step_scores is not None:
+            raw.append(step_scores.float().cpu())
         for b in torch.nonzero(live & (tokens.cpu() == eos)).flatten().tolist():
             ended[b] = t
         done |= tokens.cpu() == eos
@@ -62,13 +65,13 @@ def greedy_search(model, src, src_lengths, bos: int, eos: int, max_len_a: float 
             break
     steps = torch.stack(steps, dim=1)
     attns = torch.stack(attns, dim=1)
-    raw = torch.stack(raw, dim=1)
+    raw = torch.stack(raw, dim=1) if raw else None
     hyps = []
     for b in range(B):
         n = ended[b] if ended[b] is not None else steps.size(1)
         s = int(src_lengths[b])
-        hyps.append(Hypothesis(steps[b, :n].tolist(), float(scores[b]), attns[b, :n, :s].clone(),
-                               raw[b, :n, :s].clone()))
+        hyps.append(Hypothesis(steps[b, :n].tolist(), float(scores[b]), attns[b, :n, ..., :s].clone(),
+                               None if raw is None else raw[b, :n, ..., :s].clone()))
     return hyps
 
 
@@ -86,8 +89,7 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
     scores[:, 1:] = float("-inf")  # all beams start equal: keep one
     tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
     history = torch.empty(B * K, 0, dtype=torch.long, device=device)
-    attn_hist = torch.empty(B * K, 0, src.size(1), device=device)
-    score_hist = torch.empty(B * K, 0, src.size(1), device=device)
+    attn_hist = score_hist = None  # (B * K, steps, [rows,] S), made at the first step (its shape is the model's)
     finished: list[list[tuple[float, float, list[int], torch.Tensor, torch.Tensor]]] = [[] for _ in range(B)]
     done = [False] * B
     base = (torch.arange(B, device=device) * K).unsqueeze(1)
@@ -97,6 +99,10 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
 
     for t in range(max(limits)):
         out, state, weights, step_scores = model.decode_step(tokens, state, memory, mask)
+        if attn_hist is None:
+            attn_hist = weights.new_empty(B * K, 0, *weights.shape[1:])
+            if step_scores is not None:
+                score_hist = weights.new_empty(B * K, 0, *step_scores.shape[1:])
         lp = model.log_probs(out).float()  # (B*K, V)
         V = lp.size(1)
         for b in range(B):
@@ -118,8 +124,8 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
             row = int(src_rows[b, j])
             s = float(top_s[b, j])
             n = int(src_lengths[b])
-            finished[b].append((normalized(s, t), s, history[row].tolist(), attn_hist[row, :, :n],
-                                score_hist[row, :, :n]))
+            finished[b].append((normalized(s, t), s, history[row].tolist(), attn_hist[row, :, ..., :n],
+                                None if score_hist is None else score_hist[row, :, ..., :n]))
         # the K best non-<eos> continuations stay alive (there are at least K among the 2K best)
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :K]
         sel_rows = src_rows.gather(1, order).reshape(-1)
@@ -129,8 +135,9 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
         history = torch.cat([history.index_select(0, sel_rows), sel_tok.unsqueeze(1)], dim=1)
         attn_hist = torch.cat([attn_hist.index_select(0, sel_rows), weights.index_select(0, sel_rows).unsqueeze(1)],
                               dim=1)
-        score_hist = torch.cat([score_hist.index_select(0, sel_rows),
-                                step_scores.float().index_select(0, sel_rows).unsqueeze(1)], dim=1)
+        if score_hist is not None:
+            score_hist = torch.cat([score_hist.index_select(0, sel_rows),
+                                    step_scores.float().index_select(0, sel_rows).unsqueeze(1)], dim=1)
         state = state.index_select(sel_rows)
         tokens = sel_tok
         best_alive = scores.max(dim=1).values.tolist()
@@ -154,8 +161,9 @@ def beam_search(model, src, src_lengths, bos: int, eos: int, beam: int = 5, max_
         else:  # cannot happen (<eos> is forced at the limit) but keep a safe answer
             row, n = b * K, int(src_lengths[b])
             raw, toks = float(scores[b, 0]), history[row].tolist()
-            att, sc = attn_hist[row, :, :n], score_hist[row, :, :n]
-        hyps.append(Hypothesis(toks, raw, att.detach().cpu().clone(), sc.detach().cpu().clone()))
+            att, sc = attn_hist[row, :, ..., :n], None if score_hist is None else score_hist[row, :, ..., :n]
+        hyps.append(Hypothesis(toks, raw, att.detach().cpu().clone(),
+                               None if sc is None else sc.detach().cpu().clone()))
     return hyps
 
 
@@ -168,6 +176,8 @@ def replace_unk(tokens: list[str], src_tokens: list[str], attention: torch.Tenso
     (the position the model preferred before fusing; ``scores``, same shape as ``attention``), and by the
     leftmost position only when the scores tie too (or are not given)."""
     out = list(tokens)
+    if attention.dim() == 3:  # several heads (a Transformer): their mean row, whose argmax is where most heads look
+        attention, scores = attention.mean(1), None
     for i, tok in enumerate(out):
         if tok == unk and i < attention.size(0) and len(src_tokens) > 0:
             out[i] = src_tokens[attended_position(attention[i, : len(src_tokens)],

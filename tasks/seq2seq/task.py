@@ -32,6 +32,7 @@ from . import data as D
 from . import metrics as M
 from .model import Seq2Seq, nll_loss
 from .search import beam_search, greedy_search, replace_unk
+from .transformer import HeadStats, TransformerSeq2Seq
 
 
 def _plain(obj):
@@ -62,9 +63,11 @@ class _Cfg(dict):
 
 
 # defaults for a task made without Hydra, owned by configs/task/multi30k.yaml (OpenNMT-py 0.x's defaults, each
-# with its flag); iwslt.yaml and gigaword.yaml state their own
+# with its flag); iwslt.yaml and gigaword.yaml state their own. The model's, per kind of model, by
+# configs/task/model/<kind>.yaml (the RNN's file has no `kind`: it is the default)
 _REFERENCE = "task/multi30k.yaml"
-MODEL_DEFAULTS = config_defaults(_REFERENCE, "task", "model")
+MODEL_DEFAULTS = config_defaults("task/model/rnn.yaml")
+MODEL_KINDS = {"rnn": MODEL_DEFAULTS, "transformer": config_defaults("task/model/transformer.yaml")}
 DECODE_DEFAULTS = config_defaults(_REFERENCE, "task", "decode")
 EVAL_DEFAULTS = config_defaults(_REFERENCE, "task", "eval")
 VOCAB_DEFAULTS = config_defaults(_REFERENCE, "task", "vocab")
@@ -93,7 +96,11 @@ class Seq2SeqTask:
                                if isinstance(self.attention_cfg, dict) else getattr(attention, "name", "softmax"))
         self.data_cfg = _Cfg(_plain(data) or {})
         self.data_cfg.setdefault("cache", str(Path(data_dir) / self.corpus))
-        self.model_cfg = {**MODEL_DEFAULTS, **(_plain(model) or {})}
+        model = _plain(model) or {}
+        kind = model.get("kind", "rnn")
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"task.model.kind={kind!r}: use one of {', '.join(MODEL_KINDS)} (task/model=transformer)")
+        self.model_cfg = {**MODEL_KINDS[kind], **model}
         self.vocab_cfg = {**VOCAB_DEFAULTS, **(_plain(vocab) or {})}
         self.train_cfg = {**TRAIN_DEFAULTS, **(_plain(train) or {})}
         self.decode_cfg = {**DECODE_DEFAULTS, **(_plain(decode) or {})}
@@ -160,8 +167,16 @@ class Seq2SeqTask:
                 f"{len(train)} training pairs of {', '.join(train.files) or train.name} (shortest source "
                 f"{shortest[0]} tokens, shortest target {shortest[1]}): raise the limits")
 
+    @property
+    def transformer(self) -> bool:
+        return self.model_cfg.get("kind", "rnn") == "transformer"
+
     def build_model(self) -> torch.nn.Module:
         m = self.model_cfg
+        if self.transformer:
+            options = {k: v for k, v in m.items() if k != "kind"}
+            return TransformerSeq2Seq(len(self.src_vocab), len(self.tgt_vocab), self.attention_cfg, kind="transformer",
+                                      pad=Vocab.pad_id, bos=Vocab.bos_id, eos=Vocab.eos_id, **options)
         return Seq2Seq(len(self.src_vocab), len(self.tgt_vocab), build_attention(self.attention_cfg),
                        layers=m["layers"], rnn_size=m["rnn_size"], word_vec_size=m["word_vec_size"],
                        dropout=m["dropout"], input_feed=m["input_feed"], param_init=m["param_init"],
@@ -188,20 +203,42 @@ class Seq2SeqTask:
     def _eval_batches(self, split: str, batch_size: int):
         return D.length_batches(self.encoded[split], batch_size, shuffle=False)
 
-    def perplexity(self, model, split: str, stats: AttentionStats | None = None) -> float:
+    def perplexity(self, model, split: str, stats: AttentionStats | None = None,
+                   heads: HeadStats | None = None) -> float:
+        """Teacher-forced perplexity of ``split``; the cross-attention rows go into ``stats`` and (a Transformer)
+        the rows of every kind, layer and head into ``heads``."""
         total, count = 0.0, 0
         generator = torch.Generator().manual_seed(0)
         for batch in self._eval_batches(split, self.eval_cfg["batch_size"]):
             batch = batch.to(self.device)
-            log_probs, attn, scores = model(batch.src, batch.src_lengths, batch.tgt_in, return_scores=True)
+            if heads is not None:
+                model.capture()
+            try:
+                log_probs, attn, scores = model(batch.src, batch.src_lengths, batch.tgt_in, return_scores=True)
+                src_mask = torch.arange(batch.src.size(1), device=self.device)[None] < batch.src_lengths[:, None]
+                tgt_mask = batch.tgt_out != Vocab.pad_id
+                if heads is not None:
+                    heads.update(src_mask, tgt_mask)
+            finally:
+                if heads is not None:
+                    model.capture(False)
             loss, ntok = nll_loss(log_probs, batch.tgt_out, pad=Vocab.pad_id)
             total, count = total + float(loss), count + ntok
             if stats is not None:
-                src_mask = torch.arange(batch.src.size(1), device=self.device)[None] < batch.src_lengths[:, None]
-                mask = (batch.tgt_out != Vocab.pad_id)[:, :, None] & src_mask[:, None, :]
-                dead = zero_gradient_rows(model.attn.normalizer, scores, mask, generator=generator)
-                stats.update(attn, mask, scores=scores / self.gamma, dead=dead)
+                mask = tgt_mask[:, :, None] & src_mask[:, None, :]
+                if attn.dim() == 4:  # a Transformer: (B, T, layers * heads, S), each head's row a row
+                    mask = mask[:, :, None, :]
+                stats.update(attn, mask, scores=None if scores is None else scores / self.gamma,
+                             dead=self.dead_rows(model, attn, scores, mask, generator))
         return math.exp(min(total / max(count, 1), 50.0))
+
+    @staticmethod
+    def dead_rows(model, attn, scores, mask, generator) -> torch.Tensor:
+        """The attention rows that pass no gradient: measured through the RNN's normalizer, read off the weights
+        of a Transformer (which keeps no scores: ``TransformerSeq2Seq.dead_rows``)."""
+        if isinstance(model, TransformerSeq2Seq):
+            return model.dead_rows(attn, "cross")
+        return zero_gradient_rows(model.attn.normalizer, scores, mask, generator=generator)
 
     def decode(self, model, split: str, method: str = "beam") -> tuple[list[list[str]], list]:
         """Outputs (tokens, UNK-replaced when asked) and hypotheses (``search.Hypothesis``: attention matrix and the
@@ -267,9 +304,14 @@ class Seq2SeqTask:
         significance tests, and the extra test sets (DUC-2004 when ``task.duc.root`` is set) under their name."""
         stats = AttentionStats(groups=groups_kind(self.attention_name))
         out: dict = {}
+        heads = HeadStats(model) if isinstance(model, TransformerSeq2Seq) else None
         if self.splits[split].refs is None:  # DUC has no single-target perplexity worth reporting
-            out["ppl"] = self.perplexity(model, split, stats if split == "valid" else None)
+            out["ppl"] = self.perplexity(model, split, stats if split == "valid" else None, heads)
             out["neg_ppl"] = -out["ppl"]
+            if heads is not None:
+                out["heads"] = heads.compute()
+        if isinstance(model, TransformerSeq2Seq):
+            out["learned"] = model.learned_values()
         method = self.eval_cfg["valid_decode"] if split == "valid" else self.eval_cfg["test_decode"]
         if method and method != "none":
             outputs, hyps = self.decode(model, split, method)
@@ -279,8 +321,9 @@ class Seq2SeqTask:
                 generator = torch.Generator().manual_seed(0)
                 for h in hyps:
                     if h.attention.numel():
-                        dead = zero_gradient_rows(model.attn.normalizer, h.attention_scores, generator=generator)
-                        stats.update(h.attention, scores=h.attention_scores / self.gamma, dead=dead)
+                        scores = None if h.attention_scores is None else h.attention_scores / self.gamma
+                        dead = self.dead_rows(model, h.attention, h.attention_scores, None, generator)
+                        stats.update(h.attention, scores=scores, dead=dead)
             self.last_outputs[split] = [outputs, hyps]
             out["decode"] = method
         out.update(stats.compute())
