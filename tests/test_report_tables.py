@@ -371,3 +371,26 @@ def test_timing_has_one_line_per_trained_dataset_with_ranges():
     lines = [line for line in timing(tables).splitlines() if line.startswith("| Gigaword")]
     assert lines == ["| Gigaword | 2 | 3-5 (2-4) | 10-30 s | 0-2 min | cpu, 1 thread(s) |"]
     assert "DUC-2004" not in timing(tables)  # scored by the Gigaword runs, not trained: no line of its own
+
+
+def test_transformer_runs_one_row_per_learned_setting_and_no_head_sections_as_test_sets(tmp_path):
+    """A Transformer's records (tasks/seq2seq/transformer.py): adaptive entmax (α learned per head) is its own row,
+    compared with softmax of the same configuration; ``heads`` and ``learned`` are statistics, not test sets."""
+    def transformer(attention, seed, bleu, learn=("gamma", "lam")):
+        config = {"task": {"name": "multi30k", "data": {"src_lang": "de", "tgt_lang": "en"},
+                           "model": {"kind": "transformer", "learn": list(learn)}}}
+        test = {"bleu": bleu, "heads": {"cross": [[{"support": 2.0}]]}, "learned": {"cross": {"gamma": [[1.0]]}}}
+        return record("multi30k", attention, seed, test, config=config)
+
+    recs = [transformer("softmax", s, 30.0 + s) for s in (1, 2)]
+    recs += [transformer("entmax", s, 31.0 + s) for s in (1, 2)]
+    recs += [transformer("entmax", s, 32.0 + s, learn=("gamma", "alpha")) for s in (1, 2)]
+    table = build_table(EXP["translation"], recs)
+    assert [d.key for d in table.datasets] == ["multi30k de-en"]  # not "· heads", "· learned"
+    assert table.rows == ["softmax", "sparsemax", "fusedmax", "oscarmax", "entmax (learned=gamma)",
+                          "entmax (learned=gamma,alpha)"]
+    adaptive = table.cells[("entmax (learned=gamma,alpha)", "multi30k de-en", "bleu")]
+    assert adaptive.values == [33.0, 34.0]
+    md = to_markdown(table)  # one configuration: a Δ against softmax is due (n/a here: no per-example statistics)
+    assert "| entmax (learned=gamma,alpha) | 33.50 ± 0.71 | — | 2 | n/a |" in md
+    assert "different configurations" not in md

@@ -30,6 +30,9 @@ def mapping_rank(name: str) -> int:
     return MAPPING_ORDER.index(name) if name in MAPPING_ORDER else len(MAPPING_ORDER)
 # parameters that never distinguish two rows of a table
 _IGNORED_PARAMS = {"name", "_target_"}
+# sections of metrics.<split> that are not test sets: paired-test statistics, a Transformer's statistics per attention
+# head and its parameters learned per head (tasks/seq2seq/transformer.py)
+NOT_TEST_SETS = ("per_example", "heads", "learned")
 
 
 def warn(message: str) -> None:
@@ -83,7 +86,7 @@ def attach_evaluations(record: dict, folder: Path) -> None:
                  f"differ from the record's ({', '.join(f'{k} {test.get(k)}' for k in same)}): another checkpoint?")
             continue
         for name, section in scored.items():
-            if isinstance(section, dict) and name != "per_example" and name not in test:
+            if isinstance(section, dict) and name not in NOT_TEST_SETS and name not in test:
                 test[name] = section
                 record.setdefault("evaluated_later", []).append(name)
 
@@ -99,7 +102,23 @@ def attention_params(record: dict) -> dict:
         return {}
     # tasks/records.py: {"name", "params": {...}}; W&B configs and older records: {"name", ...params}
     flat = {**{k: v for k, v in attention.items() if k != "params"}, **(attention.get("params") or {})}
-    return {k: v for k, v in flat.items() if k not in _IGNORED_PARAMS and not str(k).startswith("_")}
+    params = {k: v for k, v in flat.items() if k not in _IGNORED_PARAMS and not str(k).startswith("_")}
+    learned = learned_params(record)
+    if learned is not None:
+        params["learned"] = learned
+    return params
+
+
+def learned_params(record: dict) -> str | None:
+    """The mapping parameters a Transformer run learned per head (``task.model.learn``, less those its mapping does
+    not have): "gamma,alpha" for adaptive entmax; None for a run that learns none per head."""
+    learn = get(record, "config.task.model.learn")
+    if not isinstance(learn, (list, tuple)):
+        return None
+    from attention import DEFAULTS
+
+    own = DEFAULTS.get(attention_name(record), {})
+    return ",".join(str(p) for p in learn if p in own) or None
 
 
 def task_of(record: dict) -> str:
@@ -187,7 +206,7 @@ def attention_sort_key(label: str) -> tuple:
 
 # settings that never change a result: tasks/records.py's NON_RESULT_KEYS, the same rule as a run's resume identity;
 # the seed and the attention are set apart too (a cell averages seeds; rows are split by attention separately)
-GROUPED_APART = ("seed", "attention")
+GROUPED_APART = ("seed", "attention", "task.model.learn")  # learn: per mapping, shown in its row label
 
 
 def result_config(record: dict) -> dict[str, Any]:

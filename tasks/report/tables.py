@@ -42,6 +42,7 @@ from ..files import atomic_write
 from . import paper as paper_mod
 from .runs import (
     ATTENTION_ORDER,
+    NOT_TEST_SETS,
     TRANSLATION_TASKS,
     attention_name,
     attention_params,
@@ -171,7 +172,9 @@ def dataset_from_key(key: str, named: bool = False) -> Dataset:
 def other_test_sets(record: dict) -> list:
     """The names of the other test sets a translation run scored: the sections of its ``metrics.test``."""
     test = get(record, "metrics.test") or {}
-    return [k for k, v in test.items() if isinstance(v, dict) and k != "per_example"] if isinstance(test, dict) else []
+    if not isinstance(test, dict):
+        return []
+    return [k for k, v in test.items() if isinstance(v, dict) and k not in NOT_TEST_SETS]
 
 
 @dataclass
