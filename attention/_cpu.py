@@ -681,29 +681,133 @@ def _pools_into_one_block(z, m, lam, total, sums, counts):
     return True
 
 
+_FIRST_RANKS = 16  # the first screen keeps entries within lam * 16 of the sparsemax threshold (see below)
+_WIDEN = 8.0  # each failed screen widens by this factor, up to the proven width lam (m - 1)
+_BUCKET_SPAN = 1.0 - 1e-6  # bucket width / lam: below 1 by far more than the bucket index's rounding (~B 2^-52)
+
+
+@njit(cache=True, nogil=True)
+def _pool_buckets(zc, k, m, lam, low, per, nb, bcount, bsum, psum, pcnt, pend):
+    """Pool adjacent violators for the sorted prox of the top k scores zc[:k] (ranks 0..k-1 of a row of m), without
+    sorting them: returns (number of blocks, top_u, tau), tau the simplex threshold of the pooled values relative to
+    their maximum top_u. Afterwards bucket b holds its value in bsum[b] and its block in bcount[b].
+
+    The scores go into nb buckets of width 1 / per <= lam by value (the index is monotone in the value, so the
+    buckets hold consecutive ranks). Two consecutive sorted scores in one bucket differ by at most lam, so their
+    shifted values v_k = z_(k) - lam (m - 1 - k) do not decrease (v_(k+1) - v_k = lam - (z_(k) - z_(k+1)) >= 0),
+    and pool adjacent violators pools such a pair (the optimal isotonic fit is constant on it). A bucket therefore
+    lies inside one block, and PAV over the buckets as weighted units (count, sum of v over their ranks) gives the
+    same blocks as PAV over the sorted entries: a sort of the k entries becomes one pass and a scan of nb buckets.
+    """
+    for b in range(nb):
+        bcount[b] = 0
+        bsum[b] = 0.0
+    for j in range(k):
+        b = int((zc[j] - low) * per)
+        bcount[b] += 1
+        bsum[b] += zc[j]
+    n_blocks = 0
+    rank = 0
+    for b in range(nb - 1, -1, -1):  # from the largest scores down: rank order
+        c = bcount[b]
+        if c == 0:
+            continue
+        # the sum of v over ranks rank .. rank + c - 1: sum z - lam sum (m - 1 - r)
+        s = bsum[b] - lam * (c * (m - 1 - rank) - 0.5 * c * (c - 1))
+        rank += c
+        while n_blocks > 0 and psum[n_blocks - 1] * c <= s * pcnt[n_blocks - 1]:  # as in _pav_decreasing_row
+            n_blocks -= 1
+            s += psum[n_blocks]
+            c += pcnt[n_blocks]
+        psum[n_blocks] = s
+        pcnt[n_blocks] = c
+        pend[n_blocks] = b  # the block's lowest bucket
+        n_blocks += 1
+    # each bucket's value and block (empty buckets too: never read)
+    start = nb - 1
+    for i in range(n_blocks):
+        mean = psum[i] / pcnt[i]
+        for b in range(start, pend[i] - 1, -1):
+            bsum[b] = mean
+            bcount[b] = i
+        start = pend[i] - 1
+    # the simplex threshold over the blocks, which come in decreasing order: a block is in the support iff its value
+    # exceeds the threshold of the blocks up to it (equal values are never split)
+    top_u = psum[0] / pcnt[0]
+    total = 0.0
+    count = 0
+    for i in range(n_blocks):
+        rel = psum[i] / pcnt[i] - top_u
+        new_total = total + pcnt[i] * rel
+        new_count = count + pcnt[i]
+        if not rel > (new_total - 1.0) / new_count:
+            break
+        total = new_total
+        count = new_count
+    return n_blocks, top_u, (total - 1.0) / count
+
+
+_BOUND_BUCKETS = 64
+
+
+@njit(cache=True, nogil=True)
+def _screened_v_bound(z, m, theta, lam, full, counts, highs):
+    """An upper bound on v_k = z_(k) - lam (m - 1 - k) over the entries screened at theta (z <= theta), no sort.
+
+    An entry's rank k is at most m - 1 - (the number of entries below it), so v <= z - lam * below. The entries
+    go into _BOUND_BUCKETS buckets by value, over [theta - full, theta] (lower ones into the last bucket); every
+    entry of a later bucket is strictly below every entry of an earlier one, so a bucket's largest value minus lam
+    times the count of the later buckets bounds v over the bucket. Much tighter than theta (v <= z <= theta) when
+    lam (m - 1) is large: the low entries, ranked last, are hardly shifted, but they are far below the threshold.
+    """
+    per = _BOUND_BUCKETS / full
+    for b in range(_BOUND_BUCKETS):
+        counts[b] = 0
+        highs[b] = -np.inf
+    for i in range(m):
+        x = np.float64(z[i])
+        if x <= theta:
+            b = min(int((theta - x) * per), _BOUND_BUCKETS - 1)
+            counts[b] += 1
+            highs[b] = x if x > highs[b] else highs[b]
+    bound = -np.inf
+    below = 0
+    for b in range(_BOUND_BUCKETS - 1, -1, -1):
+        if counts[b] > 0:
+            v = highs[b] - lam * below
+            bound = v if v > bound else bound
+            below += counts[b]
+    return bound
+
+
 @njit(cache=True, nogil=True)
 def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos, order, keys, keys_tmp, order_tmp,
-                          hist, buf):
+                          hist, buf, bcount, bsum, psum, pcnt, pend):
     """y[:m] = proj_Δ(prox_{lam S}(z[:m])) with S(u) = sum_k (m - k) u_(k) (``oscarmax``'s exact variant), screened;
-    groups[i] = the position of the first (sorted) entry of i's pooled block.
+    groups[i] = the position of one entry of i's pooled block (the first sorted one where the candidates are sorted).
 
-    Screening: z_i <= t - lam (m - 1) implies y_i = 0, t as for fusedmax (the prox lowers every entry by between
-    0 and lam (m - 1), so tau >= (sum_S u - 1) / |S| >= t - lam (m - 1) >= z_i >= u_i). The candidates are the top k
-    entries, so their ranks, hence their weights lam (m - rank), are known without sorting the rest. Pool adjacent
-    violators on the candidates alone gives the final blocks of every block whose mean exceeds t, the largest
-    screened score: a later block's mean never exceeds max(t, the means it absorbs), so it cannot absorb such a
-    block; what it may absorb ends at most at t. Hence if the threshold found on the candidates is >= t, it is the
-    threshold of the whole row (the bound above says it is; rounding is why it is checked, against the screening
-    level >= t, with the whole row as the fallback).
+    Screening at a level theta: the candidates are the entries above theta, the top k of the row, so their ranks,
+    hence their weights lam (m - rank), are known without sorting the rest. Pool adjacent violators on the
+    candidates alone gives the final blocks of every block whose mean exceeds theta: a screened entry has
+    v = z - lam (m - 1 - rank) <= z <= theta, so a later block's mean never exceeds max(theta, the means it absorbs)
+    and it cannot absorb such a block; what it may absorb ends at most at theta. Hence if the threshold found on the
+    candidates is >= theta, it is the threshold of the whole row and the screened entries get 0: the test below,
+    whatever theta was. theta = t - lam (m - 1) (t as for fusedmax: the prox lowers every entry by between 0 and
+    lam (m - 1), so tau >= (sum_S u - 1) / |S| >= t - lam (m - 1)) always passes in exact arithmetic, but it keeps
+    most of a row of a few hundred standard-normal scores at lam = 0.01 (2.55 below t at m = 256), whose support is
+    a handful of entries: the first screen is narrower (lam * _FIRST_RANKS below t), and widens on failure.
+    A row that pools heavily (top - mean within lam (m - 1), near the one-block regime below) has a large support:
+    it starts at the proven width. The candidates are then sorted (insertion or radix sort), or bucketed by value
+    where buckets of width lam are few (``_pool_buckets``: no sort at all).
     """
-    width = lam * (m - 1) + _SCREEN_MARGIN * (1.0 + lam * (m - 1))
+    full = lam * (m - 1)
     top, total = _max_and_sum(z, m)
     if not (total - total == 0.0 or _all_finite(z, m)):
         _non_finite_row(y, d)
         for i in range(d):
             groups[i] = -1 if i >= m else i
         return 1
-    if m > 1 and top - total / m <= 0.5 * lam * (m - 1) and _pools_into_one_block(z, m, lam, total, buf, pos):
+    if m > 1 and top - total / m <= 0.5 * full and _pools_into_one_block(z, m, lam, total, buf, pos):
         for i in range(m):
             y[i] = 1.0 / m
             groups[i] = 0
@@ -713,41 +817,82 @@ def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos
         return 0
     top_u = 0.0
     tau = 0.0
+    low = 0.0
+    per = 0.0
+    bucketed = False
     screen = abs(top) <= _SCREEN_LIMIT  # else the bounds are not exact: the whole row at once
-    theta = top - 1.0 - width if screen else -np.inf
+    # narrow first only where the proven width is wide against the sparsemax region (1 below the top) and the row
+    # is not near the one-block regime; else a failed first screen costs more than it saves
+    width = full if full <= 1.0 or top - total / m <= full else min(full, lam * _FIRST_RANKS)
+    theta = -np.inf
     for i in range(m):
         y[i] = 0.0
         groups[i] = i  # a screened entry is a group of its own, outside the support
-    for attempt in range(0 if screen else 1, 2):
-        if attempt == 0:
-            k = _keep_positions(z, m, theta, negc, pos)
-            k, theta = _refine(negc, pos, k, top, width, buf)
+    while True:
+        if screen:
+            margin = width + _SCREEN_MARGIN * (1.0 + width)
+            k = _keep_positions(z, m, top - 1.0 - margin, negc, pos)
+            k, theta = _refine(negc, pos, k, top, margin, buf)
         else:  # rounding defeated the screen: the whole row
             k = m
+            theta = -np.inf
             for i in range(m):
                 negc[i] = z[i]
                 pos[i] = i
-        for j in range(k):
-            negc[j] = -negc[j]
         if k == 0:
             break
-        _stable_argsort(negc, k, order, keys, keys_tmp, order_tmp, hist)  # decreasing z, ties by position
-        for j in range(k):
-            uc[j] = -negc[order[j]] - lam * (m - 1 - j)
-        _pav_decreasing_row(uc, pooled, blocks, k)
-        top_u, tau = _simplex_threshold(pooled, k, buf)
+        bucketed = False
+        if k > _INSERTION_SORT_MAX and lam > 0.0:
+            low = negc[0]
+            for j in range(1, k):
+                low = negc[j] if negc[j] < low else low
+            per = 1.0 / (lam * _BUCKET_SPAN)
+            span = (top - low) * per
+            bucketed = span < 4.0 * k and span < bcount.shape[0] - 1  # (False for nan or inf)
+        if bucketed:
+            nb = int((top - low) * per) + 1  # the largest index the pass gives, to the bit (the same expression)
+            top_u, tau = _pool_buckets(negc, k, m, lam, low, per, nb, bcount, bsum, psum, pcnt, pend)[1:]
+        else:
+            for j in range(k):
+                negc[j] = -negc[j]
+            _stable_argsort(negc, k, order, keys, keys_tmp, order_tmp, hist)  # decreasing z, ties by position
+            for j in range(k):
+                uc[j] = -negc[order[j]] - lam * (m - 1 - j)
+            _pav_decreasing_row(uc, pooled, blocks, k)
+            top_u, tau = _simplex_threshold(pooled, k, buf)
         if k == m or top_u + tau >= theta:  # theta >= every screened score
             break
-    previous = -1
-    head = 0
-    for j in range(k):
-        i = pos[order[j]]
-        if blocks[j] != previous:
-            previous = blocks[j]
-            head = i
-        v = pooled[j] - top_u - tau
-        y[i] = v if v > 0.0 else 0.0
-        groups[i] = head
+        # a tighter bound on the screened entries' v than theta: enough unless tau is really lower
+        slack = _SCREEN_MARGIN * (1.0 + abs(top) + full)
+        if full > 0.0 and top_u + tau >= _screened_v_bound(z, m, theta, lam, full, pcnt, psum) + slack:
+            break
+        if width < full:
+            width = min(full, width * _WIDEN)
+        else:
+            screen = False
+    if bucketed:
+        for i in range(k):
+            pend[i] = -1  # block -> label: the position of its first member met below
+        for j in range(k):
+            b = int((negc[j] - low) * per)
+            block = bcount[b]
+            i = pos[j]
+            if pend[block] < 0:
+                pend[block] = i
+            v = bsum[b] - top_u - tau
+            y[i] = v if v > 0.0 else 0.0
+            groups[i] = pend[block]
+    else:
+        previous = -1
+        head = 0
+        for j in range(k):
+            i = pos[order[j]]
+            if blocks[j] != previous:
+                previous = blocks[j]
+                head = i
+            v = pooled[j] - top_u - tau
+            y[i] = v if v > 0.0 else 0.0
+            groups[i] = head
     for i in range(m, d):
         y[i] = 0.0
         groups[i] = -1
@@ -799,6 +944,12 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
         keys_tmp = np.empty(dr, dtype=np.uint64)
         order_tmp = np.empty(dr, dtype=np.int64)
         hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
+        db = 2 * d + 2 + _BOUND_BUCKETS if variant == PROX_SORTED else 0  # _pool_buckets', _screened_v_bound's
+        bcount = np.empty(db, dtype=np.int64)
+        bsum = np.empty(db, dtype=np.float64)
+        psum = np.empty(db, dtype=np.float64)
+        pcnt = np.empty(db, dtype=np.int64)
+        pend = np.empty(db, dtype=np.int64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             m = lengths[r]
             lam_r = lam[0] if lam.shape[0] == 1 else lam[r]
@@ -806,7 +957,7 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
                 bad += _tv_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, gc, pos, buf)
             elif variant == PROX_SORTED:
                 bad += _sorted_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, pooled, blocks, pos, order,
-                                             keys, keys_tmp, order_tmp, hist, buf)
+                                             keys, keys_tmp, order_tmp, hist, buf, bcount, bsum, psum, pcnt, pend)
             else:
                 bad += _owl_sparsemax_row(z[r], y[r], groups[r], scale[r], m, d, lam_r, uc, order, zc, pooled,
                                           blocks, keys, keys_tmp, order_tmp, hist, gc)

@@ -50,6 +50,11 @@ import attention
 ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = [(1920, 50), (256, 1000), (32768, 64)]
+# the row-length sweep: Transformer-like rows of 64..4096 keys, 262,144 scores per call (issue 27)
+SWEEP_SCORES = 262144
+SWEEP_KEYS = [64, 128, 256, 512, 1024, 2048, 4096]
+SWEEP_METHODS = ["torch.softmax", "sparsemax", "fusedmax", "oscarmax", "entmax (1.5)"]
+SWEEP_TARGETS = {"sparsemax": 2.0, "fusedmax": 3.5, "oscarmax": 5.0}  # x torch.softmax at every row length
 AUTHORS_MAX_ROWS = 2048  # their loop calls Python once per row: at 32768 rows one call takes seconds (not timed)
 TARGETS = {"sparsemax": 3.0, "fusedmax": 6.0, "oscarmax": 8.0}  # x torch.softmax, one thread, every size
 FUSED_LAM = 0.1  # attention.fusedmax's default; the authors' FusedProxFunction(alpha=0.1)
@@ -407,6 +412,32 @@ def run(clock, threads, fast, slow, rounds, slow_rounds, authors_desc, log, size
     return lines, record
 
 
+def sweep(fast, rounds, log):
+    """The row-length sweep on the CPU clock, one thread: SWEEP_SCORES scores per call as (rows, keys)."""
+    global CLOCK
+    CLOCK = time.thread_time
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    methods = {name: fast[name] for name in SWEEP_METHODS}
+    results = []
+    for d in SWEEP_KEYS:
+        log(f"[row-length sweep] {SWEEP_SCORES // d}x{d} ...")
+        ms, counts = bench_size(SWEEP_SCORES // d, d, methods, {}, rounds, 0)
+        results.append({"rows": SWEEP_SCORES // d, "d": d, "ms": ms, "timed_calls": counts,
+                        "ratio_to_torch_softmax": {k: v / ms["torch.softmax"] for k, v in ms.items()}})
+    targets = [{"size": f"{r['rows']}x{r['d']}", "target": f"{m} <= {bound:g}x torch.softmax",
+                "value": r["ratio_to_torch_softmax"][m], "bound": bound,
+                "met": r["ratio_to_torch_softmax"][m] <= bound}
+               for r in results for m, bound in SWEEP_TARGETS.items()]
+    lines = ["", f"row-length sweep ({SWEEP_SCORES} scores per call, CPU clock, 1 thread): ratio to torch.softmax",
+             "method".ljust(14) + "".join(f"{d:>10}" for d in SWEEP_KEYS)]
+    for name in SWEEP_METHODS:
+        lines.append(name.ljust(14) + "".join(f"{r['ratio_to_torch_softmax'][name]:9.2f}x" for r in results))
+    lines += [f"  {'met   ' if t['met'] else 'MISSED'} {t['size']:>9}  {t['target']}  {t['value']:.2f}x"
+              for t in targets]
+    return lines, {"clock": "cpu", "machine": machine_info(), "results": results, "targets": targets}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
@@ -420,6 +451,8 @@ def main(argv=None):
     parser.add_argument("--sizes", type=_sizes, default=SIZES,
                         help="rows x d, comma-separated (default: 1920x50,256x1000,32768x64); small ones such as "
                              "8x10,64x50 show the per-call overhead")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the row-length sweep (64..4096 keys, 262,144 scores per call)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 40)
@@ -445,6 +478,10 @@ def main(argv=None):
                             args.sizes)
         out_lines += [""] + lines
         records.append(record)
+    row_lengths = None
+    if not args.no_sweep:
+        lines, row_lengths = sweep(fast, rounds, log)
+        out_lines += lines
     print("\n".join(out_lines))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -460,6 +497,9 @@ def main(argv=None):
         "authors_baseline": authors_desc,
         "runs": records,
     }
+    if row_lengths is not None:
+        payload["row_lengths"] = row_lengths
+        payload["row_length_targets"] = {f"{m}_x_torch_softmax": bound for m, bound in SWEEP_TARGETS.items()}
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import attention
 from attention import _cpu, _torch
 from attention._ops import cpu_prox_forward as _cpu_prox_forward
 from attention._ops import sparsemax_forward
@@ -212,3 +213,67 @@ def test_one_block_test_is_sound():
     assert said_yes > 40
     z = rng.normal(size=1000)
     assert _cpu._pools_into_one_block(z, 1000, 0.01, z.sum(), np.empty(1000), np.empty(1000, np.int64))
+
+
+def _whole_row_oscarmax(z, lam):
+    """The exact oscarmax of one row without screening or buckets: a stable sort, PAV, sparsemax (reference)."""
+    m = len(z)
+    u, groups, scale = np.empty(m), np.empty(m, np.int64), np.empty(m)
+    order, v, pooled, blocks = np.empty(m, np.int64), np.empty(m), np.empty(m), np.empty(m, np.int64)
+    keys, keys_tmp, order_tmp = np.empty(m, np.uint64), np.empty(m, np.uint64), np.empty(m, np.int64)
+    _cpu._sorted_prox_row(z, u, groups, scale, m, lam, _cpu.PROX_SORTED, order, v, pooled, blocks, keys, keys_tmp,
+                          order_tmp, np.empty((8, 256), np.int64))
+    y = np.empty(m)
+    _cpu._sparsemax_row(u, y, m)
+    return y
+
+
+@pytest.mark.parametrize("d", [64, 128, 200, 256, 384, 512, 1024])
+def test_oscarmax_long_rows_match_the_whole_row_solution(d):
+    """Rows of 64-1024 entries, where oscarmax's screen starts narrow and widens, where its candidates are pooled by
+    value buckets instead of sorted and where the screened entries' bound decides (issue 27): the kernel equals
+    the unscreened sort + PAV + sparsemax on every row, masked rows and tied scores included, and its group labels
+    give one value per group."""
+    rng = np.random.default_rng(d)
+    for lam in (0.001, 0.01, 0.03, 0.1, 0.5):
+        for scale in (0.3, 1.0, 3.0):
+            z = rng.normal(size=(6, d)) * scale
+            z[1] = np.round(z[1], 1)  # ties
+            z[2] += 5.0
+            lengths = np.array([d, d, d, d - 37, d // 2, 1], dtype=np.int64)
+            y, groups, _, bad = _cpu_prox_forward(torch.tensor(z), torch.tensor(lengths), lam, _cpu.PROX_SORTED)
+            assert bad == 0
+            for r, m in enumerate(lengths):
+                want = _whole_row_oscarmax(z[r, :m].copy(), lam)
+                np.testing.assert_allclose(y[r, :m].numpy(), want, atol=1e-12, err_msg=f"d={d} λ={lam} row {r}")
+                assert (y[r, m:] == 0).all() and (groups[r, m:] == -1).all()
+                for label in groups[r, :m].unique():
+                    members = y[r, :m][groups[r, :m] == label]
+                    assert members.max() - members.min() <= 1e-12
+
+
+def test_screened_v_bound_is_an_upper_bound():
+    """_screened_v_bound bounds z_(k) - lam (m - 1 - k) over the entries at or below theta, by sorted ranks."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        m = int(rng.integers(2, 600))
+        lam = float(rng.choice([0.001, 0.01, 0.1]))
+        z = np.round(rng.normal(size=m) * rng.choice([0.3, 1.0, 3.0]), int(rng.integers(1, 4)))
+        theta = float(np.quantile(z, rng.random()))
+        order = np.argsort(-z, kind="stable")
+        v = z[order] - lam * (m - 1 - np.arange(m))
+        screened = z[order] <= theta
+        bound = _cpu._screened_v_bound(z, m, theta, lam, lam * (m - 1), np.empty(64, np.int64), np.empty(64))
+        if screened.any():
+            assert v[screened].max() <= bound + 1e-12
+
+
+@pytest.mark.parametrize("d", [200, 512])
+def test_oscarmax_long_rows_gradcheck(d):
+    """The gradient at the lengths where the bucketed / bound-checked paths run, by finite differences."""
+    g = torch.Generator().manual_seed(d)
+    x = (torch.randn(2, d, generator=g, dtype=torch.float64)).requires_grad_()
+    mask = torch.ones(2, d, dtype=torch.bool)
+    mask[1, d // 3:] = False
+    for lam in (0.01, 0.1):
+        assert torch.autograd.gradcheck(lambda v: attention.oscarmax(v, lam=lam, mask=mask), (x,))

@@ -57,6 +57,8 @@ def attention_table(data: dict) -> str:
                 cells.append("not timed" if ms is None or not base else f"{number(ms / base)}× ({number(ms)})")
             lines.append(f"| {_label(method)} | " + " | ".join(cells) + " |")
         lines.append("")
+    if data.get("row_lengths"):
+        lines += row_length_table(data["row_lengths"], data.get("row_length_targets") or {})
     targets = data.get("targets") or {}
     if targets:
         said = ", ".join(f"{k.split('_x_')[0]} ≤ {v:g}×" for k, v in targets.items())
@@ -64,6 +66,23 @@ def attention_table(data: dict) -> str:
         rounds += "code)"
         lines += [f"_Median over {rounds}; targets (× torch.softmax, every size): {said}._", ""]
     return "\n".join(lines)
+
+
+def row_length_table(run: dict, targets: dict) -> list:
+    """The row-length sweep: one column per keys-per-row (the same number of scores per call), ratio and ms."""
+    results = run["results"]
+    methods = list(dict.fromkeys(m for r in results for m in r["ms"] if m != "torch.softmax"))
+    scores = results[0]["rows"] * results[0]["d"] if results else 0
+    said = ", ".join(f"{k.split('_x_')[0]} ≤ {v:g}×" for k, v in targets.items())
+    lines = [f"### Row lengths: forward + backward, {scores:,} scores per call as rows × keys, ratio to torch.softmax "
+             f"(median ms), {run.get('machine', {}).get('torch_threads', '?')} thread(s), clock: "
+             f"{run.get('clock', '?')} time" + (f"; targets: {said}" if said else ""), "",
+             "| method | " + " | ".join(f"{r['d']} keys" for r in results) + " |", "|---|" + "---|" * len(results)]
+    for method in methods:
+        cells = [f"{number(r['ms'][method] / r['ms']['torch.softmax'])}× ({number(r['ms'][method])})" for r in results]
+        lines.append(f"| {_label(method)} | " + " | ".join(cells) + " |")
+    return lines + ["| torch.softmax (ms) | " + " | ".join(number(r["ms"]["torch.softmax"]) for r in results) + " |",
+                    ""]
 
 
 def train_step_table(data: dict) -> str:
