@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import heads
 from .runs import (
     ATTENTION_ORDER,
     SUMMARIZATION_TASKS,
@@ -619,6 +620,9 @@ def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> 
         ("summarization_alignment", lambda: alignment_figures(records, out, tuple(SUMMARIZATION_TASKS), sentence)),
         ("attention_dynamics", lambda: dynamics_figures(records, out)),
         ("accuracy_vs_spread", lambda: tradeoff_figure(records, out)),
+        ("transformer_learned_parameters", lambda: heads.learned_figure(records, out)),
+        ("transformer_learned_trajectory", lambda: heads.trajectory_figure(records, out)),
+        ("transformer_cross_attention_heads", lambda: heads.heads_grid_figure(records, out)),
     )
     for name, step in steps:
         try:

@@ -763,6 +763,11 @@ def write_tables(records: list, out: str | Path, paper: dict | None = None, expe
     if any(has_runs(table) for table in tables.values()):
         atomic_write(out / "headline.md", "\n".join(header + [headline(tables)]))
         atomic_write(out / "timing.md", "\n".join(header + [timing(tables)]))
+    from .heads import cost_table, heads_table  # Transformer runs: what the heads learned, what each mapping cost
+
+    for name, text in (("heads", heads_table(records)), ("cost", cost_table(records))):
+        if text:
+            atomic_write(out / f"{name}.md", "\n".join(header + [text]))
     return tables
 
 

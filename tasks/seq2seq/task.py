@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -314,7 +315,10 @@ class Seq2SeqTask:
             out["learned"] = model.learned_values()
         method = self.eval_cfg["valid_decode"] if split == "valid" else self.eval_cfg["test_decode"]
         if method and method != "none":
+            start = time.perf_counter()
             outputs, hyps = self.decode(model, split, method)
+            # what decoding costs, per sentence (the report's cost table compares mappings by it)
+            out["decode_seconds"], out["decode_sentences"] = time.perf_counter() - start, len(outputs)
             out.update(self.score(split, outputs, per_example=split != "valid"))
             if split != "valid" or not stats.rows:
                 stats.reset()
