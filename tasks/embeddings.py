@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .download import DataMissingError, fetch, open_text
-from .files import atomic_open, atomic_write
+from .files import atomic_open, atomic_write, load_tensors
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,15 @@ def read_glove(path: str | os.PathLike, wanted: set[str] | None = None, dim: int
     keys = None if wanted is None else set(wanted) | {w.lower() for w in wanted}
     vectors: dict[str, torch.Tensor] = {}
     if path.suffix == ".pt":
-        table = torch.load(path, weights_only=False)
-        rows = table["vectors"]
+        table = load_tensors(path)  # never runs code from the file (a cache in a shared data dir)
+        rows = table.get("vectors") if isinstance(table, dict) else None
+        words = table.get("words") if isinstance(table, dict) else None
+        if not (torch.is_tensor(rows) and rows.dim() == 2 and isinstance(words, list) and len(words) == len(rows)):
+            raise DataMissingError(f"{path} is not a parsed GloVe table ({{'words': [...], 'vectors': (n, dim)}}): "
+                                   f"delete it, it is rebuilt from the GloVe text file")
         if dim is not None and rows.shape[1] != dim:
             raise ValueError(f"{path}: vectors of {rows.shape[1]} dimensions, expected {dim}")
-        for i, word in enumerate(table["words"]):
+        for i, word in enumerate(words):
             if (keys is None or word in keys) and word not in vectors:
                 vectors[word] = rows[i].clone()
         return vectors

@@ -4,12 +4,19 @@
     with atomic_open(path) as f:                 # anything that writes to a file object: torch.save(obj, f)
         torch.save(obj, f)
     move_into_place(part, dest)                  # a file written elsewhere (a resumable download's .part)
+    load_tensors(path)                           # torch.load that never runs code from the file
+
 
 The bytes go to ``<path>.tmp-<pid>`` in the same folder (a rename is atomic only within one file system), are
 flushed to disk (fsync), then renamed onto ``path``, and the folder is fsync'd so that the rename survives a power
 cut too. Any failure (a full disk, a read-only folder, an exception of the writer, a KeyboardInterrupt) removes the
 temporary file, leaves ``path`` as it was, and raises the error unchanged. ``.tmp-<pid>`` files that a kill -9 left
 behind are removed by ``remove_orphan_temporaries`` (the trainer calls it at start on its checkpoint folder).
+
+Every ``.pt`` file the harness reads (checkpoints, the parsed GloVe table, ``attention_test.pt``) goes through
+``load_tensors``: ``torch.load(weights_only=True)``, so a file planted in a run dir or a data cache cannot run code
+(a pickle names any callable, ``os.system`` included); what these files hold besides tensors and plain containers
+(numpy's RNG state in checkpoints) is allow-listed by name.
 """
 
 from __future__ import annotations
@@ -102,3 +109,48 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class UnsafeFileError(ValueError):
+    """A ``.pt`` file holding Python objects other than tensors, numpy arrays and plain containers: not loaded."""
+
+
+def _allowed_globals() -> list:
+    """What checkpoints legitimately hold besides tensors and containers: numpy's RNG state (an ndarray of uint32
+    inside ``np.random.get_state()``'s tuple) is pickled through these names."""
+    import numpy as np
+
+    reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64))]
+
+
+def load_tensors(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` with numpy's arrays allowed: a file holding anything else (a
+    pickle planted to run a command, an object of some class) is an ``UnsafeFileError`` naming the file and what
+    it holds, raised before any of it runs. Other failures (a damaged file) are torch's errors, unchanged."""
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower() and "weights_only" not in str(error):
+            raise
+        found = ""
+        with contextlib.suppress(Exception):  # zip-format files only
+            found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:5])
+        found = found or _first_global(str(error)) or "a pickle that torch refuses to load safely"
+        raise UnsafeFileError(
+            f"{path} holds Python objects, not only tensors and plain containers ({found}): not "
+            f"loaded, since loading it could run code planted in it. The harness never writes such a file: "
+            f"delete it (or replace it with a copy you trust).") from None
+
+
+def _first_global(message: str) -> str:
+    """The callable that torch's weights-only unpickler refused, from its message ("... GLOBAL posix.system ...")."""
+    import re
+
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    return match.group(1) if match else ""

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import records
 from .download import DataMissingError
+from .files import UnsafeFileError
 from .loggers import build_logger
 from .snli.data import SNLIFormatError
 from .trainer import PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
@@ -299,7 +300,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         record = run(cfg, run_dir)
-    except (ConfigError, DataMissingError, SNLIFormatError) as error:  # refused before training
+    except (ConfigError, DataMissingError, SNLIFormatError, UnsafeFileError) as error:  # refused before training
         remove_if_empty(run_dir)
         _fail(error)
     except (RunMismatchError, CheckpointError, records.RecordError) as error:  # a message, not a traceback

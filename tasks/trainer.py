@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.files import atomic_open, remove_orphan_temporaries
+from tasks.files import UnsafeFileError, atomic_open, load_tensors, remove_orphan_temporaries
 
 from .config import config_defaults
 
@@ -184,12 +184,15 @@ class CheckpointError(RuntimeError):
 def load_checkpoint_file(path: str | os.PathLike, remedy: str = "") -> dict:
     """A checkpoint read on the CPU, whatever device wrote it (``load_state_dict`` then copies to the model's
     device; RNG states must stay on the CPU). A damaged file (truncated, overwritten, empty) is a
-    ``CheckpointError`` naming it, followed by ``remedy`` (what to do)."""
+    ``CheckpointError`` naming it, followed by ``remedy`` (what to do); so is a file holding anything but tensors
+    and plain containers (``tasks.files.load_tensors``: a planted pickle never runs)."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_tensors(path)
     except FileNotFoundError:
         raise
+    except UnsafeFileError as error:
+        raise CheckpointError(f"{error} {remedy}".rstrip()) from None
     except Exception as error:  # PytorchStreamReader (truncated zip), UnpicklingError (random bytes), EOFError (empty)
         reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:200]  # the first sentence
         size = path.stat().st_size if path.exists() else 0

@@ -1,0 +1,79 @@
+"""Safe by default (issue 26): no code runs from a file found on disk, no archive writes outside its folder, no run
+hangs, no typo or stale file silently changes a result."""
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from test_harness_trainer import CFG, make_task
+
+from tasks.embeddings import read_glove
+from tasks.files import UnsafeFileError, load_tensors
+from tasks.report.figures import load_seq2seq_attention
+from tasks.trainer import CheckpointError, Stop, Trainer
+
+
+class Planted:
+    """A pickle that runs a command when loaded: what a file planted in a shared data dir or run dir could hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def plant(path: Path, marker: Path, zip_format: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": {}, "words": ["the"], "vectors": torch.zeros(1, 4), "items": [], "x": Planted(marker)}
+    if zip_format:
+        torch.save(payload, path)
+    else:  # a bare pickle (torch's legacy format is one too)
+        path.write_bytes(pickle.dumps(payload))
+    return path
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["torch.save", "pickle"])
+def test_a_planted_pickle_never_runs(tmp_path, zip_format):
+    marker = tmp_path / "ran"
+    path = plant(tmp_path / "x.pt", marker, zip_format)
+    with pytest.raises(UnsafeFileError, match=f"{path}.*not loaded.*delete it"):
+        load_tensors(path)
+    assert not marker.exists()
+
+
+def test_planted_checkpoint_glove_cache_and_attention_file_are_refused(tmp_path):
+    marker = tmp_path / "ran"
+    last = plant(tmp_path / "run" / "checkpoints" / "last.pt", marker)
+    with pytest.raises(CheckpointError, match=f"{last} holds Python objects.*posix.system"):
+        Trainer(make_task("softmax"), CFG, tmp_path / "run", seed=1).fit()
+    glove = plant(tmp_path / "data" / "glove" / "glove.6B.zip.glove.6B.50d.txt.pt", marker)
+    with pytest.raises(UnsafeFileError, match=str(glove)):
+        read_glove(glove)
+    with pytest.raises(UnsafeFileError, match="attention_test.pt"):
+        load_seq2seq_attention(plant(tmp_path / "run" / "attention_test.pt", marker))
+    assert not marker.exists()
+
+
+def test_a_glove_cache_that_is_not_a_table_is_refused(tmp_path):
+    path = tmp_path / "g.pt"
+    torch.save({"words": ["a", "b"], "vectors": torch.zeros(3, 4)}, path)
+    with pytest.raises(Exception, match=f"{path} is not a parsed GloVe table"):
+        read_glove(path)
+
+
+def test_a_checkpoint_of_this_trainer_still_resumes(tmp_path):
+    """What checkpoints hold (numpy's and python's RNG states, optimizer, scheduler and scaler states, progress,
+    identity) loads under weights_only=True, and a killed run resumes from it."""
+    def kill(step):
+        if step == 5:
+            raise Stop
+
+    with pytest.raises(Stop):
+        Trainer(make_task("softmax"), CFG, tmp_path / "r", seed=1, on_step=kill).fit()
+    state = load_tensors(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert state["rng"]["numpy"][0] == "MT19937" and state["progress"]["step"] == 3
+    summary = Trainer(make_task("softmax"), CFG, tmp_path / "r", seed=1).fit()
+    assert summary["resumed_from"]["step"] == 3 and summary["steps"] == 16
