@@ -77,3 +77,71 @@ def test_a_checkpoint_of_this_trainer_still_resumes(tmp_path):
     assert state["rng"]["numpy"][0] == "MT19937" and state["progress"]["step"] == 3
     summary = Trainer(make_task("softmax"), CFG, tmp_path / "r", seed=1).fit()
     assert summary["resumed_from"]["step"] == 3 and summary["steps"] == 16
+
+
+# -- Gigaword's archive -------------------------------------------------------------------------------------------
+def tar_with(path: Path, members: list[tuple[str, bytes | str]]) -> Path:
+    """A .tar.gz whose members are (name, bytes) files or (name, "->target") symbolic links."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, str):
+                info.type, info.linkname = tarfile.SYMTYPE, content[2:]
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+@pytest.mark.parametrize("member", [("/ABS/evil.txt", b"x"), ("sumdata/../../evil.txt", b"x"),
+                                    ("sumdata/train/link", "->../../../evil.txt"), ("sumdata/l2", "->/etc/passwd")],
+                         ids=["absolute", "dotdot", "relative-link", "absolute-link"])
+def test_gigaword_archive_never_writes_outside_its_folder(tmp_path, member):
+    from tasks.download import DataMissingError
+    from tasks.seq2seq.data import _extract_sumdata
+
+    name = member[0].replace("/ABS", str(tmp_path))
+    (tmp_path / "cache").mkdir()
+    archive = tar_with(tmp_path / "cache" / "summary.tar.gz", [("sumdata/train/train.title.txt", b"a title\n"),
+                                                               (name, member[1])])
+    root = tmp_path / "cache" / "sumdata"
+    with pytest.raises(DataMissingError, match=f"{archive}: member .* outside {root}; nothing was extracted"):
+        _extract_sumdata(archive, root)
+    assert not (tmp_path / "evil.txt").exists() and not (root / "train" / "train.title.txt").exists()
+    assert not (root / ".complete").exists()
+
+
+def test_gigaword_archive_extracts_its_files(tmp_path):
+    from tasks.seq2seq.data import _extract_sumdata
+
+    archive = tar_with(tmp_path / "summary.tar.gz", [("sumdata/train/train.title.txt", b"a title\n"),
+                                                     ("sumdata/train/inside", "->train.title.txt")])
+    _extract_sumdata(archive, tmp_path / "sumdata")
+    assert (tmp_path / "sumdata" / "train" / "train.title.txt").read_bytes() == b"a title\n"
+    assert not (tmp_path / "sumdata" / "train" / "inside").exists()  # links are not extracted
+
+
+def test_gigaword_download_is_verified_when_a_checksum_is_set(tmp_path, caplog):
+    """No published sha256: the download is not verified and a warning says so; task.data.sha256 verifies it."""
+    import logging
+
+    from tasks.download import ChecksumError
+    from tasks.seq2seq import data as s2s
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    tar_with(cache / "summary.tar.gz", [("sumdata/train/train.title.txt", b"t\n")])
+
+    class Cfg(dict):
+        __getattr__ = dict.get
+
+    with caplog.at_level(logging.WARNING), pytest.raises(Exception):
+        s2s.gigaword_files(Cfg(cache=str(cache), root=None), "train")  # the cached archive lacks the article file
+    assert "summary.tar.gz has no recorded sha256" in caplog.text
+    (cache / "sumdata" / ".complete").unlink()
+    with pytest.raises(ChecksumError, match="summary.tar.gz exists but its sha256 is not 00"):
+        s2s.gigaword_files(Cfg(cache=str(cache), root=None, sha256="00" * 32), "train")
