@@ -145,3 +145,23 @@ def test_gigaword_download_is_verified_when_a_checksum_is_set(tmp_path, caplog):
     (cache / "sumdata" / ".complete").unlink()
     with pytest.raises(ChecksumError, match="summary.tar.gz exists but its sha256 is not 00"):
         s2s.gigaword_files(Cfg(cache=str(cache), root=None, sha256="00" * 32), "train")
+
+
+# -- a mistyped preset ------------------------------------------------------------------------------------------
+def run_train(*args, env=None, timeout=300):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "tasks.train", *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "WANDB_MODE": "offline", **(env or {})}, timeout=timeout)
+
+
+def test_a_mistyped_preset_is_an_error_listing_the_presets(tmp_path):
+    done = run_train("experiment=demoo", "logger=none", f"hydra.run.dir={tmp_path}/run",
+                     f"results_dir={tmp_path}/results")
+    assert done.returncode != 0 and "Could not find 'experiment/demoo'" in done.stderr
+    assert "Available options in 'experiment'" in done.stderr and "\tdemo\n" in done.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "results").exists()
+    no_preset = run_train("logger=none", "--cfg", "job")  # no experiment=: the defaults, as before
+    assert no_preset.returncode == 0 and "name: snli" in no_preset.stdout
