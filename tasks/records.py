@@ -96,7 +96,8 @@ def environment() -> dict:
 # checkpointed, threads and devices, evaluation-only extras (more test sets, DUC-2004) and evaluation batch sizes.
 NON_RESULT_KEYS = (
     "note", "run_name", "results_dir", "data_dir", "shared", "logger", "launcher", "hydra",
-    "trainer.progress", "trainer.threads", "trainer.resume", "trainer.log_every_steps", "trainer.signals",
+    "trainer.progress", "trainer.threads", "trainer.resume", "trainer.resume_unchecked",
+    "trainer.log_every_steps", "trainer.signals",
     "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes", "trainer.device", "trainer.eval_test",
     "trainer.deterministic", "task.threads", "task.progress", "task.eval.save_attention", "task.attention_examples",
     "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "task.duc", "task.extra_test_sets",

@@ -349,6 +349,12 @@ class Trainer:
             saved = {k: v for k, v in saved.items() if in_identity(k)}
         if self.identity is not None and saved is not None and saved != self.identity:
             raise RunMismatchError(path, saved, self.identity)
+        if self.identity is not None and saved is None and not self.cfg["resume_unchecked"]:
+            raise CheckpointError(
+                f"{path} has no run identity (written by an older version): whether it was made with these settings "
+                f"cannot be checked, and resuming it under other settings would mix two runs. Continue it anyway "
+                f"with trainer.resume_unchecked=true (only if the settings are those it was made with), or start "
+                f"over with trainer.resume=false.")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         self.scheduler.load_state_dict(state["scheduler"])

@@ -165,3 +165,22 @@ def test_a_mistyped_preset_is_an_error_listing_the_presets(tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "results").exists()
     no_preset = run_train("logger=none", "--cfg", "job")  # no experiment=: the defaults, as before
     assert no_preset.returncode == 0 and "name: snli" in no_preset.stdout
+
+
+# -- a checkpoint without an identity ----------------------------------------------------------------------------
+def test_a_checkpoint_without_identity_stops_unless_resume_unchecked(tmp_path):
+    """Written by an older version (no ``identity`` entry): its settings cannot be compared, so it never continues
+    silently under other ones (lr 3e-4 -> 0.5 was resumed and recorded as that run)."""
+    run = tmp_path / "run"
+    cfg = {**CFG, "epochs": 1}
+    Trainer(make_task("softmax"), cfg, run, identity={"trainer.optimizer.lr": 3e-4}).fit()
+    last = run / "checkpoints" / "last.pt"
+    state = load_tensors(last)
+    del state["identity"]
+    torch.save(state, last)
+    changed = {"trainer.optimizer.lr": 0.5}
+    with pytest.raises(CheckpointError, match=f"{last} has no run identity.*trainer.resume_unchecked=true"):
+        Trainer(make_task("softmax"), {**cfg, "epochs": 2}, run, identity=changed).fit()
+    resumed = Trainer(make_task("softmax"), {**cfg, "epochs": 2, "resume_unchecked": True}, run,
+                      identity=changed).fit()
+    assert resumed["resumed_from"]["epoch"] == 1 and resumed["epochs"] == 2
