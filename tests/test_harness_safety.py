@@ -184,3 +184,26 @@ def test_a_checkpoint_without_identity_stops_unless_resume_unchecked(tmp_path):
     resumed = Trainer(make_task("softmax"), {**cfg, "epochs": 2, "resume_unchecked": True}, run,
                       identity=changed).fit()
     assert resumed["resumed_from"]["epoch"] == 1 and resumed["epochs"] == 2
+
+
+# -- make tables -------------------------------------------------------------------------------------------------
+def test_tables_say_why_a_record_is_left_out(tmp_path, capsys):
+    """A record without ``task`` was dropped without a word; a metric stored as a string was averaged as a number."""
+    import json
+
+    from tasks.report.runs import load_local
+
+    folder = tmp_path / "snli" / "softmax"
+    folder.mkdir(parents=True)
+    good = {"task": "snli", "attention": {"name": "softmax"}, "metric": "accuracy",
+            "metrics": {"test": {"accuracy": 0.8, "per_example": {"correct": "0110"}, "bleu_signature": "nrefs:1"}}}
+    (folder / "good.json").write_text(json.dumps(good))
+    (folder / "no_task.json").write_text(json.dumps({k: v for k, v in good.items() if k != "task"}))
+    (folder / "string.json").write_text(json.dumps({**good, "metrics": {"test": {"accuracy": "0.9"}}}))
+    (folder / "good.attention_test.json").write_text("[]")  # what a SNLI run writes beside its record
+    records = load_local(tmp_path)
+    assert [Path(r["path"]).name for r in records] == ["good.json"]
+    err = capsys.readouterr().err
+    assert f"skipping {folder / 'no_task.json'}: not a run record: no 'task'" in err
+    assert f"skipping {folder / 'string.json'}: metrics.test.accuracy is the string '0.9', not a number" in err
+    assert "attention_test" not in err
