@@ -5,6 +5,7 @@
         torch.save(obj, f)
     move_into_place(part, dest)                  # a file written elsewhere (a resumable download's .part)
     load_tensors(path)                           # torch.load that never runs code from the file
+    with run_dir_lock(run_dir):                  # one process trains in a run dir at a time
 
 
 The bytes go to ``<path>.tmp-<pid>`` in the same folder (a rename is atomic only within one file system), are
@@ -154,3 +155,45 @@ def _first_global(message: str) -> str:
 
     match = re.search(r"GLOBAL ([\w.]+)", message)
     return match.group(1) if match else ""
+
+
+class RunDirInUse(RuntimeError):
+    """Another process holds the run dir's lock (``run_dir_lock``); the message names the folder and its pid."""
+
+
+LOCK_NAME = ".lock"
+_held: dict[str, int] = {}  # run dirs this process holds: a nested or repeated lock of the same one is a no-op
+
+
+@contextlib.contextmanager
+def run_dir_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``<folder>/.lock`` for the block, holding this process's pid: a second
+    process on the same run dir (the same command typed twice, two sweeps over one folder) gets ``RunDirInUse``
+    at once instead of training the same run alongside. The kernel drops the lock when the holder dies (even
+    ``kill -9``), so a stale file never blocks; the file itself stays."""
+    import fcntl
+
+    folder = Path(folder)
+    key = str(folder.resolve())
+    if key in _held:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirInUse(f"{folder} is in use by another process (pid {holder}, holding {lock}): two processes "
+                          f"would train the same run. Wait for it to end (or stop it: kill {holder}), or give this "
+                          f"run its own folder with run_name=NAME.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[key] = fd
+    try:
+        yield
+    finally:
+        del _held[key]
+        os.close(fd)  # (closing releases the lock)

@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import records
 from .download import DataMissingError
-from .files import UnsafeFileError
+from .files import RunDirInUse, UnsafeFileError, run_dir_lock
 from .loggers import build_logger
 from .snli.data import SNLIFormatError
 from .trainer import PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
@@ -186,7 +186,7 @@ def remove_if_empty(run_dir: str | os.PathLike) -> bool:
         entries = {p.name for p in run_dir.iterdir()}
     except OSError:
         return False
-    if not entries <= {".hydra", "train.log", "stage.log"}:
+    if not entries <= {".hydra", "train.log", "stage.log", ".lock"}:
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
@@ -257,30 +257,31 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
     attention_cfg = config["attention"]
     task = hydra.utils.instantiate(cfg.task, attention=attention_cfg, seed=cfg.seed, data_dir=cfg.data_dir,
                                    _recursive_=False, _convert_="all")
-    logger = build_logger(config.get("logger"), run_dir, config,
-                          name=f"{task.name}/{attention_cfg['name']}/{cfg.run_name}")
-    exit_code = 1
-    try:
-        trainer = Trainer(task, config["trainer"], run_dir, seed=cfg.seed, logger=logger, on_step=on_step,
-                          identity=run_identity(config))
-        summary = trainer.fit()
-        record = records.make_record(
-            task=task.name, attention=attention_cfg, run=cfg.run_name, seed=cfg.seed, metric=task.metric,
-            summary=summary, config=config, started=started, wall_time_s=time.perf_counter() - start,
-            run_dir=run_dir)
-        record = records.finite_json(record)  # the same strict JSON for the file and for the logger
-        path = records.write_record(records.record_path(cfg.results_dir, task.name, attention_cfg["name"],
-                                                        cfg.run_name), record)
-        log.info(f"record: {path}")
-        logger.record(record)  # W&B: the summary and record.json, so that W&B sees what the record says
-        exit_code = 0
-    finally:
+    with run_dir_lock(run_dir):  # before the logger writes there; held until the record is written
+        logger = build_logger(config.get("logger"), run_dir, config,
+                              name=f"{task.name}/{attention_cfg['name']}/{cfg.run_name}")
+        exit_code = 1
         try:
-            logger.finish(exit_code=exit_code)  # a killed or failed run is marked so; its logs are kept
-        except Exception as error:  # (W&B's service killed with the job): never hides why the run stopped
-            if exit_code == 0:
-                raise
-            log.warning(f"the logger could not be closed: {error!r}")
+            trainer = Trainer(task, config["trainer"], run_dir, seed=cfg.seed, logger=logger, on_step=on_step,
+                              identity=run_identity(config))
+            summary = trainer.fit()
+            record = records.make_record(
+                task=task.name, attention=attention_cfg, run=cfg.run_name, seed=cfg.seed, metric=task.metric,
+                summary=summary, config=config, started=started, wall_time_s=time.perf_counter() - start,
+                run_dir=run_dir)
+            record = records.finite_json(record)  # the same strict JSON for the file and for the logger
+            path = records.write_record(records.record_path(cfg.results_dir, task.name, attention_cfg["name"],
+                                                            cfg.run_name), record)
+            log.info(f"record: {path}")
+            logger.record(record)  # W&B: the summary and record.json, so that W&B sees what the record says
+            exit_code = 0
+        finally:
+            try:
+                logger.finish(exit_code=exit_code)  # a killed or failed run is marked so; its logs are kept
+            except Exception as error:  # (W&B's service killed with the job): never hides why the run stopped
+                if exit_code == 0:
+                    raise
+                log.warning(f"the logger could not be closed: {error!r}")
     return record
 
 
@@ -304,7 +305,7 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, DataMissingError, SNLIFormatError, UnsafeFileError) as error:  # refused before training
         remove_if_empty(run_dir)
         _fail(error)
-    except (RunMismatchError, CheckpointError, records.RecordError) as error:  # a message, not a traceback
+    except (RunMismatchError, CheckpointError, records.RecordError, RunDirInUse) as error:  # a message
         _fail(error)
     except TrainingDiverged as error:  # no record; the last good checkpoint is kept
         _fail(error, code=3)

@@ -38,6 +38,8 @@ Faults (each a clear error, never a wrong record):
   best epoch itself, a missing, damaged or older ``best.pt`` (a kill between the two writes) is rewritten from it;
   otherwise such a ``best.pt`` stops the resume (not after more training) and the final evaluation; a damaged
   ``last.pt`` names the file and the way out;
+- two processes on one run dir: ``fit`` holds ``<run dir>/.lock`` (``tasks.files.run_dir_lock``); a second one
+  gets ``RunDirInUse`` naming the folder and the holder's pid before anything is read or written;
 - writes: checkpoints are fsync'd before the rename; a full disk or read-only folder is a ``CheckpointError``
   saying so, the previous checkpoint kept; ``*.tmp-<pid>`` files of dead processes are removed at start.
 
@@ -64,7 +66,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.files import UnsafeFileError, atomic_open, load_tensors, remove_orphan_temporaries
+from tasks.files import UnsafeFileError, atomic_open, load_tensors, remove_orphan_temporaries, run_dir_lock
 
 from .config import config_defaults
 
@@ -531,6 +533,10 @@ class Trainer:
         self.start_loss_tracking()
 
     def fit(self) -> dict:
+        with run_dir_lock(self.run_dir):  # before anything is read or written there: RunDirInUse if held
+            return self._fit()
+
+    def _fit(self) -> dict:
         with self.catching_signals():
             self.setup()
             log.info(f"{self.task.name} on {self.device}, {self.n_params:,} trainable parameters, "

@@ -207,3 +207,37 @@ def test_tables_say_why_a_record_is_left_out(tmp_path, capsys):
     assert f"skipping {folder / 'no_task.json'}: not a run record: no 'task'" in err
     assert f"skipping {folder / 'string.json'}: metrics.test.accuracy is the string '0.9', not a number" in err
     assert "attention_test" not in err
+
+
+# -- two processes on one run dir --------------------------------------------------------------------------------
+def hold_lock(folder: Path):
+    """Another process holding ``folder``'s run-dir lock (until killed)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom tasks.files import run_dir_lock\n"
+                               f"with run_dir_lock({str(folder)!r}):\n    print('held', flush=True)\n"
+                               "    time.sleep(600)"], cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
+    from tasks.files import RunDirInUse
+
+    run = tmp_path / "run"
+    holder = hold_lock(run)
+    try:
+        with pytest.raises(RunDirInUse, match=f"{run} is in use by another process \\(pid {holder.pid}, "):
+            Trainer(make_task("softmax"), CFG, run, seed=1).fit()
+        assert not (run / "checkpoints").exists()
+        done = run_train("experiment=smoke_snli", "logger=none", f"hydra.run.dir={run}",
+                         f"results_dir={tmp_path}/results")
+        assert done.returncode == 2 and f"{run} is in use by another process (pid {holder.pid}" in done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "results").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = Trainer(make_task("softmax"), {**CFG, "epochs": 1}, run, seed=1).fit()  # a dead holder never blocks
+    assert summary["epochs"] == 1
