@@ -241,3 +241,58 @@ def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path):
         holder.wait()
     summary = Trainer(make_task("softmax"), {**CFG, "epochs": 1}, run, seed=1).fit()  # a dead holder never blocks
     assert summary["epochs"] == 1
+
+
+# -- downloads that hang or lie ------------------------------------------------------------------------------------
+@pytest.fixture
+def odd_server():
+    """127.0.0.1: /trickle sends headers, then a byte every 0.3 s of a 1000-byte body; /html answers 200 with an
+    HTML error page (what a proxy or Google Drive sends instead of the file)."""
+    import http.server
+    import threading
+    import time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html><body>Sorry, this file is unavailable.</body></html>"
+            self.send_response(200)
+            if self.path.startswith("/trickle"):
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                try:
+                    for _ in range(1000):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.3)
+                except OSError:  # the client gave up
+                    pass
+                return
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_trickling_server_meets_the_overall_deadline_and_the_lock_is_released(odd_server, tmp_path, monkeypatch):
+    import time
+
+    from tasks.download import DataMissingError, fetch
+
+    dest = tmp_path / "cache" / "file.bin"
+    monkeypatch.setenv("DATA_DEADLINE_S", "1.5")
+    start = time.monotonic()
+    with pytest.raises(DataMissingError, match="no complete download after the deadline of 1.5 s"):
+        fetch(f"{odd_server}/trickle", dest, timeout=1.0, progress=False)  # each byte comes within the timeout
+    assert time.monotonic() - start < 6  # (without a deadline: 300 s)
+    assert not dest.exists() and (tmp_path / "cache" / "file.bin.part").stat().st_size > 0  # kept: resumed later
+    assert not (tmp_path / "cache" / "file.bin.lock").exists()  # released: the next process does not wait
