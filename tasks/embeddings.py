@@ -132,6 +132,29 @@ def embedding_matrix(vocab: Vocab, vectors: dict[str, torch.Tensor], dim: int, o
     return weight, {"found": found, "oov": len(vocab) - 4 - found, "coverage": found / words}
 
 
+def check_archive(path: Path, url: str) -> None:
+    """A downloaded ``.zip`` or ``.gz`` that is not one (a proxy's or a host's HTML error page served with status
+    200) is removed from the cache, so the next run downloads it again instead of failing the same way, and is a
+    ``DataMissingError`` saying what came instead."""
+    import zipfile
+
+    name = path.name.lower()
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if name.endswith(".zip"):
+        ok = zipfile.is_zipfile(path)
+    else:
+        ok = head[:2] == b"\x1f\x8b" if name.endswith(".gz") else True
+    if ok:
+        return
+    what = "an HTML page" if head.lstrip()[:1] == b"<" else f"{path.stat().st_size:,} bytes beginning {head[:16]!r}"
+    path.unlink()
+    raise DataMissingError(
+        f"{url} sent {what}, not a {name.rsplit('.', 1)[-1]} archive (an error page served as the file?); removed "
+        f"from the cache ({path}). Try again later, use a mirror (embeddings.mirror=URL), or point embeddings.path "
+        f"at a GloVe file you have.")
+
+
 def glove_file(cfg: dict, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
     """The parsed tensor file of the GloVe vectors an embeddings config names (see configs/embeddings/*.yaml):
     ``cfg["path"]`` when that file exists (a local copy: .txt, .txt.gz or .zip), else ``cfg["url"]`` downloaded
@@ -155,4 +178,5 @@ def glove_file(cfg: dict, cache_dir: str | os.PathLike, progress: bool = True) -
         text = fetch(url, Path(cache_dir) / url.rsplit("/", 1)[-1], sha256=cfg.get("sha256"),
                      mirrors=cfg.get("mirror") or (), progress=progress,
                      hint="or set embeddings.path=FILE (a GloVe .txt/.txt.gz/.zip you have), or embeddings.mirror=URL")
+        check_archive(text, url)
     return glove_tensor_file(text, cache_dir, member=member, dim=cfg.get("dim"))

@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import records
 from .download import DataMissingError
 from .files import RunDirInUse, UnsafeFileError, run_dir_lock
-from .loggers import build_logger
+from .loggers import LoggerError, build_logger
 from .snli.data import SNLIFormatError
 from .trainer import PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
 
@@ -179,14 +179,15 @@ def validate_config(config: dict) -> None:
 
 
 def remove_if_empty(run_dir: str | os.PathLike) -> bool:
-    """Remove a run dir holding only what Hydra writes before the job starts (.hydra/, <job>.log): a run that
-    failed on its config or data leaves no empty folder that looks like a run. Returns whether it was removed."""
+    """Remove a run dir holding only what Hydra writes before the job starts (.hydra/, <job>.log), the run dir's
+    lock and the logger's folder (wandb/: a run that never trained): a run that failed on its config or data leaves
+    no empty folder that looks like a run. Returns whether it was removed."""
     run_dir = Path(run_dir)
     try:
         entries = {p.name for p in run_dir.iterdir()}
     except OSError:
         return False
-    if not entries <= {".hydra", "train.log", "stage.log", ".lock"}:
+    if not entries <= {".hydra", "train.log", "stage.log", ".lock", "wandb"}:
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
@@ -302,7 +303,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         record = run(cfg, run_dir)
-    except (ConfigError, DataMissingError, SNLIFormatError, UnsafeFileError) as error:  # refused before training
+    except (ConfigError, DataMissingError, SNLIFormatError, UnsafeFileError, LoggerError) as error:  # refused
         remove_if_empty(run_dir)
         _fail(error)
     except (RunMismatchError, CheckpointError, records.RecordError, RunDirInUse) as error:  # a message

@@ -296,3 +296,28 @@ def test_a_trickling_server_meets_the_overall_deadline_and_the_lock_is_released(
     assert time.monotonic() - start < 6  # (without a deadline: 300 s)
     assert not dest.exists() and (tmp_path / "cache" / "file.bin.part").stat().st_size > 0  # kept: resumed later
     assert not (tmp_path / "cache" / "file.bin.lock").exists()  # released: the next process does not wait
+
+
+def test_an_html_page_for_the_glove_zip_is_a_clear_error_and_leaves_nothing(odd_server, tmp_path):
+    """Served with status 200: it was kept in the cache as glove.6B.zip (every later run failed the same way), the
+    run died on BadZipFile with a traceback, and an empty run dir was left."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    done = run_train("experiment=smoke_snli", "logger=wandb", f"hydra.run.dir={run}", f"data_dir={data}",
+                     f"results_dir={tmp_path}/results", "embeddings.path=null",
+                     f"embeddings.url={odd_server}/html/glove.6B.zip", "embeddings.member=glove.6B.50d.txt")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{odd_server}/html/glove.6B.zip sent an HTML page, not a zip archive" in done.stderr
+    assert "Traceback" not in done.stderr and "BadZipFile" not in done.stderr
+    assert not list(data.rglob("glove.6B.zip*")) and not run.exists()
+
+
+def test_wandb_online_without_credentials_is_one_line_and_leaves_no_run_dir(tmp_path):
+    home = tmp_path / "home"  # no ~/.netrc login
+    home.mkdir()
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "", "HOME": str(home), "NETRC": str(home / ".netrc")}
+    run = tmp_path / "run"
+    done = run_train("experiment=smoke_snli", "logger=wandb_online", f"hydra.run.dir={run}",
+                     f"results_dir={tmp_path}/results", env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: logger=wandb_online needs W&B credentials")
+    assert "Traceback" not in done.stderr and not run.exists()
