@@ -18,7 +18,7 @@ resolved config less the same keys) is stored in every checkpoint; resuming a ch
 Exit codes: 0 with a record; 2 refused with one line on stderr (a config value, data, a checkpoint, the run dir),
 checked before training where possible (``validate_config``, the ``Preflight`` Hydra callback); 3 diverged
 (non-finite loss or validation metric: no record, the last good checkpoint kept); 128 + N stopped by signal N
-after a checkpoint (the same command continues).
+after a checkpoint, or at once during the data setup (the same command continues).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ What it does, in order:
    wall time (0: off), and at the end of every epoch, written atomically (``tasks/files.py``);
    SIGTERM / SIGUSR1 / SIGUSR2 (preemption, a scheduler's time limit, ``kill``) are caught: the step under way
    finishes, a checkpoint is written, then the process exits (``Preempted``) or, when the job was started by
-   submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it;
+   submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it. During
+   the task's setup (a data download can take hours) such a signal stops the run at once, with no record;
 4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
    ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1; with ``lr_decay.start_at``, OpenNMT-py 0.x's rule:
    every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience``
@@ -269,10 +270,12 @@ class TrainingDiverged(RuntimeError):
 class Preempted(Exception):
     """Training stopped on a signal (SIGTERM, SIGUSR1/2) after writing a checkpoint; the same command continues."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, in_setup: bool = False):
         self.signum, self.step = signum, step
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}: checkpoint written, run the same "
-                         "command to continue")
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} during the setup (data, model), before training: nothing was trained, "
+                         f"no record written; run the same command to start again" if in_setup else
+                         f"stopped by {name} at step {step}: checkpoint written, run the same command to continue")
 
 
 PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16,
@@ -325,6 +328,7 @@ class Trainer:
         self.on_step = on_step  # test hook: called after every optimizer step with the global step
         self.identity = identity  # what makes this run this run (tasks/train.py); checked on resume
         self.signal: int | None = None  # the signal received, handled at the next step boundary
+        self.in_setup = False  # during setup() a signal stops at once: a download has no step boundary
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -446,6 +450,8 @@ class Trainer:
 
     # -- signals (preemption, time limits) --------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
+        if self.in_setup:  # the data may take hours to fetch and nothing is lost: stop now (the download's lock and
+            raise Preempted(signum, 0, in_setup=True)  # temporary files are released by their finally blocks)
         if self.signal is None:
             log.warning(f"{signal.Signals(signum).name} received: finishing this step, then checkpoint")
         self.signal = signum
@@ -486,7 +492,16 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Seeds, device, the task's data, model, optimizer, scheduler; then the resume from ``last.pt``."""
+        """Seeds, device, the task's data, model, optimizer, scheduler; then the resume from ``last.pt``. A signal
+        (SIGTERM...) during the task's setup stops it at once (``Preempted``): nothing to checkpoint yet."""
+        self.in_setup = True
+        try:
+            self._setup()
+        finally:
+            self.in_setup = False
+        self.handle_signal()  # (a signal between the setup's end and here: a checkpoint, then stop)
+
+    def _setup(self) -> None:
         cfg, task = self.cfg, self.task
         seed_everything(self.seed)
         set_threads(cfg["threads"])

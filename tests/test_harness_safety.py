@@ -321,3 +321,31 @@ def test_wandb_online_without_credentials_is_one_line_and_leaves_no_run_dir(tmp_
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: logger=wandb_online needs W&B credentials")
     assert "Traceback" not in done.stderr and not run.exists()
+
+
+# -- SIGTERM while the data is fetched ---------------------------------------------------------------------------
+def test_sigterm_during_the_data_setup_stops_the_run_at_once(tmp_path):
+    """The handler was installed before the task's setup: "finishing this step" was logged and the download went
+    on; only SIGKILL stopped it."""
+    import signal
+    import time
+
+    from tasks.trainer import Preempted
+
+    task = make_task("softmax")
+    fetched = []
+
+    def slow_setup():  # a download: SIGTERM arrives after its first second
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(50):
+            time.sleep(0.1)
+            fetched.append(1)
+
+    task.setup = slow_setup
+    before = signal.getsignal(signal.SIGTERM)
+    start = time.monotonic()
+    with pytest.raises(Preempted, match="stopped by SIGTERM during the setup.*nothing was trained") as info:
+        Trainer(task, CFG, tmp_path / "run", seed=1).fit()
+    assert info.value.signum == signal.SIGTERM and time.monotonic() - start < 3 and len(fetched) < 50
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
