@@ -206,6 +206,24 @@ def load_checkpoint_file(path: str | os.PathLike, remedy: str = "") -> dict:
     return state
 
 
+def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike, remedy: str) -> None:
+    """``model.load_state_dict(state["model"])``; a checkpoint of another model (other parameter names or shapes:
+    another code version, another model config) is a ``CheckpointError`` naming the file, the first differences
+    and ``remedy``, not torch's multi-line traceback."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        if "state_dict" not in str(error):
+            raise
+        saved, wanted = state["model"], model.state_dict()
+        missing, unexpected = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+        shapes = sorted(k for k in set(saved) & set(wanted) if getattr(saved[k], "shape", None) != wanted[k].shape)
+        shown = "; ".join(f"{what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}" for what, keys in (
+            ("missing", missing), ("unexpected", unexpected), ("other shape", shapes)) if keys)
+        raise CheckpointError(f"{path} holds another model than this code builds ({shown}): written by another "
+                              f"code version or model config. {remedy}".rstrip()) from None
+
+
 def _describe_os_error(error: OSError) -> str:
     return os.strerror(error.errno) if error.errno else str(error)
 
@@ -361,7 +379,9 @@ class Trainer:
                 f"cannot be checked, and resuming it under other settings would mix two runs. Continue it anyway "
                 f"with trainer.resume_unchecked=true (only if the settings are those it was made with), or start "
                 f"over with trainer.resume=false.")
-        self.model.load_state_dict(state["model"])
+        load_model_state(self.model, state, path,
+                         "Run it with the code and config that wrote it, or start this run over with "
+                         "trainer.resume=false (this overwrites its checkpoints).")
         self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -725,7 +745,8 @@ class Trainer:
             else:
                 valid = None
         if valid is None and self.progress.best_epoch >= 0:
-            self.model.load_state_dict(self.check_best_checkpoint()["model"])
+            load_model_state(self.model, self.check_best_checkpoint(), self.ckpt_dir / "best.pt",
+                             "Run it with the code and config that wrote it.")
             best_epoch = self.progress.best_epoch + 1
             best_step = self.progress.history[self.progress.best_epoch]["step"]
             valid = self.evaluate("valid")

@@ -349,3 +349,37 @@ def test_sigterm_during_the_data_setup_stops_the_run_at_once(tmp_path):
     assert info.value.signum == signal.SIGTERM and time.monotonic() - start < 3 and len(fetched) < 50
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
+# -- evaluate, checkpoints of another model ----------------------------------------------------------------------
+def test_evaluate_a_run_that_max_steps_ended_inside_its_first_epoch(tmp_path):
+    """It has a record (best_epoch null: the model at its last step), but no best.pt: "the run has not finished an
+    epoch yet" was the answer."""
+    import json
+
+    from tasks.evaluate import evaluate_run, main
+
+    run = tmp_path / "run"
+    done = run_train("experiment=smoke_snli", "trainer.max_steps=3", f"hydra.run.dir={run}",
+                     f"results_dir={tmp_path}/results")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (path,) = (tmp_path / "results" / "snli" / "softmax").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["best_epoch"] is None and not (run / "checkpoints" / "best.pt").exists()
+    result = evaluate_run(run)
+    assert result["checkpoint"] == "last.pt" and result["best_epoch"] is None
+    assert result["metrics"]["accuracy"] == pytest.approx(record["metrics"]["test"]["accuracy"])
+    (run / "checkpoints" / "last.pt").unlink()
+    assert main([str(run)]) == 2  # one line: no checkpoint of the scored model
+
+
+def test_a_checkpoint_of_another_model_names_the_file_and_the_way_out(tmp_path):
+    run = tmp_path / "run"
+    Trainer(make_task("softmax"), {**CFG, "epochs": 1}, run, seed=1).fit()
+    last = run / "checkpoints" / "last.pt"
+    state = load_tensors(last)
+    state["model"]["renamed.weight"] = state["model"].pop(next(iter(state["model"])))
+    torch.save(state, last)
+    with pytest.raises(CheckpointError, match=f"{last} holds another model than this code builds \\(missing: .*"
+                                              f"unexpected: renamed.weight\\).*trainer.resume=false"):
+        Trainer(make_task("softmax"), {**CFG, "epochs": 2}, run, seed=1).fit()
