@@ -366,6 +366,8 @@ def test_evaluate_a_run_that_max_steps_ended_inside_its_first_epoch(tmp_path):
     (path,) = (tmp_path / "results" / "snli" / "softmax").glob("*.json")
     record = json.loads(path.read_text())
     assert record["best_epoch"] is None and not (run / "checkpoints" / "best.pt").exists()
+    environment = record["environment"]  # what tells two machines' numbers apart (the CPU's vector instructions)
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and environment["cpu"]
     result = evaluate_run(run)
     assert result["checkpoint"] == "last.pt" and result["best_epoch"] is None
     assert result["metrics"]["accuracy"] == pytest.approx(record["metrics"]["test"]["accuracy"])
