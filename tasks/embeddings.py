@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,11 @@ def read_glove(path: str | os.PathLike, wanted: set[str] | None = None, dim: int
     keys = None if wanted is None else set(wanted) | {w.lower() for w in wanted}
     vectors: dict[str, torch.Tensor] = {}
     if path.suffix == ".pt":
-        table = load_tensors(path)  # never runs code from the file (a cache in a shared data dir)
+        try:
+            table = load_tensors(path)  # never runs code from the file (a cache in a shared data dir)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:  # damaged (UnsafeFileError: raised)
+            raise DataMissingError(f"{path} cannot be read ({type(error).__name__}): delete it, it is rebuilt from "
+                                   f"the GloVe text file") from None
         rows = table.get("vectors") if isinstance(table, dict) else None
         words = table.get("words") if isinstance(table, dict) else None
         if not (torch.is_tensor(rows) and rows.dim() == 2 and isinstance(words, list) and len(words) == len(rows)):

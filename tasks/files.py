@@ -126,9 +126,9 @@ def _allowed_globals() -> list:
 
 
 def load_tensors(path: str | os.PathLike, map_location="cpu"):
-    """``torch.load(path, weights_only=True)`` with numpy's arrays allowed: a file holding anything else (a
-    pickle planted to run a command, an object of some class) is an ``UnsafeFileError`` naming the file and what
-    it holds, raised before any of it runs. Other failures (a damaged file) are torch's errors, unchanged."""
+    """``torch.load(path, weights_only=True)`` with numpy's arrays allowed: nothing in the file ever runs. A file
+    naming any other callable or class (a pickle planted to run a command) is an ``UnsafeFileError`` naming the
+    file and what it names. Other failures (a damaged file, random bytes) are torch's errors, unchanged."""
     import pickle
 
     import torch
@@ -142,7 +142,9 @@ def load_tensors(path: str | os.PathLike, map_location="cpu"):
         found = ""
         with contextlib.suppress(Exception):  # zip-format files only
             found = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:5])
-        found = found or _first_global(str(error)) or "a pickle that torch refuses to load safely"
+        found = found or _first_global(str(error))
+        if not found:  # no callable named: damaged (random bytes, an unknown opcode), refused all the same
+            raise
         raise UnsafeFileError(
             f"{path} holds Python objects, not only tensors and plain containers ({found}): not "
             f"loaded, since loading it could run code planted in it. The harness never writes such a file: "

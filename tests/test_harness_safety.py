@@ -25,22 +25,33 @@ class Planted:
         return os.system, (f"touch {self.marker}",)
 
 
-def plant(path: Path, marker: Path, zip_format: bool = True) -> Path:
+def plant(path: Path, marker: Path, protocol: int | None = None) -> Path:
+    """``torch.save`` of a payload holding ``Planted`` (``protocol`` given: a bare pickle, torch's legacy format)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": {}, "words": ["the"], "vectors": torch.zeros(1, 4), "items": [], "x": Planted(marker)}
-    if zip_format:
+    if protocol is None:
         torch.save(payload, path)
-    else:  # a bare pickle (torch's legacy format is one too)
-        path.write_bytes(pickle.dumps(payload))
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=protocol))
     return path
 
 
-@pytest.mark.parametrize("zip_format", [True, False], ids=["torch.save", "pickle"])
-def test_a_planted_pickle_never_runs(tmp_path, zip_format):
+@pytest.mark.parametrize("protocol", [None, 2], ids=["torch.save", "pickle"])
+def test_a_planted_pickle_never_runs(tmp_path, protocol):
     marker = tmp_path / "ran"
-    path = plant(tmp_path / "x.pt", marker, zip_format)
-    with pytest.raises(UnsafeFileError, match=f"{path}.*not loaded.*delete it"):
+    path = plant(tmp_path / "x.pt", marker, protocol)
+    named = "posix.system" if protocol is None else r"torch.storage._load_from_bytes"  # the first refused name
+    with pytest.raises(UnsafeFileError, match=f"{path} holds Python objects.*\\({named}\\): not loaded.*delete it"):
         load_tensors(path)
+    assert not marker.exists()
+
+
+def test_a_planted_pickle_torch_cannot_even_parse_never_runs(tmp_path):
+    """Protocol 4 (opcodes torch's safe unpickler does not read): refused as a damaged file, and nothing runs."""
+    marker = tmp_path / "ran"
+    last = plant(tmp_path / "run" / "checkpoints" / "last.pt", marker, protocol=4)
+    with pytest.raises(CheckpointError, match=f"{last} is damaged"):
+        Trainer(make_task("softmax"), CFG, tmp_path / "run", seed=1).fit()
     assert not marker.exists()
 
 
