@@ -20,7 +20,9 @@ could be edited while stale compiled kernels kept running.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ._numba import njit  # numba.njit whose disk cache never stops an import or a call (read-only, damaged)
 
 # ---------------------------------------------------------------- row algorithms (plain Python, see above)
 

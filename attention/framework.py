@@ -58,11 +58,12 @@ def _omega_rows(y, lengths, name, params):
         p = check_parameter("p", name, _param(name, params, "p"), positive=True, low=1.0, high=2.0)
         return 0.5 * y.abs().pow(p).sum(-1).pow(2.0 / p), None
     if name == "entmax":
-        alpha = _param(name, params, "alpha")
-        if isinstance(alpha, torch.Tensor):
-            raise TypeError("entmax: a tensor alpha is for attention.entmax (learnable α); the regularizer and "
-                            "max_omega take a number")
-        alpha = functions._check_alpha(alpha)
+        alpha = functions._check_alpha(_param(name, params, "alpha"))
+        if isinstance(alpha, torch.Tensor):  # 0-d or one per row (``regularizer``): learnable α
+            alpha = alpha.to(y.dtype)
+            a = alpha.unsqueeze(-1) if alpha.dim() else alpha
+            powered = torch.where(y != 0, torch.where(y != 0, y.abs(), 1).pow(a), 0)  # 0^α = 0, with no nan in d/dα
+            return (powered.sum(-1) - 1) / (alpha * (alpha - 1)), None
         return (y.abs().pow(alpha).sum(-1) - 1) / (alpha * (alpha - 1)), None
     value = 0.5 * (y * y).sum(-1)
     if name in ("fusedmax", "oscarmax"):
@@ -74,7 +75,8 @@ def regularizer(weights: torch.Tensor, name: str, dim: int = -1, mask: torch.Ten
                 **params) -> torch.Tensor:
     """Ω(y) of each slice of ``weights`` along ``dim`` (γ not included): negative entropy, ½‖y‖², ½‖y‖² + λ TV,
     ½‖y‖² + λ Σ_{i<j} max(|y_i|, |y_j|), ½‖y‖_p², or the Tsallis (Σ y^α - 1) / (α(α-1)); the parameters
-    (``lam``, ``p``, ``alpha``) as for the mapping, with its defaults. Masked entries are left out, as in the
+    (``lam``, ``p``, ``alpha``) as for the mapping, with its defaults (a tensor λ or α: one per slice, learnable).
+    Masked entries are left out, as in the
     mappings; a slice with no unmasked entry gives 0."""
     if name not in MAPPINGS:
         raise unknown_name(name)
@@ -82,6 +84,8 @@ def regularizer(weights: torch.Tensor, name: str, dim: int = -1, mask: torch.Ten
     if unknown:
         raise TypeError(f"regularizer({name!r}): unexpected parameters {sorted(unknown)}")
     rows = to_rows(weights, dim, mask, f"regularizer({name})")
+    if isinstance(params.get("alpha"), torch.Tensor):  # one per row, broadcast as the mapping takes it
+        params = {**params, "alpha": rows.per_row(params["alpha"], "alpha")}
     y = rows.values
     valid = torch.arange(y.shape[-1], device=y.device) < rows.lengths.unsqueeze(-1)
     y = torch.where(valid, y, 0)
@@ -125,6 +129,9 @@ def max_omega(scores: torch.Tensor, name: str, dim: int = -1, gamma: float | tor
             "gradient of max_Ω; use variant='exact'"
         )
     gamma = check_parameter("gamma", name, gamma, positive=True)
+    if isinstance(params.get("alpha"), torch.Tensor):  # (its ∂/∂α is not implemented here)
+        raise TypeError("max_omega: alpha must be a number; a tensor (learnable) α works in attention.entmax, "
+                        "attention.regularizer and the Fenchel–Young loss")
     y = MAPPINGS[name](scores, dim=dim, gamma=gamma, mask=mask, **params)
     omega_params = {k: v for k, v in params.items() if k != "variant"}
     rows = to_rows(y.detach(), dim, mask, f"max_omega({name})")

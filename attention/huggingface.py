@@ -163,6 +163,29 @@ def _is_attention(module: nn.Module) -> bool:
     return _uses_interface[cls]
 
 
+def check(model: nn.Module) -> nn.Module:
+    """``model``, when its attention goes through transformers' attention interface; otherwise a
+    ``NotImplementedError`` naming the first attention module class that computes softmax attention itself (Bloom,
+    MPT and Falcon in transformers 5: ``attn_implementation=<registered name>`` is accepted there and silently runs
+    softmax). A module named ``*Attention*`` that wraps one calling the interface (BERT's ``BertAttention``) passes;
+    a model with no module calling the interface is a ``ValueError``.
+    Called by ``add_parameters``; call it after loading any model whose family is not listed in the README."""
+    calling = [path for path, module in model.named_modules() if _is_attention(module)]
+    for path, module in model.named_modules():
+        if "attention" not in type(module).__name__.lower() or _is_attention(module):
+            continue
+        if any(inner.startswith(f"{path}.") for inner in calling) or not path:
+            continue  # a wrapper around one that calls the interface (or the model itself)
+        raise NotImplementedError(
+            f"attention.huggingface: {path} ({_describe(module)}) computes its attention itself, not through "
+            f"transformers' attention interface, so a registered mapping never runs there (softmax does, "
+            f"silently); use a model family whose attention goes through the interface (see attention/README.md)")
+    if not calling:  # (not a transformers model at all, e.g. a bare nn.Module)
+        raise ValueError(f"attention.huggingface: found no module of {type(model).__name__} that calls "
+                         "transformers' AttentionInterface: a registered mapping would never run")
+    return model
+
+
 def _num_heads(module: nn.Module, path: str) -> int:
     for attr in ("num_heads", "num_attention_heads", "n_heads", "n_head"):
         if isinstance(getattr(module, attr, None), int):
@@ -186,6 +209,7 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
     wanted = [key for key, on in (("gamma", learn_gamma), ("lam", learn_lam), ("alpha", learn_alpha)) if on]
     if not wanted:
         raise ValueError("attention.huggingface.add_parameters: ask for learn_gamma, learn_lam and/or learn_alpha")
+    check(model)  # a family that bypasses the interface would learn parameters that nothing uses
     default = getattr(getattr(model, "config", None), "_attn_implementation", None)
     changed = []
     for path, module in model.named_modules():

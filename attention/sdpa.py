@@ -45,6 +45,9 @@ def split_float_mask(attn_mask, dtype):
     γ < 1 overflows to inf). ``finfo`` is that of the narrower of the mask's and the scores' types, so a mask
     written with the model's ``finfo(float16).min`` also counts in float32. nan stays unmasked (and is reported).
     """
+    if not attn_mask.is_floating_point():  # (torch refuses them too; read as additive, a 0/1 mask would mask nothing)
+        raise TypeError(f"attn_mask must be bool (True takes part in attention) or floating (added to the scores), "
+                        f"not {attn_mask.dtype}: for a 0/1 integer mask pass attn_mask.bool()")
     threshold = max(torch.finfo(attn_mask.dtype).min, torch.finfo(dtype).min) / 2
     allowed = ~(attn_mask <= threshold)
     return allowed, torch.where(allowed, attn_mask, 0)

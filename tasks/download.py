@@ -13,6 +13,10 @@
   whole file, which restarts it); a resumed file whose checksum does not match is downloaded again from scratch.
   One process downloads a file at a time (a lock file beside it): the jobs of a sweep that start together wait
   for the first one instead of downloading the same file twelve times.
+* Every download has an overall deadline besides the read timeout (a server that sends a byte every few seconds
+  never trips a 30 s read timeout): ``deadline`` seconds, by default ``DATA_DEADLINE_S`` from the environment or
+  3600. Past it the transfer stops with a ``DataMissingError``; what arrived is kept in ``dest.part`` and the next
+  ``fetch`` resumes it. The lock beside ``dest`` is released on any failure, so the rest of a sweep does not wait.
 * ``DATA_OFFLINE=1`` in the environment: never download (compute nodes without internet); a missing file is a
   ``DataMissingError`` at once that says to stage the data first (``make data TASK=...``, tasks/stage.py).
 * ``obtain`` finds a file by name in local folders (a mirror such as ``../shared/data``, any folder: used as they
@@ -36,6 +40,7 @@ import logging
 import os
 import shutil
 import tarfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -48,6 +53,8 @@ from .files import atomic_open, move_into_place
 
 CHUNK = 1 << 20
 OFFLINE_ENV = "DATA_OFFLINE"
+DEADLINE_ENV = "DATA_DEADLINE_S"
+DEFAULT_DEADLINE_S = 3600.0
 log = logging.getLogger(__name__)
 
 
@@ -103,11 +110,13 @@ def fetch(
     timeout: float = 30.0,
     progress: bool = True,
     hint: str = "",
+    deadline: float | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` (cached, verified, atomic, resumable) and return ``dest`` as a ``Path``.
 
     ``mirrors``: base URLs tried before the canonical host (see ``with_mirror``); a string is one mirror.
     ``hint``: one more line for the ``DataMissingError`` message (e.g. "or set task.data.root=DIR").
+    ``deadline``: seconds for each source's whole transfer (None: ``DATA_DEADLINE_S``, else 3600).
     """
     dest = Path(dest)
     if dest.exists():
@@ -118,6 +127,7 @@ def fetch(
     if isinstance(mirrors, str):
         mirrors = [mirrors]
     sources = [with_mirror(url, m) for m in (mirrors or ()) if m] + [url]
+    deadline = download_deadline() if deadline is None else float(deadline)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(dest):
         if dest.exists():  # another process downloaded it while this one waited
@@ -126,10 +136,10 @@ def fetch(
         errors = []
         for source in sources:
             try:
-                resumed = _download(source, part, desc or dest.name, timeout, progress)
+                resumed = _download(source, part, desc or dest.name, timeout, progress, deadline)
                 if resumed and sha256 is not None and sha256sum(part) != sha256.lower():
                     part.unlink()  # the kept part may be of another file: once more from scratch
-                    _download(source, part, desc or dest.name, timeout, progress)
+                    _download(source, part, desc or dest.name, timeout, progress, deadline)
                 if sha256 is not None and (got := sha256sum(part)) != sha256.lower():
                     part.unlink()
                     raise ChecksumError(
@@ -143,6 +153,18 @@ def fetch(
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
                 errors.append(f"{source}: {error!r}")  # (HTTPError is a URLError; a cut transfer keeps its part)
     raise DataMissingError(missing_message(dest, url, "; ".join(errors), hint))
+
+
+def download_deadline() -> float:
+    """Seconds a download may take in all: ``DATA_DEADLINE_S`` from the environment, else 3600."""
+    value = os.environ.get(DEADLINE_ENV, "").strip()
+    try:
+        seconds = float(value) if value else DEFAULT_DEADLINE_S
+    except ValueError:
+        raise DataMissingError(f"{DEADLINE_ENV}={value!r}: must be a number of seconds") from None
+    if not seconds > 0:
+        raise DataMissingError(f"{DEADLINE_ENV}={value!r}: must be a number of seconds > 0")
+    return seconds
 
 
 def _verified(dest: Path, sha256: str | None, url: str) -> Path:
@@ -176,9 +198,12 @@ def _locked(dest: Path):
         os.close(fd)
 
 
-def _download(url: str, part: Path, desc: str, timeout: float, progress: bool) -> bool:
+def _download(url: str, part: Path, desc: str, timeout: float, progress: bool,
+              deadline: float = DEFAULT_DEADLINE_S) -> bool:
     """Append to ``part`` from where it stops (HTTP Range), or write it whole; True when it resumed. A short
-    transfer raises ``OSError`` and keeps ``part`` for the next try."""
+    transfer, or one still going after ``deadline`` seconds, raises ``OSError`` and keeps ``part`` for the next
+    try. Reads return what has arrived (``read1``): a trickle cannot hold one read for hours."""
+    stop_at = time.monotonic() + deadline
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "structured-attention/0.1"}
     if have:
@@ -189,7 +214,7 @@ def _download(url: str, part: Path, desc: str, timeout: float, progress: bool) -
         if error.code != 416 or not have:  # 416: the range starts past the end: the part is not of this file
             raise
         part.unlink()
-        return _download(url, part, desc, timeout, progress)
+        return _download(url, part, desc, timeout, progress, deadline)
     with response:
         status = getattr(response, "status", None)
         resumed = bool(have) and status == 206 and str(response.headers.get("Content-Range", "")).startswith(
@@ -202,10 +227,15 @@ def _download(url: str, part: Path, desc: str, timeout: float, progress: bool) -
         with open(part, "ab" if resumed else "wb") as out, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                 disable=not progress, leave=False) as bar:
-            for chunk in iter(lambda: response.read(CHUNK), b""):
+            read = getattr(response, "read1", response.read)
+            for chunk in iter(lambda: read(CHUNK), b""):
                 out.write(chunk)
                 written += len(chunk)
                 bar.update(len(chunk))
+                if time.monotonic() > stop_at:
+                    raise OSError(f"no complete download after the deadline of {deadline:g} s ({have + written:,} "
+                                  f"bytes so far, kept in {part}: the next try resumes it; {DEADLINE_ENV}=SECONDS "
+                                  f"sets the deadline)")
         if length is not None and written != int(length):
             raise OSError(f"truncated download: {have + written} of {total} bytes (kept in {part}: the next try "
                           "resumes it)")

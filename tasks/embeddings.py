@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .download import DataMissingError, fetch, open_text
-from .files import atomic_open, atomic_write
+from .files import atomic_open, atomic_write, load_tensors
 from .vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,19 @@ def read_glove(path: str | os.PathLike, wanted: set[str] | None = None, dim: int
     keys = None if wanted is None else set(wanted) | {w.lower() for w in wanted}
     vectors: dict[str, torch.Tensor] = {}
     if path.suffix == ".pt":
-        table = torch.load(path, weights_only=False)
-        rows = table["vectors"]
+        try:
+            table = load_tensors(path)  # never runs code from the file (a cache in a shared data dir)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:  # damaged (UnsafeFileError: raised)
+            raise DataMissingError(f"{path} cannot be read ({type(error).__name__}): delete it, it is rebuilt from "
+                                   f"the GloVe text file") from None
+        rows = table.get("vectors") if isinstance(table, dict) else None
+        words = table.get("words") if isinstance(table, dict) else None
+        if not (torch.is_tensor(rows) and rows.dim() == 2 and isinstance(words, list) and len(words) == len(rows)):
+            raise DataMissingError(f"{path} is not a parsed GloVe table ({{'words': [...], 'vectors': (n, dim)}}): "
+                                   f"delete it, it is rebuilt from the GloVe text file")
         if dim is not None and rows.shape[1] != dim:
             raise ValueError(f"{path}: vectors of {rows.shape[1]} dimensions, expected {dim}")
-        for i, word in enumerate(table["words"]):
+        for i, word in enumerate(words):
             if (keys is None or word in keys) and word not in vectors:
                 vectors[word] = rows[i].clone()
         return vectors
@@ -128,6 +137,29 @@ def embedding_matrix(vocab: Vocab, vectors: dict[str, torch.Tensor], dim: int, o
     return weight, {"found": found, "oov": len(vocab) - 4 - found, "coverage": found / words}
 
 
+def check_archive(path: Path, url: str) -> None:
+    """A downloaded ``.zip`` or ``.gz`` that is not one (a proxy's or a host's HTML error page served with status
+    200) is removed from the cache, so the next run downloads it again instead of failing the same way, and is a
+    ``DataMissingError`` saying what came instead."""
+    import zipfile
+
+    name = path.name.lower()
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if name.endswith(".zip"):
+        ok = zipfile.is_zipfile(path)
+    else:
+        ok = head[:2] == b"\x1f\x8b" if name.endswith(".gz") else True
+    if ok:
+        return
+    what = "an HTML page" if head.lstrip()[:1] == b"<" else f"{path.stat().st_size:,} bytes beginning {head[:16]!r}"
+    path.unlink()
+    raise DataMissingError(
+        f"{url} sent {what}, not a {name.rsplit('.', 1)[-1]} archive (an error page served as the file?); removed "
+        f"from the cache ({path}). Try again later, use a mirror (embeddings.mirror=URL), or point embeddings.path "
+        f"at a GloVe file you have.")
+
+
 def glove_file(cfg: dict, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
     """The parsed tensor file of the GloVe vectors an embeddings config names (see configs/embeddings/*.yaml):
     ``cfg["path"]`` when that file exists (a local copy: .txt, .txt.gz or .zip), else ``cfg["url"]`` downloaded
@@ -151,4 +183,5 @@ def glove_file(cfg: dict, cache_dir: str | os.PathLike, progress: bool = True) -
         text = fetch(url, Path(cache_dir) / url.rsplit("/", 1)[-1], sha256=cfg.get("sha256"),
                      mirrors=cfg.get("mirror") or (), progress=progress,
                      hint="or set embeddings.path=FILE (a GloVe .txt/.txt.gz/.zip you have), or embeddings.mirror=URL")
+        check_archive(text, url)
     return glove_tensor_file(text, cache_dir, member=member, dim=cfg.get("dim"))

@@ -4,9 +4,11 @@
 
 The task is rebuilt from the run dir's ``.hydra/config.yaml`` (the config the run was made with, its
 ``${hydra:...}`` values resolved against the run's own ``.hydra/hydra.yaml``), with ``key=value`` overrides on top;
-its ``setup()`` rebuilds the data and vocabulary, ``checkpoints/best.pt`` is loaded and ``task.evaluate(model,
-split)`` runs (``split=test`` by default; ``--split valid``). The result is printed and written to
-``<run dir>/evaluations/<split>[,<overrides>].json``; the run and its record are left as they are.
+its ``setup()`` rebuilds the data and vocabulary, the checkpoint of the model the run's record scored is loaded
+(``checkpoints/best.pt``, or ``last.pt`` when ``max_steps`` ended the run inside an epoch and the model at that
+step was evaluated: ``best_epoch`` null in the record) and ``task.evaluate(model, split)`` runs (``split=test`` by
+default; ``--split valid``). The result is printed and written to ``<run dir>/evaluations/<split>[,<overrides>].json``;
+the run and its record are left as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from omegaconf import OmegaConf
 from . import records
 from .files import atomic_write
 from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
-from .trainer import load_checkpoint_file, pick_device
+from .trainer import CheckpointError, load_checkpoint_file, load_model_state, pick_device
 
 
 def load_run_config(run_dir: str | os.PathLike, overrides=()) -> dict:
@@ -57,12 +59,12 @@ def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", 
                                    data_dir=config["data_dir"], _recursive_=False, _convert_="all")
     task.device = pick_device(device if device != "auto" else config.get("trainer", {}).get("device", "auto"))
     task.setup()
-    best = run_dir / "checkpoints" / "best.pt"
-    if not best.exists():
-        raise FileNotFoundError(f"{best} not found: the run has not finished an epoch yet")
-    state = load_checkpoint_file(best)
+    record = records.record_path(config["results_dir"], task.name, config["attention"]["name"], config["run_name"])
+    recorded = json.loads(record.read_text()) if record.exists() else None
+    checkpoint = scored_checkpoint(run_dir, recorded)
+    state = load_checkpoint_file(checkpoint)
     model = task.build_model()
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, checkpoint, "Evaluate it with the code and config that wrote it.")
     model.to(task.device).eval()
     with torch.no_grad():
         metrics = task.evaluate(model, split)
@@ -70,17 +72,31 @@ def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", 
                for k, v in metrics.items()}
     result = {"run_dir": str(run_dir.resolve()), "task": task.name, "attention": config["attention"]["name"],
               "split": split, "overrides": list(overrides), "best_epoch": int(state.get("epoch", -1)) + 1,
-              "metric": task.metric, "metrics": metrics, "git": records.git_info(), "finished": records.now()}
+              "metric": task.metric, "metrics": metrics, "git": records.git_info(), "finished": records.now(),
+              "checkpoint": checkpoint.name}
+    if checkpoint.name == "last.pt":  # the model at the run's last step: no epoch (as in its record)
+        result["best_epoch"] = recorded.get("best_epoch") if recorded else None
     name = re.sub(r"[/\\:*?\"<>| ]+", "_", ",".join([split, *overrides]))[:200]
     text = json.dumps(result, indent=2, default=str)
     out = atomic_write(run_dir / "evaluations" / f"{name}.json", text)
     result["path"] = str(out)
     # beside the run's record too, where the report finds it (tasks/report/runs.py: attach_evaluations)
-    record = records.record_path(config["results_dir"], task.name, config["attention"]["name"], config["run_name"])
     if record.exists():
         beside = atomic_write(records.evaluations_dir(record) / f"{name}.json", text)
         result["beside_record"] = str(beside)
     return result
+
+
+def scored_checkpoint(run_dir: Path, record: dict | None) -> Path:
+    """The checkpoint of the model a finished run's record scored: ``last.pt`` when the record says ``best_epoch``
+    null (``max_steps`` stopped inside an epoch and the model at that step was evaluated), else ``best.pt``."""
+    best, last = run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt"
+    if record is not None and record.get("best_epoch") is None and last.exists():
+        return last
+    if best.exists():
+        return best
+    raise FileNotFoundError(f"{best} not found{'' if record else ', and the run has no record'}: the run has not "
+                            f"finished (run its command again to continue it), or its checkpoints were moved")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
               "  e.g. task.extra_test_sets=[test_2017_flickr,test_2017_mscoco] (Multi30k's WMT17 test sets)",
               file=sys.stderr)
         return 0 if args else 2
-    result = evaluate_run(args[0], args[1:], split=split)
+    try:
+        result = evaluate_run(args[0], args[1:], split=split)
+    except (FileNotFoundError, CheckpointError) as error:  # one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps({k: result[k] for k in ("task", "attention", "split", "overrides", "metrics")}, indent=1,
                      default=str))
     print(f"written to {result['path']}" + (f" and {result['beside_record']}" if "beside_record" in result else ""))

@@ -35,6 +35,10 @@ RECORD_FILE = "record.json"
 SUMMARY_FIELDS = ("best_epoch", "epochs", "steps", "time_per_epoch_s", "wall_time_s", "started", "finished")
 
 
+class LoggerError(RuntimeError):
+    """The logger cannot start (W&B online without credentials); the message says what to set."""
+
+
 class WandbLogger:
     def __init__(self, run_dir: str | os.PathLike, config: dict, project: str = "structured-attention",
                  entity: str | None = None, mode: str = "offline", name: str | None = None,
@@ -46,14 +50,14 @@ class WandbLogger:
         os.environ.setdefault("WANDB_DISABLE_CODE", "true")
         import wandb
 
+        if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc_login()):
+            raise LoggerError("logger=wandb_online needs W&B credentials: set WANDB_API_KEY (or run `wandb login` "
+                               "once), or use logger=wandb (offline) / logger=none")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
         settings = wandb.Settings(silent=True, console="off", disable_git=True, disable_code=True,
                                   x_disable_stats=True, x_disable_machine_info=True, init_timeout=init_timeout)
-        if mode == "online" and not (os.environ.get("WANDB_API_KEY") or _has_netrc_login()):
-            raise RuntimeError("logger=wandb_online needs W&B credentials: set WANDB_API_KEY (or run `wandb login` "
-                               "once), or use logger=wandb (offline) / logger=none")
         self.run = wandb.init(project=project, entity=entity, name=name, group=group, tags=list(tags),
                               config=config, dir=str(run_dir), mode=mode, id=run_id, resume="allow",
                               settings=settings, reinit="finish_previous")

@@ -29,11 +29,15 @@ Keys (stable; the tables read them):
       "started": "2025-01-01T12:00:00+00:00", "finished": "...",   # ISO 8601, UTC
       "run_dir": "/abs/path/outputs/snli/fusedmax/seed=1",
       "host": "hostname",
-      "environment": {"python": "3.11.2", "platform": "Linux-...", "packages": {"torch": "2.13.0", ...}}
+      "environment": {"python": "3.11.2", "platform": "Linux-...", "packages": {"torch": "2.13.0", ...},
+                      "cpu": "AMD EPYC 7763 64-Core Processor", "cpu_capability": "AVX2"}
     }
 
 ``environment`` names the versions of what shapes a result beyond the code and the config (the numerics, the
-tokenizer, the metrics): two clean runs of one commit and one config that differ are told apart by it.
+tokenizer, the metrics) and the CPU: its model and the instruction set torch's CPU kernels were picked for
+(``torch.backends.cpu.get_cpu_capability()``: AVX512, AVX2, DEFAULT...), since floating-point sums vectorised
+differently round differently from the first step on. Two clean runs of one commit and one config that differ are
+told apart by it.
 """
 
 from __future__ import annotations
@@ -85,7 +89,30 @@ def environment() -> dict:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages}
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
+            "cpu": cpu_model(), "cpu_capability": cpu_capability()}
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name ("AMD EPYC 7763 64-Core Processor"): /proc/cpuinfo on Linux, else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def cpu_capability() -> str | None:
+    """The instruction set torch dispatches its CPU kernels to (AVX512, AVX2, DEFAULT, ...; None: torch absent)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 # ---- which settings make a run: one rule, read by the resume identity (tasks/train.py) and the report's grouping
@@ -96,7 +123,8 @@ def environment() -> dict:
 # checkpointed, threads and devices, evaluation-only extras (more test sets, DUC-2004) and evaluation batch sizes.
 NON_RESULT_KEYS = (
     "note", "run_name", "results_dir", "data_dir", "shared", "logger", "launcher", "hydra",
-    "trainer.progress", "trainer.threads", "trainer.resume", "trainer.log_every_steps", "trainer.signals",
+    "trainer.progress", "trainer.threads", "trainer.resume", "trainer.resume_unchecked",
+    "trainer.log_every_steps", "trainer.signals",
     "trainer.checkpoint_every_steps", "trainer.checkpoint_every_minutes", "trainer.device", "trainer.eval_test",
     "trainer.deterministic", "task.threads", "task.progress", "task.eval.save_attention", "task.attention_examples",
     "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "task.duc", "task.extra_test_sets",

@@ -18,7 +18,7 @@ resolved config less the same keys) is stored in every checkpoint; resuming a ch
 Exit codes: 0 with a record; 2 refused with one line on stderr (a config value, data, a checkpoint, the run dir),
 checked before training where possible (``validate_config``, the ``Preflight`` Hydra callback); 3 diverged
 (non-finite loss or validation metric: no record, the last good checkpoint kept); 128 + N stopped by signal N
-after a checkpoint (the same command continues).
+after a checkpoint, or at once during the data setup (the same command continues).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import records
 from .download import DataMissingError
-from .loggers import build_logger
+from .files import RunDirInUse, UnsafeFileError, run_dir_lock
+from .loggers import LoggerError, build_logger
 from .snli.data import SNLIFormatError
 from .trainer import LR_SCHEDULES, PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
 
@@ -119,7 +120,8 @@ CONFIG_RULES = {
     "trainer.threads": _INT_OR_NULL(1),
     "trainer.precision": (lambda v: str(v).lower() in PRECISIONS, "fp32, bf16 or fp16"),
     "trainer.device": (lambda v: v in (None, "auto") or _parses_as_device(v), "auto, cpu, cuda or cuda:N"),
-    **{f"trainer.{k}": _BOOL for k in ("resume", "progress", "deterministic", "eval_test")},
+    **{f"trainer.{k}": _BOOL for k in ("resume", "resume_unchecked", "progress", "deterministic",
+                                                  "eval_test")},
     "task.batch_size": _INT(1), "task.eval_batch_size": _INT(1), "task.*.batch_size": _INT(1),
     "task.threads": _INT_OR_NULL(1),
     "task.model.dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -185,14 +187,15 @@ def validate_config(config: dict) -> None:
 
 
 def remove_if_empty(run_dir: str | os.PathLike) -> bool:
-    """Remove a run dir holding only what Hydra writes before the job starts (.hydra/, <job>.log): a run that
-    failed on its config or data leaves no empty folder that looks like a run. Returns whether it was removed."""
+    """Remove a run dir holding only what Hydra writes before the job starts (.hydra/, <job>.log), the run dir's
+    lock and the logger's folder (wandb/: a run that never trained): a run that failed on its config or data leaves
+    no empty folder that looks like a run. Returns whether it was removed."""
     run_dir = Path(run_dir)
     try:
         entries = {p.name for p in run_dir.iterdir()}
     except OSError:
         return False
-    if not entries <= {".hydra", "train.log", "stage.log"}:
+    if not entries <= {".hydra", "train.log", "stage.log", ".lock", "wandb"}:
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
@@ -263,30 +266,31 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
     attention_cfg = config["attention"]
     task = hydra.utils.instantiate(cfg.task, attention=attention_cfg, seed=cfg.seed, data_dir=cfg.data_dir,
                                    _recursive_=False, _convert_="all")
-    logger = build_logger(config.get("logger"), run_dir, config,
-                          name=f"{task.name}/{attention_cfg['name']}/{cfg.run_name}")
-    exit_code = 1
-    try:
-        trainer = Trainer(task, config["trainer"], run_dir, seed=cfg.seed, logger=logger, on_step=on_step,
-                          identity=run_identity(config))
-        summary = trainer.fit()
-        record = records.make_record(
-            task=task.name, attention=attention_cfg, run=cfg.run_name, seed=cfg.seed, metric=task.metric,
-            summary=summary, config=config, started=started, wall_time_s=time.perf_counter() - start,
-            run_dir=run_dir)
-        record = records.finite_json(record)  # the same strict JSON for the file and for the logger
-        path = records.write_record(records.record_path(cfg.results_dir, task.name, attention_cfg["name"],
-                                                        cfg.run_name), record)
-        log.info(f"record: {path}")
-        logger.record(record)  # W&B: the summary and record.json, so that W&B sees what the record says
-        exit_code = 0
-    finally:
+    with run_dir_lock(run_dir):  # before the logger writes there; held until the record is written
+        logger = build_logger(config.get("logger"), run_dir, config,
+                              name=f"{task.name}/{attention_cfg['name']}/{cfg.run_name}")
+        exit_code = 1
         try:
-            logger.finish(exit_code=exit_code)  # a killed or failed run is marked so; its logs are kept
-        except Exception as error:  # (W&B's service killed with the job): never hides why the run stopped
-            if exit_code == 0:
-                raise
-            log.warning(f"the logger could not be closed: {error!r}")
+            trainer = Trainer(task, config["trainer"], run_dir, seed=cfg.seed, logger=logger, on_step=on_step,
+                              identity=run_identity(config))
+            summary = trainer.fit()
+            record = records.make_record(
+                task=task.name, attention=attention_cfg, run=cfg.run_name, seed=cfg.seed, metric=task.metric,
+                summary=summary, config=config, started=started, wall_time_s=time.perf_counter() - start,
+                run_dir=run_dir)
+            record = records.finite_json(record)  # the same strict JSON for the file and for the logger
+            path = records.write_record(records.record_path(cfg.results_dir, task.name, attention_cfg["name"],
+                                                            cfg.run_name), record)
+            log.info(f"record: {path}")
+            logger.record(record)  # W&B: the summary and record.json, so that W&B sees what the record says
+            exit_code = 0
+        finally:
+            try:
+                logger.finish(exit_code=exit_code)  # a killed or failed run is marked so; its logs are kept
+            except Exception as error:  # (W&B's service killed with the job): never hides why the run stopped
+                if exit_code == 0:
+                    raise
+                log.warning(f"the logger could not be closed: {error!r}")
     return record
 
 
@@ -307,10 +311,10 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         record = run(cfg, run_dir)
-    except (ConfigError, DataMissingError, SNLIFormatError) as error:  # refused before training
+    except (ConfigError, DataMissingError, SNLIFormatError, UnsafeFileError, LoggerError) as error:  # refused
         remove_if_empty(run_dir)
         _fail(error)
-    except (RunMismatchError, CheckpointError, records.RecordError) as error:  # a message, not a traceback
+    except (RunMismatchError, CheckpointError, records.RecordError, RunDirInUse) as error:  # a message
         _fail(error)
     except TrainingDiverged as error:  # no record; the last good checkpoint is kept
         _fail(error, code=3)

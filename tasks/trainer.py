@@ -18,7 +18,8 @@ What it does, in order:
    wall time (0: off), and at the end of every epoch, written atomically (``tasks/files.py``);
    SIGTERM / SIGUSR1 / SIGUSR2 (preemption, a scheduler's time limit, ``kill``) are caught: the step under way
    finishes, a checkpoint is written, then the process exits (``Preempted``) or, when the job was started by
-   submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it;
+   submitit (``launcher=slurm|submitit_local``), submitit requeues it; the same command continues it. During
+   the task's setup (a data download can take hours) such a signal stops the run at once, with no record;
 4. after each epoch: ``task.evaluate(model, "valid")``; the best model (on ``task.metric``, maximised) is saved to
    ``best.pt``; LR decay on plateau (``lr_decay.factor`` < 1; with ``lr_decay.start_at``, OpenNMT-py 0.x's rule:
    every epoch from ``start_at`` or from the first epoch without improvement); early stopping after ``patience``
@@ -38,6 +39,8 @@ Faults (each a clear error, never a wrong record):
   best epoch itself, a missing, damaged or older ``best.pt`` (a kill between the two writes) is rewritten from it;
   otherwise such a ``best.pt`` stops the resume (not after more training) and the final evaluation; a damaged
   ``last.pt`` names the file and the way out;
+- two processes on one run dir: ``fit`` holds ``<run dir>/.lock`` (``tasks.files.run_dir_lock``); a second one
+  gets ``RunDirInUse`` naming the folder and the holder's pid before anything is read or written;
 - writes: checkpoints are fsync'd before the rename; a full disk or read-only folder is a ``CheckpointError``
   saying so, the previous checkpoint kept; ``*.tmp-<pid>`` files of dead processes are removed at start.
 
@@ -64,7 +67,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.files import atomic_open, remove_orphan_temporaries
+from tasks.files import UnsafeFileError, atomic_open, load_tensors, remove_orphan_temporaries, run_dir_lock
 
 from .config import config_defaults
 
@@ -184,12 +187,15 @@ class CheckpointError(RuntimeError):
 def load_checkpoint_file(path: str | os.PathLike, remedy: str = "") -> dict:
     """A checkpoint read on the CPU, whatever device wrote it (``load_state_dict`` then copies to the model's
     device; RNG states must stay on the CPU). A damaged file (truncated, overwritten, empty) is a
-    ``CheckpointError`` naming it, followed by ``remedy`` (what to do)."""
+    ``CheckpointError`` naming it, followed by ``remedy`` (what to do); so is a file holding anything but tensors
+    and plain containers (``tasks.files.load_tensors``: a planted pickle never runs)."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_tensors(path)
     except FileNotFoundError:
         raise
+    except UnsafeFileError as error:
+        raise CheckpointError(f"{error} {remedy}".rstrip()) from None
     except Exception as error:  # PytorchStreamReader (truncated zip), UnpicklingError (random bytes), EOFError (empty)
         reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:200]  # the first sentence
         size = path.stat().st_size if path.exists() else 0
@@ -198,6 +204,24 @@ def load_checkpoint_file(path: str | os.PathLike, remedy: str = "") -> dict:
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer (no model state). {remedy}".rstrip())
     return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike, remedy: str) -> None:
+    """``model.load_state_dict(state["model"])``; a checkpoint of another model (other parameter names or shapes:
+    another code version, another model config) is a ``CheckpointError`` naming the file, the first differences
+    and ``remedy``, not torch's multi-line traceback."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        if "state_dict" not in str(error):
+            raise
+        saved, wanted = state["model"], model.state_dict()
+        missing, unexpected = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+        shapes = sorted(k for k in set(saved) & set(wanted) if getattr(saved[k], "shape", None) != wanted[k].shape)
+        shown = "; ".join(f"{what}: {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}" for what, keys in (
+            ("missing", missing), ("unexpected", unexpected), ("other shape", shapes)) if keys)
+        raise CheckpointError(f"{path} holds another model than this code builds ({shown}): written by another "
+                              f"code version or model config. {remedy}".rstrip()) from None
 
 
 def _describe_os_error(error: OSError) -> str:
@@ -264,10 +288,12 @@ class TrainingDiverged(RuntimeError):
 class Preempted(Exception):
     """Training stopped on a signal (SIGTERM, SIGUSR1/2) after writing a checkpoint; the same command continues."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, in_setup: bool = False):
         self.signum, self.step = signum, step
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}: checkpoint written, run the same "
-                         "command to continue")
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} during the setup (data, model), before training: nothing was trained, "
+                         f"no record written; run the same command to start again" if in_setup else
+                         f"stopped by {name} at step {step}: checkpoint written, run the same command to continue")
 
 
 # trainer.lr_schedule (optional; absent: the optimizer's lr throughout, changed only by lr_decay): a linear warmup
@@ -338,6 +364,7 @@ class Trainer:
         self.on_step = on_step  # test hook: called after every optimizer step with the global step
         self.identity = identity  # what makes this run this run (tasks/train.py); checked on resume
         self.signal: int | None = None  # the signal received, handled at the next step boundary
+        self.in_setup = False  # during setup() a signal stops at once: a download has no step boundary
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -364,7 +391,15 @@ class Trainer:
             saved = {k: v for k, v in saved.items() if in_identity(k)}
         if self.identity is not None and saved is not None and saved != self.identity:
             raise RunMismatchError(path, saved, self.identity)
-        self.model.load_state_dict(state["model"])
+        if self.identity is not None and saved is None and not self.cfg["resume_unchecked"]:
+            raise CheckpointError(
+                f"{path} has no run identity (written by an older version): whether it was made with these settings "
+                f"cannot be checked, and resuming it under other settings would mix two runs. Continue it anyway "
+                f"with trainer.resume_unchecked=true (only if the settings are those it was made with), or start "
+                f"over with trainer.resume=false.")
+        load_model_state(self.model, state, path,
+                         "Run it with the code and config that wrote it, or start this run over with "
+                         "trainer.resume=false (this overwrites its checkpoints).")
         self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
@@ -453,6 +488,8 @@ class Trainer:
 
     # -- signals (preemption, time limits) --------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
+        if self.in_setup:  # the data may take hours to fetch and nothing is lost: stop now (the download's lock and
+            raise Preempted(signum, 0, in_setup=True)  # temporary files are released by their finally blocks)
         if self.signal is None:
             log.warning(f"{signal.Signals(signum).name} received: finishing this step, then checkpoint")
         self.signal = signum
@@ -493,7 +530,16 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Seeds, device, the task's data, model, optimizer, scheduler; then the resume from ``last.pt``."""
+        """Seeds, device, the task's data, model, optimizer, scheduler; then the resume from ``last.pt``. A signal
+        (SIGTERM...) during the task's setup stops it at once (``Preempted``): nothing to checkpoint yet."""
+        self.in_setup = True
+        try:
+            self._setup()
+        finally:
+            self.in_setup = False
+        self.handle_signal()  # (a signal between the setup's end and here: a checkpoint, then stop)
+
+    def _setup(self) -> None:
         cfg, task = self.cfg, self.task
         seed_everything(self.seed)
         set_threads(cfg["threads"])
@@ -543,6 +589,10 @@ class Trainer:
         self.start_loss_tracking()
 
     def fit(self) -> dict:
+        with run_dir_lock(self.run_dir):  # before anything is read or written there: RunDirInUse if held
+            return self._fit()
+
+    def _fit(self) -> dict:
         with self.catching_signals():
             self.setup()
             log.info(f"{self.task.name} on {self.device}, {self.n_params:,} trainable parameters, "
@@ -719,7 +769,8 @@ class Trainer:
             else:
                 valid = None
         if valid is None and self.progress.best_epoch >= 0:
-            self.model.load_state_dict(self.check_best_checkpoint()["model"])
+            load_model_state(self.model, self.check_best_checkpoint(), self.ckpt_dir / "best.pt",
+                             "Run it with the code and config that wrote it.")
             best_epoch = self.progress.best_epoch + 1
             best_step = self.progress.history[self.progress.best_epoch]["step"]
             valid = self.evaluate("valid")

@@ -388,3 +388,30 @@ def test_custom_float_4d_mask_with_finfo_min(name):
     got = model(ids, attention_mask=float_mask, position_ids=positions).logits
     real = mask.bool()
     torch.testing.assert_close(got[real], want[real], **TOL)
+
+
+@pytest.mark.parametrize("family", ["bloom", "mpt", "falcon"])
+def test_families_that_bypass_the_attention_interface_are_named(family):
+    """Their attention computes softmax itself: attn_implementation=<registered name> was accepted and silently ran
+    softmax (falcon: a bare KeyError when built with it). check() and add_parameters name the module class."""
+    config_class, model_class, module = {
+        "bloom": (transformers.BloomConfig, transformers.BloomForCausalLM, "BloomAttention"),
+        "mpt": (transformers.MptConfig, transformers.MptForCausalLM, "MptAttention"),
+        "falcon": (transformers.FalconConfig, transformers.FalconForCausalLM, "FalconAttention")}[family]
+    config = config_class(vocab_size=V, hidden_size=32, n_layer=2, num_hidden_layers=2, n_head=4,
+                          num_attention_heads=4, d_model=32, n_heads=4, n_layers=2)
+    model = model_class._from_config(config, attn_implementation="eager" if family == "falcon" else "fusedmax")
+    message = rf"\.0\.\w+ \({module}.*\) computes its attention itself, not through transformers' attention"
+    with pytest.raises(NotImplementedError, match=message):
+        huggingface.check(model)
+    with pytest.raises(NotImplementedError, match=message):
+        huggingface.add_parameters(model, learn_gamma=True)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "bert"])
+def test_families_that_use_the_interface_pass_the_check(family):
+    config_class, model_class = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+                                 "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel),
+                                 "bert": (transformers.BertConfig, transformers.BertModel)}[family]
+    model = build(model_class, tiny(config_class, n_embd=32, n_layer=2, n_head=4), "fusedmax")
+    assert huggingface.check(model) is model

@@ -342,3 +342,22 @@ def test_errors_name_what_to_fix(gen):
         attention.FenchelYoungLoss("sparsemax", gamma=-1.0)
     with pytest.raises(ValueError, match="variant='owl'"):
         attention.FenchelYoungLoss("oscarmax", variant="owl")
+
+
+# -- a tensor α (issue 26: the docstring promised it, the loss refused it) ---------------------------------------
+
+
+def test_tensor_alpha_per_row_gradcheck_and_module(gen):
+    """α per row (requires grad): the value is that of each row's number α, and ∂L/∂θ, ∂L/∂α pass gradcheck (the
+    envelope theorem's ∂L/∂α = γ(∂Ω(y)/∂α - ∂Ω(Π)/∂α), Π moving with α under finite differences)."""
+    scores = randn(gen, 4, 6, scale=1.5).requires_grad_()
+    target = torch.tensor([0, 5, 2, -100])
+    alpha = torch.tensor([[1.3], [1.5], [1.8], [2.4]], dtype=torch.float64, requires_grad=True)
+    got = fy(scores, target, "entmax", alpha=alpha, reduction="none")
+    want = torch.stack([fy(scores[i:i + 1], target[i:i + 1], "entmax", alpha=float(alpha[i]), reduction="none")[0]
+                        for i in range(4)])
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    assert gradcheck(lambda s, a: fy(s, target, "entmax", alpha=a, reduction="none"), (scores, alpha), **GC)
+    criterion = attention.FenchelYoungLoss("entmax", alpha=torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64)))
+    criterion(scores, target).backward()
+    assert "alpha" in dict(criterion.named_parameters()) and criterion.alpha.grad.abs() > 0

@@ -60,6 +60,12 @@ def test_errors():
         attention.scaled_dot_product_attention(q, k, v, mapping="sparse")
     with pytest.raises(ValueError, match="fusedmax: lam must be >= 0"):
         attention.scaled_dot_product_attention(q, k, v, mapping="fusedmax", lam=-1.0)
+    integer = torch.ones(5, 7, dtype=torch.int64)  # was "torch.finfo() requires a floating point input"
+    with pytest.raises(TypeError, match="attn_mask must be bool .* or floating .*, not torch.int64: .*attn_mask.bool"):
+        attention.scaled_dot_product_attention(q, k, v, attn_mask=integer)
+    with pytest.raises(TypeError, match="not torch.int32"):
+        attention.MultiheadAttention(8, 2, batch_first=True, dtype=torch.float64)(
+            q[0], q[0], q[0], attn_mask=integer[:5, :5].int())
 
 
 @pytest.mark.parametrize("name", list(MAPPINGS))

@@ -231,9 +231,9 @@ def snli_figure(records: list, out: Path, example="auto") -> list[Path]:
 
 
 def load_seq2seq_attention(path: Path) -> list[dict]:
-    import torch
+    from tasks.files import load_tensors
 
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    data = load_tensors(path)  # never runs code from the file
     return data.get("items", []) if isinstance(data, dict) else list(data)
 
 

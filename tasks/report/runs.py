@@ -40,25 +40,52 @@ def warn(message: str) -> None:
 
 
 def load_local(results: str | Path) -> list[dict]:
-    """Every run record under ``results/<task>/<attention>/*.json``; unreadable files are reported and skipped."""
+    """Every run record under ``results/<task>/<attention>/*.json``; unreadable files, files that are not run
+    records (no ``task`` or ``attention``) and records holding a metric as a string are reported and skipped."""
     results = Path(results)
     records = []
     if not results.is_dir():
         warn(f"no results directory {results}: no local runs")
         return records
     for path in sorted(results.glob("*/*/*.json")):
-        if path.parts[-3] in ("tables", "figures", "cpu"):
-            continue
+        if path.parts[-3] in ("tables", "figures", "cpu") or path.name.endswith(".attention_test.json"):
+            continue  # (the attention maps a SNLI run writes beside its record are not records)
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             warn(f"skipping {path}: {error}")
             continue
-        if isinstance(record, dict) and "task" in record and "attention" in record:
-            record.setdefault("path", str(path))
-            attach_evaluations(record, path.with_name(f"{path.stem}.evaluations"))
-            records.append(record)
+        problem = record_problem(record)
+        if problem:
+            warn(f"skipping {path}: {problem}")
+            continue
+        record.setdefault("path", str(path))
+        attach_evaluations(record, path.with_name(f"{path.stem}.evaluations"))
+        records.append(record)
     return records
+
+
+def record_problem(record) -> str | None:
+    """Why ``record`` cannot enter a table (None: it can): not a run record, or a metric stored as a string (a
+    hand-edited or foreign file: "34.5" would be averaged as a number, "n/a" silently dropped)."""
+    if not isinstance(record, dict):
+        return f"not a run record (a JSON {type(record).__name__}, not an object)"
+    missing = [key for key in ("task", "attention") if key not in record]
+    if missing:
+        return f"not a run record: no {' or '.join(repr(k) for k in missing)} (tasks/records.py writes both)"
+    for key, value in flatten(record.get("metrics") or {}).items():
+        if isinstance(value, str) and ".per_example." not in f".{key}." and _parses_as_number(value):
+            return (f"metrics.{key} is the string {value!r}, not a number: fix the record (write it as a number) "
+                    f"for it to count")
+    return None
+
+
+def _parses_as_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def attach_evaluations(record: dict, folder: Path) -> None:

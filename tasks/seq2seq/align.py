@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from tasks.files import atomic_write
+from tasks.trainer import CheckpointError, load_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GOLD = ROOT.parent / "shared" / "data" / "alignments" / "deen"
@@ -235,7 +236,7 @@ def load_run(run_dir: str | os.PathLike):
         raise ValueError(f"{run_dir}: task {cfg.task.name} is not a translation task")
     task.setup()
     model = task.build_model()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(checkpoint)  # never runs code from the file
     model.load_state_dict(state["model"])
     return task, model, cfg
 
@@ -303,7 +304,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         result, updated = run_alignment(args.run, args.gold, args.results, args.batch_size, not args.no_record)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     support = ("" if result["aer_support"] is None else

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import os
 import re
 import tarfile
@@ -46,6 +47,8 @@ import torch
 from tasks.download import DataMissingError, EmptyDataError, fetch, inside, missing_message, obtain, verify_once
 from tasks.files import atomic_write
 from tasks.vocab import Vocab
+
+log = logging.getLogger(__name__)
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
 MULTI30K_SHA256 = {
@@ -386,7 +389,11 @@ def gigaword_files(cfg, split: str) -> tuple[Path, Path]:
     else:
         root = Path(cfg.cache) / "sumdata"
         if not (root / ".complete").exists():
-            archive = fetch(GIGAWORD_URL, Path(cfg.cache) / "summary.tar.gz", mirrors=_mirrors(cfg),
+            if not cfg.get("sha256"):  # never invented: no published checksum of the release is known to us
+                log.warning("Gigaword: summary.tar.gz has no recorded sha256, so the download (or a mirror's copy) "
+                            "is not verified; set task.data.sha256=<sha256 of the file you trust> to verify it")
+            archive = fetch(GIGAWORD_URL, Path(cfg.cache) / "summary.tar.gz", sha256=cfg.get("sha256"),
+                            mirrors=_mirrors(cfg),
                             desc="Gigaword summary.tar.gz", hint=(
                                 "Google Drive usually needs a browser for this file: download summary.tar.gz from "
                                 "https://drive.google.com/file/d/0B6N7tANPyVeBNmlSX19Ld2xDU1E/view, extract it, and "
@@ -409,6 +416,9 @@ def gigaword_files(cfg, split: str) -> tuple[Path, Path]:
 
 
 def _extract_sumdata(archive: Path, root: Path) -> None:
+    """The files of Harvard NLP's archive under ``root`` (its leading ``sumdata/`` dropped). Every member is checked
+    before anything is written: an absolute name, a ``..``, or a link pointing outside ``root`` is refused (an
+    archive from a mirror or an intercepted download must not write elsewhere); links inside are not extracted."""
     try:
         tar = tarfile.open(archive)
     except tarfile.ReadError:
@@ -420,17 +430,32 @@ def _extract_sumdata(archive: Path, root: Path) -> None:
             "task.data.root=DIR/sumdata") from None
     root.mkdir(parents=True, exist_ok=True)
     with tar:
-        for m in tar.getmembers():
-            if not m.isfile():
+        files = [(m, _member_destination(archive, m, root)) for m in tar.getmembers()]
+        for m, dest in files:
+            if not m.isfile() or dest is None:
                 continue
-            rel = Path(m.name)
-            parts = rel.parts[1:] if rel.parts and rel.parts[0] == "sumdata" else rel.parts
-            if not parts or ".." in parts:
-                continue
-            dest = root.joinpath(*parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(dest, tar.extractfile(m).read())
     (root / ".complete").write_text("extracted\n")
+
+
+def _member_destination(archive: Path, member: tarfile.TarInfo, root: Path) -> Path | None:
+    """Where ``member`` goes under ``root`` (None: nothing to write), or a ``DataMissingError`` naming it when it
+    would write, or point, outside ``root``."""
+    rel = Path(member.name)
+    parts = rel.parts[1:] if rel.parts and rel.parts[0] == "sumdata" else rel.parts
+    dest = root.joinpath(*parts) if parts else root
+    unsafe = rel.is_absolute() or ".." in rel.parts or not inside(dest, root)
+    if member.issym() or member.islnk():
+        target = Path(member.linkname)
+        base = dest.parent if member.issym() else root  # a hard link's target is a member name
+        unsafe = unsafe or target.is_absolute() or ".." in target.parts or not inside(base / target, root)
+    if unsafe:
+        raise DataMissingError(
+            f"{archive}: member {member.name!r}{' -> ' + repr(member.linkname) if member.linkname else ''} would "
+            f"write or point outside {root}; nothing was extracted. The archive is not Harvard NLP's release: "
+            f"delete it and download summary.tar.gz from a source you trust (or set task.data.root=DIR/sumdata).")
+    return dest if parts else None
 
 
 def load_gigaword(cfg, split: str) -> Parallel:
