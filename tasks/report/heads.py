@@ -209,7 +209,7 @@ def trajectory_figure(records: list, out: Path) -> list[Path]:
 
 def heads_grid_figure(records: list, out: Path, sentence: int = 0) -> list[Path]:
     """One test sentence's cross-attention of the last decoder layer: a row of heads per configuration."""
-    import torch
+    from tasks.files import load_tensors
 
     from .figures import _pyplot, draw_heatmap, readable, run_file, save
 
@@ -218,7 +218,7 @@ def heads_grid_figure(records: list, out: Path, sentence: int = 0) -> list[Path]
         path = run_file(members[0], "attention_test.pt")
         if path is None:
             continue
-        items = torch.load(path, weights_only=True)["items"]
+        items = load_tensors(path)["items"]  # data, never code
         if sentence >= len(items):
             continue
         item = items[sentence]
