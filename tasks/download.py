@@ -58,7 +58,12 @@ DEFAULT_DEADLINE_S = 3600.0
 log = logging.getLogger(__name__)
 
 
-class DataMissingError(RuntimeError):
+class DataError(Exception):
+    """Any problem with a task's data: missing, empty, damaged, malformed or misaligned files. The one class the
+    harness catches (tasks/train.py: one line, exit 2), whatever the task; the message names the file and the fix."""
+
+
+class DataMissingError(DataError, RuntimeError):
     """A data file is neither on disk nor downloadable; the message says which file to put where."""
 
 
@@ -68,6 +73,11 @@ class EmptyDataError(DataMissingError):
 
 class ChecksumError(DataMissingError):
     """A downloaded (or cached) file does not have the expected sha256."""
+
+
+class DataFormatError(DataError, ValueError):
+    """A data file that is there but cannot be used as it is (a malformed line, source and target files that are
+    not line-aligned); the message names the file and, where it can, the line."""
 
 
 def sha256sum(path: str | os.PathLike) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .download import DataMissingError
+from .download import DataError
 from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
 
 
@@ -35,7 +35,7 @@ def stage(cfg: DictConfig) -> list[Path]:
 def main(cfg: DictConfig) -> None:
     try:
         files = stage(cfg)
-    except DataMissingError as error:
+    except DataError as error:
         print(f"\nerror: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"staged {cfg.task.name}: {len(files)} files under {cfg.data_dir}")

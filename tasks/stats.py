@@ -41,6 +41,7 @@ from __future__ import annotations
 import torch
 
 from attention import num_groups
+from attention.defaults import GAMMA  # the one default γ
 
 KEYS = ("support", "support_frac", "above_1pct", "attn_ppl", "segments", "clusters")
 SCORE_KEYS = ("top2_gap", "gap_ge_1")
@@ -95,7 +96,7 @@ def zero_gradient_rows(normalizer, scores: torch.Tensor, mask: torch.Tensor | No
         r = torch.randn(y.shape, generator=generator, dtype=y.dtype).to(y.device)
         (grad,) = torch.autograd.grad(y, x, grad_outputs=r)
     grad = grad.reshape(-1, scores.shape[-1])
-    scale = r.reshape(-1, scores.shape[-1]).abs().amax(-1) / float(getattr(normalizer, "gamma", 1.0))
+    scale = r.reshape(-1, scores.shape[-1]).abs().amax(-1) / float(getattr(normalizer, "gamma", GAMMA))
     allowed = torch.ones_like(grad, dtype=torch.bool) if mask is None else _rows(mask.bool(), scores)
     return (grad.abs().amax(-1) <= rtol * scale) & allowed.any(-1)
 

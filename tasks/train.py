@@ -41,10 +41,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import records
-from .download import DataMissingError
+from .download import DataError
 from .files import RunDirInUse, UnsafeFileError, run_dir_lock
 from .loggers import LoggerError, build_logger
-from .snli.data import SNLIFormatError
 from .trainer import LR_SCHEDULES, PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -311,7 +310,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         record = run(cfg, run_dir)
-    except (ConfigError, DataMissingError, SNLIFormatError, UnsafeFileError, LoggerError) as error:  # refused
+    except (ConfigError, DataError, UnsafeFileError, LoggerError) as error:  # refused
         remove_if_empty(run_dir)
         _fail(error)
     except (RunMismatchError, CheckpointError, records.RecordError, RunDirInUse) as error:  # a message

@@ -408,12 +408,12 @@ def _multi30k_root(tmp_path, **replace):
     ({"train.en": ["a b c"] * 79}, r"train.de.gz has 80 lines, .*train.en.gz has 79"),
 ])
 def test_unusable_seq2seq_files_are_refused(tmp_path, replace, expected):
-    from tasks.download import DataMissingError
+    from tasks.download import DataError
     from tasks.seq2seq import data as D
     from tasks.seq2seq.task import _Cfg
 
     root = _multi30k_root(tmp_path, **replace)
-    with pytest.raises(DataMissingError, match=expected):
+    with pytest.raises(DataError, match=expected):
         D.load_splits("multi30k", _Cfg(root=str(root), src_lang="de", tgt_lang="en", cache=str(tmp_path / "c")))
 
 

@@ -39,3 +39,23 @@ def test_the_report_imports_no_task_code(path):
     module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
     bad = sorted(m for m in imported_modules(path.read_text(), module) if m.startswith(TASK_PACKAGES))
     assert not bad, f"{path.relative_to(ROOT)} imports task code {bad}: move what both need below both"
+
+
+HARNESS = sorted(p for p in (ROOT / "tasks").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", HARNESS, ids=lambda p: p.name)
+def test_the_harness_imports_no_task_package(path):
+    """The harness builds a task from its config (Hydra's _target_) and catches one data error class
+    (tasks.download.DataError) that every task's errors derive from: it never reaches into a task package."""
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    bad = sorted(m for m in imported_modules(path.read_text(), module) if m.startswith(TASK_PACKAGES))
+    assert not bad, f"{path.relative_to(ROOT)} imports task code {bad}"
+
+
+def test_every_task_data_error_is_the_one_the_harness_catches():
+    from tasks.download import ChecksumError, DataError, DataFormatError, DataMissingError, EmptyDataError
+    from tasks.snli.data import SNLIFormatError
+
+    for error in (ChecksumError, DataFormatError, DataMissingError, EmptyDataError, SNLIFormatError):
+        assert issubclass(error, DataError)

@@ -44,7 +44,16 @@ from pathlib import Path
 
 import torch
 
-from tasks.download import DataMissingError, EmptyDataError, fetch, inside, missing_message, obtain, verify_once
+from tasks.download import (
+    DataFormatError,
+    DataMissingError,
+    EmptyDataError,
+    fetch,
+    inside,
+    missing_message,
+    obtain,
+    verify_once,
+)
 from tasks.files import atomic_write
 from tasks.vocab import Vocab
 
@@ -198,7 +207,7 @@ def tokenize(line: str, lang: str, lowercase: bool = True, escape: bool = False)
 def multi30k_file(cfg, split: str, lang: str) -> Path:
     """``split`` is train / valid / test or a test set's own name (``MULTI30K_TEST_SETS``)."""
     if split not in MULTI30K_SPLITS and split not in MULTI30K_TEST_SETS:
-        raise ValueError(f"multi30k has no split {split!r}: train, valid, test or one of "
+        raise DataMissingError(f"multi30k has no split {split!r}: train, valid, test or one of "
                          f"{', '.join(MULTI30K_TEST_SETS)}")
     name = f"{MULTI30K_SPLITS.get(split, split)}.{lang}.gz"
     if cfg.get("root"):
@@ -509,7 +518,7 @@ def load_splits(corpus: str, cfg) -> dict[str, Parallel]:
     n_test, n_valid = int(holdout.get("test") or 0), int(holdout.get("valid") or 0)
     if n_test or n_valid:
         if n_test + n_valid >= len(train):
-            raise ValueError(f"{corpus}: holdout {holdout} leaves no training pairs out of {len(train)}")
+            raise EmptyDataError(f"{corpus}: holdout {holdout} leaves no training pairs out of {len(train)}")
         end = len(train)
         if n_test:
             out["test"] = train.select(range(end - n_test, end))
@@ -604,7 +613,7 @@ def check_parallel_files(src_path, tgt_path, src_lines: list, tgt_lines: list, w
         if not lines:
             raise EmptyDataError(f"{what}: {path} is empty (no line): nothing to train or evaluate on")
     if len(src_lines) != len(tgt_lines):
-        raise DataMissingError(
+        raise DataFormatError(
             f"{what}: source and target files are not line-aligned: {src_path} has {len(src_lines)} lines, "
             f"{tgt_path} has {len(tgt_lines)} (line i of one must be the pair of line i of the other)")
 

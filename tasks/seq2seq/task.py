@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from attention import groups_kind
+from attention.defaults import GAMMA  # the one default γ
 from tasks.config import config_defaults
 from tasks.mapping import build_attention
 from tasks.stats import AttentionStats, zero_gradient_rows
@@ -296,7 +297,8 @@ class Seq2SeqTask:
 
     @property
     def gamma(self) -> float:
-        return float((self.attention_cfg or {}).get("gamma", 1.0)) if isinstance(self.attention_cfg, dict) else 1.0
+        spec = self.attention_cfg if isinstance(self.attention_cfg, dict) else {}
+        return float(spec.get("gamma", GAMMA))
 
     def evaluate(self, model, split: str) -> dict:
         """Perplexity (teacher forcing) and, when decoding, BLEU / ROUGE; attention statistics (tasks/stats.py:

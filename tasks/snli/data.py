@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..download import DataMissingError, EmptyDataError, fetch, obtain, open_text
+from ..download import DataFormatError, DataMissingError, EmptyDataError, fetch, obtain, open_text
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ PUBLIC = {
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
 
 
-class SNLIFormatError(ValueError):
+class SNLIFormatError(DataFormatError):
     """A line of an SNLI jsonl file that cannot be read; the message names the file and the line."""
 
 

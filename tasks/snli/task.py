@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from attention import groups_kind
+from attention.defaults import GAMMA  # the one default γ
 
 from ..config import config_defaults
 from ..embeddings import embedding_matrix, glove_file, read_glove
@@ -130,7 +131,7 @@ class SNLITask:
         """Accuracy, loss and attention statistics (tasks/stats.py, with the score diagnostics); on "test" also
         ``per_example`` (which pairs were classified correctly, in order), for paired significance tests."""
         stats = AttentionStats(groups=groups_kind(self.attention_cfg["name"]))
-        gamma = float(self.attention_cfg.get("gamma", 1.0))
+        gamma = float(self.attention_cfg.get("gamma", GAMMA))
         generator = torch.Generator().manual_seed(0)
         correct, loss_sum, n, hits = 0, 0.0, 0, []
         for batch in self.eval_batches(split):
