@@ -34,7 +34,7 @@ from torch import nn
 
 from .defaults import DEFAULTS
 from .framework import MAPPINGS, unknown_name
-from .sdpa import attend, split_float_mask
+from .sdpa import ALPHA_FLOOR, attend, split_float_mask
 
 # name -> (mapping, params), read at every call (registering a name again changes models that use it)
 REGISTERED: dict[str, tuple[str, dict]] = {}
@@ -45,7 +45,7 @@ _UNSUPPORTED = {"softcap": "attention-logit soft-capping", "s_aux": "attention s
 
 # the learnable parameters on each attention module: name, mapping parameter, value from the parameter
 _LEARNED = {"gamma": ("log_gamma", lambda p: p.exp()), "lam": ("log_lam", lambda p: p.exp()),
-            "alpha": ("log_alpha_minus_1", lambda p: 1.0 + p.exp())}
+            "alpha": ("raw_alpha", lambda p: ALPHA_FLOOR + nn.functional.softplus(p))}  # as MultiheadAttention's
 _LEARNABLE_BY = {"gamma": tuple(MAPPINGS), "lam": ("fusedmax", "oscarmax"), "alpha": ("entmax",)}
 
 
@@ -202,7 +202,8 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
     """Learnable γ, λ (fusedmax, oscarmax) and α (entmax), one per head, on every attention module of ``model``.
 
     Each is an ``nn.Parameter`` of shape (heads, 1, 1) on the module, parametrised so that it stays in range:
-    ``log_gamma`` (γ = exp), ``log_lam`` (λ = exp), ``log_alpha_minus_1`` (α = 1 + exp); they start from the
+    ``log_gamma`` (γ = exp), ``log_lam`` (λ = exp), ``raw_alpha`` (α = 1.01 + softplus, ``MultiheadAttention``'s
+    parametrization, the same floor as Correia et al.'s); they start from the
     registered value (or the mapping's default) and train with the model's optimizer (create it afterwards).
     The model must already run a ``register``-ed implementation. Returns the names of the modules changed.
     """
@@ -233,7 +234,10 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
             if key == "alpha":
                 _check_tensor_alpha()
             start = float(params.get(key, DEFAULTS[mapping][key]))
-            raw = math.log(start - 1.0) if key == "alpha" else math.log(start)
+            if key == "alpha" and start <= ALPHA_FLOOR:
+                raise ValueError(f"attention.huggingface.add_parameters: a learned alpha starts > {ALPHA_FLOOR} (it is "
+                                 f"{ALPHA_FLOOR} + softplus(raw_alpha)), got {start}")
+            raw = math.log(math.expm1(start - ALPHA_FLOOR)) if key == "alpha" else math.log(start)
             module.register_parameter(_LEARNED[key][0], nn.Parameter(torch.full((heads, 1, 1), raw, **factory)))
         changed.append(path)
     if not changed:
