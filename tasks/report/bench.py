@@ -59,6 +59,8 @@ def attention_table(data: dict) -> str:
         lines.append("")
     if data.get("row_lengths"):
         lines += row_length_table(data["row_lengths"], data.get("row_length_targets") or {})
+    if data.get("causal"):
+        lines += causal_table(data["causal"])
     targets = data.get("targets") or {}
     if targets:
         said = ", ".join(f"{k.split('_x_')[0]} ≤ {v:g}×" for k, v in targets.items())
@@ -83,6 +85,21 @@ def row_length_table(run: dict, targets: dict) -> list:
         lines.append(f"| {_label(method)} | " + " | ".join(cells) + " |")
     return lines + ["| torch.softmax (ms) | " + " | ".join(number(r["ms"]["torch.softmax"]) for r in results) + " |",
                     ""]
+
+
+def causal_table(run: dict) -> list:
+    """The causal-masked block: one row per mapping, the ratio to masked torch.softmax and the median ms."""
+    ms, target = run["ms"], run.get("target")
+    shape = "×".join(str(n) for n in run["shape"])
+    lines = [f"### A causal mask: forward + backward of a {shape} block (batch × queries × keys, one causal mask), "
+             f"ratio to torch.softmax with -inf at the masked scores (median ms), "
+             f"{run.get('machine', {}).get('torch_threads', '?')} thread(s), clock: {run.get('clock', '?')} time"
+             + (f"; target: every mapping ≤ {target:g}×" if target else ""), "",
+             "| method | ratio | ms |", "|---|---:|---:|"]
+    for method, value in ms.items():
+        lines.append(f"| {'torch.softmax (masked)' if method == 'torch.softmax' else _label(method)} | "
+                     f"{number(value / ms['torch.softmax'])}× | {number(value)} |")
+    return lines + [""]
 
 
 def train_step_table(data: dict) -> str:
