@@ -224,16 +224,17 @@ def valid_first_order(valid: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(slot).scatter_(-1, slot, positions)
 
 
-def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> None:
+def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> bool:
     """check_finite, with one reduction in the common case: a finite sum means every (unmasked) score is finite
     (nan and ±inf propagate); only a non-finite sum (or an overflow) pays for the full check. The sum runs over
     every score, masked or not (no masked copy of the scores): masked scores are finite too in nearly every
-    model, and where they are not, the masked sum decides."""
+    model, and where they are not, the masked sum decides. Returns whether every score, masked or not, is finite
+    (as far as the first sum tells: False may also be an overflow)."""
     if bool(torch.isfinite(scores.sum())):
-        return
-    if mask is not None and bool(torch.isfinite(torch.where(mask, scores, 0).sum())):
-        return
-    check_finite(scores, mask, mapping)
+        return True
+    if mask is None or not bool(torch.isfinite(torch.where(mask, scores, 0).sum())):
+        check_finite(scores, mask, mapping)
+    return False
 
 
 def check_finite(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> None:

@@ -54,8 +54,9 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = G
     # torch.softmax normalizes along any dim and a where broadcasts the mask: no (rows, d) copy, no lengths, and the
     # mask stays the shape it was given (a causal (T, T) mask is not expanded to the batch)
     dim, mask = check_inputs(scores, dim, mask, "softmax")
+    finite = False
     if checks_enabled(scores.device) and not torch.compiler.is_compiling():  # no branch on values in a graph
-        validate_scores(scores, mask, "softmax")
+        finite = validate_scores(scores, mask, "softmax")
     z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
     z = z if gamma == 1.0 else z / gamma
     if mask is None:
@@ -64,7 +65,12 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = G
     # A row with none gets 0 instead (finite: no nan, also not in the backward) and is zeroed after the softmax.
     alive = mask.any(dim, keepdim=True)
     fill = torch.where(alive, -torch.inf, 0.0).to(z.dtype)
-    y = torch.softmax(torch.where(mask, z, fill), dim=dim)
+    if finite:
+        # every score finite (masked ones too): add 0 / -inf, a tensor of the mask's size. The add's backward
+        # passes the gradient through with no pass over it, and the softmax backward gives exactly 0 where y = 0.
+        y = torch.softmax(z + torch.where(mask, 0.0, fill), dim=dim)
+    else:  # a masked score may be inf or nan (or nothing was checked): replace, do not add
+        y = torch.softmax(torch.where(mask, z, fill), dim=dim)
     # on the CPU, reading whether a row is empty costs no sync; elsewhere and in a graph the zeroing always runs
     # (through the module: tests route CPU tensors off the host by replacing it)
     if not _layout.on_host(scores.device) or torch.compiler.is_compiling() or not bool(alive.all()):

@@ -110,3 +110,24 @@ def test_softmax_checks_only_unmasked_scores(gen):
     x[2, 1] = torch.nan
     with pytest.raises(ValueError, match=r"nan at index \(2, 1\)"):
         attention.softmax(x, mask=mask)
+
+
+@pytest.mark.parametrize("which", range(6))
+def test_softmax_add_and_replace_paths_agree(which, gen):
+    """Finite scores get 0 / -inf added at masked entries; unchecked ones (or a masked inf) a where: the same
+    values and gradients, bit for bit."""
+    x = randn(gen, 2, 3, 7, 7)
+    g = randn(gen, 2, 3, 7, 7)
+    _, mask = masks(7)[which]
+    results = []
+    for mode in ("auto", False):
+        previous = attention.set_checks(mode)
+        try:
+            xr = x.clone().requires_grad_()
+            y = attention.softmax(xr, mask=mask)
+            y.backward(g)
+        finally:
+            attention.set_checks(previous)
+        results.append((y.detach(), xr.grad))
+    torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)
+    assert (results[0][1][~mask.expand(x.shape)] == 0).all()
