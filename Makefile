@@ -21,7 +21,7 @@ ifdef DATA_DIR
 export DATA_DIR
 endif
 
-.PHONY: install install-test test test-slow test-cluster bench bench-tables snli sweep smoke bench-train multi30k iwslt gigaword bench-decode \
+.PHONY: install install-test test test-slow test-cluster bench bench-tables snli sweep smoke bench-train multi30k iwslt gigaword bench-decode bench-model \
         demo data evaluate sync align
 
 install: $(INSTALLED)
@@ -121,6 +121,11 @@ smoke: $(INSTALLED)
 
 bench-train: $(INSTALLED)
 	$(BIN)/python -m scripts.bench_train_step $(ARGS)
+	$(MAKE) bench-tables
+
+# Hugging Face Llama/BERT-shaped models, every mapping vs transformers' eager softmax (a few minutes, one thread)
+bench-model: $(INSTALLED)
+	NUMBA_NUM_THREADS=1 $(BIN)/python -m scripts.bench_model $(ARGS)
 	$(MAKE) bench-tables
 
 # the benchmarks' tables (results/bench/tables/*.md) from their JSON, and the documents' blocks that show them

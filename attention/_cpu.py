@@ -1168,7 +1168,26 @@ def _entmax15_tau(buf, k, order, keys, keys_tmp, order_tmp, hist, neg):
 
     With the values sorted decreasingly, a support of size j has tau_j = mean_j - sqrt((1 - ss_j) / j), ss_j the
     sum of squared deviations from mean_j; the support size is the number of j with tau_j <= the j-th value.
+
+    First, without sorting: when tau_k, the threshold of all k values as the support, lies at or below the lowest
+    of them, it is the threshold (f(tau) = sum (v - tau)_+^2 - 1 is then 0 at tau_k, and it has one root). Nearly
+    uniform rows (an untrained model's attention) end here; a sparse row fails the test after one pass.
     """
+    if k > 0:
+        total = 0.0
+        total_sq = 0.0
+        low = buf[0]
+        for j in range(k):
+            v = buf[j]
+            total += v
+            total_sq += v * v
+            low = min(low, v)
+        mean = total / k
+        delta = (1.0 - (total_sq - k * mean * mean)) / k
+        if delta >= 0.0:
+            tau = mean - np.sqrt(delta)
+            if tau <= low:
+                return tau
     for j in range(k):
         neg[j] = -buf[j]
     _stable_argsort(neg, k, order, keys, keys_tmp, order_tmp, hist)

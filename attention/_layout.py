@@ -146,8 +146,10 @@ class Rows:
         )
 
 
-def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str) -> Rows:
-    """The (rows, d) view. No value is checked here (that would be a sync on a GPU): see ``set_checks``."""
+def check_inputs(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str):
+    """(dim in [0, scores.dim()), mask on the scores' device or None) after the checks every mapping makes. The
+    mask has the scores' number of dims but keeps its sizes (it broadcasts to the scores'): a causal (T, T) mask is
+    not expanded to the batch."""
     if not isinstance(scores, torch.Tensor):
         raise TypeError(f"{mapping}: scores must be a torch.Tensor, got {type(scores).__name__}")
     if not scores.is_floating_point():
@@ -174,8 +176,14 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
                 f"{mapping}: mask of shape {tuple(mask.shape)} does not broadcast to scores of shape "
                 f"{tuple(scores.shape)}"
             )
-        mask = mask.to(scores.device).expand(scores.shape)
+        # leading size-1 dims (a view): the mask's dims then line up with the scores', dim included
+        mask = mask.to(scores.device).reshape((1,) * (scores.dim() - mask.dim()) + tuple(mask.shape))
+    return dim, mask
 
+
+def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str) -> Rows:
+    """The (rows, d) view. No value is checked here (that would be a sync on a GPU): see ``set_checks``."""
+    dim, mask = check_inputs(scores, dim, mask, mapping)
     work_dtype = scores.dtype if scores.dtype == torch.float64 else torch.float32
     moved = scores.movedim(dim, -1)
     shape = moved.shape
@@ -186,19 +194,23 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
     if mask is None:
         lengths = torch.full((n,), d, dtype=torch.int64, device=scores.device)
     else:
-        valid = mask.movedim(dim, -1).reshape(n, d)
-        lengths = valid.sum(-1)
+        # Lengths and the prefix test on the mask as given, before broadcasting: a causal (T, T) mask shared by a
+        # batch and its heads is read once, not once per (batch, head) row block.
+        small = mask.movedim(dim, -1)
+        lengths = (small.sum(-1) if small.shape[-1] == d else small[..., 0] * d).expand(shape[:-1]).reshape(n)
         # On the CPU, a prefix mask (padding, causal) needs no gather, and finding out costs no sync. Elsewhere
         # (and in a compiled graph, which cannot branch on values) the gather always runs: deciding would be a
         # device-to-host sync on every call.
-        if not on_host(scores.device) or torch.compiler.is_compiling() or not _is_prefix(valid, lengths):
-            order = valid_first_order(valid)
+        if not on_host(scores.device) or torch.compiler.is_compiling() or not _is_prefix(small):
+            order = valid_first_order(small.expand(shape).reshape(n, d))
             values = values.gather(-1, order)
+        mask = mask.expand(scores.shape)
     return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, scores, mask, mapping)
 
 
-def _is_prefix(valid: torch.Tensor, lengths: torch.Tensor) -> bool:
-    return bool((valid == (torch.arange(valid.shape[-1], device=valid.device) < lengths.unsqueeze(-1))).all())
+def _is_prefix(valid: torch.Tensor) -> bool:
+    """Whether every row's valid entries come first: no masked entry is followed by a valid one."""
+    return not bool((valid[..., 1:] & ~valid[..., :-1]).any())
 
 
 def valid_first_order(valid: torch.Tensor) -> torch.Tensor:
@@ -212,12 +224,17 @@ def valid_first_order(valid: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(slot).scatter_(-1, slot, positions)
 
 
-def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> None:
+def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> bool:
     """check_finite, with one reduction in the common case: a finite sum means every (unmasked) score is finite
-    (nan and ±inf propagate); only a non-finite sum (or an overflow) pays for the full check."""
-    total = (scores if mask is None else torch.where(mask, scores, 0)).sum()
-    if not bool(torch.isfinite(total)):
+    (nan and ±inf propagate); only a non-finite sum (or an overflow) pays for the full check. The sum runs over
+    every score, masked or not (no masked copy of the scores): masked scores are finite too in nearly every
+    model, and where they are not, the masked sum decides. Returns whether every score, masked or not, is finite
+    (as far as the first sum tells: False may also be an overflow)."""
+    if bool(torch.isfinite(scores.sum())):
+        return True
+    if mask is None or not bool(torch.isfinite(torch.where(mask, scores, 0).sum())):
         check_finite(scores, mask, mapping)
+    return False
 
 
 def check_finite(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> None:

@@ -23,8 +23,8 @@ double backward).
 
 import torch
 
-from . import _cpu, _ops, _torch
-from ._layout import check_parameter, checks_enabled, to_rows, validate_scores
+from . import _cpu, _layout, _ops, _torch
+from ._layout import check_inputs, check_parameter, checks_enabled, to_rows, validate_scores
 from .defaults import DEFAULTS, GAMMA
 
 _VARIANTS = {"exact": _cpu.PROX_SORTED, "owl": _cpu.PROX_OWL}
@@ -49,8 +49,39 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = G
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(x / γ), the argmax of <y, x> - γ Σ y log y over the simplex; masked entries get exactly 0."""
     gamma = check_parameter("gamma", "softmax", gamma, positive=True)
+    if isinstance(gamma, torch.Tensor):  # one γ per row: the (rows, d) layout broadcasts and checks it
+        return _softmax_rows(scores, dim, gamma, mask)
+    # torch.softmax normalizes along any dim and a where broadcasts the mask: no (rows, d) copy, no lengths, and the
+    # mask stays the shape it was given (a causal (T, T) mask is not expanded to the batch)
+    dim, mask = check_inputs(scores, dim, mask, "softmax")
+    finite = False
+    if checks_enabled(scores.device) and not torch.compiler.is_compiling():  # no branch on values in a graph
+        finite = validate_scores(scores, mask, "softmax")
+    z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+    z = z if gamma == 1.0 else z / gamma
+    if mask is None:
+        return torch.softmax(z, dim=dim).to(scores.dtype)
+    # -inf at masked entries: exp gives them exactly 0 wherever the row has a valid entry (the max is then finite).
+    # A row with none gets 0 instead (finite: no nan, also not in the backward) and is zeroed after the softmax.
+    alive = mask.any(dim, keepdim=True)
+    fill = torch.where(alive, -torch.inf, 0.0).to(z.dtype)
+    if finite:
+        # every score finite (masked ones too): add 0 / -inf, a tensor of the mask's size. The add's backward
+        # passes the gradient through with no pass over it, and the softmax backward gives exactly 0 where y = 0.
+        y = torch.softmax(z + torch.where(mask, 0.0, fill), dim=dim)
+    else:  # a masked score may be inf or nan (or nothing was checked): replace, do not add
+        y = torch.softmax(torch.where(mask, z, fill), dim=dim)
+    # on the CPU, reading whether a row is empty costs no sync; elsewhere and in a graph the zeroing always runs
+    # (through the module: tests route CPU tensors off the host by replacing it)
+    if not _layout.on_host(scores.device) or torch.compiler.is_compiling() or not bool(alive.all()):
+        y = torch.where(alive, y, 0)
+    return y.to(scores.dtype)
+
+
+def _softmax_rows(scores, dim, gamma, mask):
+    """softmax with a tensor γ, in the (rows, d) layout."""
     rows = to_rows(scores, dim, mask, "softmax")
-    if checks_enabled(rows.values.device) and not torch.compiler.is_compiling():  # no branch on values in a graph
+    if checks_enabled(rows.values.device) and not torch.compiler.is_compiling():
         validate_scores(scores, rows.mask, "softmax")
     z = rows.scaled(gamma)
     if rows.mask is None:

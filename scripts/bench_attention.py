@@ -14,7 +14,10 @@ of the main thread (``time.thread_time``) with torch and numba on one thread, so
 thread: what to trust on a shared, loaded machine, where waiting for a time slice inflates wall times (and
 multi-threaded parallel regions most). ``--clock both`` adds a wall-clock run with the default threads first.
 The sizes: 1920x50 (a batch of short sentences), 256x1000 (long rows), 32768x64 (a Transformer-sized score
-tensor, e.g. batch 8 x 8 heads x 512 queries over 64 keys).
+tensor, e.g. batch 8 x 8 heads x 512 queries over 64 keys). Two more measurements on the CPU clock, one thread:
+the row-length sweep (64..4096 keys, 262,144 scores per call) and a causal-masked 8 x 512 x 512 block (a
+decoder's self-attention: one (512, 512) lower-triangular bool mask for the batch), every mapping against
+``torch.softmax`` of the scores with -inf at the masked entries (``--no-sweep``, ``--no-causal`` skip them).
 
 The authors' baseline ("authors ...") is Niculae & Blondel's own package, ``torchsparseattn`` 0.2 from PyPI
 (github.com/vene/sparse-structured-attention), Cython extensions built from its sdist into a cache directory
@@ -55,6 +58,10 @@ SWEEP_SCORES = 262144
 SWEEP_KEYS = [64, 128, 256, 512, 1024, 2048, 4096]
 SWEEP_METHODS = ["torch.softmax", "sparsemax", "fusedmax", "oscarmax", "entmax (1.5)"]
 SWEEP_TARGETS = {"sparsemax": 2.0, "fusedmax": 3.5, "oscarmax": 5.0}  # x torch.softmax at every row length
+CAUSAL_SHAPE = (8, 512, 512)  # batch x queries x keys: a decoder's self-attention block under a causal mask
+CAUSAL_METHODS = ["torch.softmax", "softmax", "sparsemax", "fusedmax", "oscarmax", "sq_pnorm_max", "entmax (1.5)",
+                  "entmax (1.3)"]
+CAUSAL_TARGET = 1.5  # x masked torch.softmax, every mapping
 AUTHORS_MAX_ROWS = 2048  # their loop calls Python once per row: at 32768 rows one call takes seconds (not timed)
 TARGETS = {"sparsemax": 3.0, "fusedmax": 6.0, "oscarmax": 8.0}  # x torch.softmax, one thread, every size
 FUSED_LAM = 0.1  # attention.fusedmax's default; the authors' FusedProxFunction(alpha=0.1)
@@ -289,9 +296,13 @@ def step(f, x, g):
 def bench_size(n, d, fast, slow, rounds, slow_rounds, seed=0):
     if n > AUTHORS_MAX_ROWS:
         slow = {}
+    return bench_shape((n, d), fast, slow, rounds, slow_rounds, seed)
+
+
+def bench_shape(shape, fast, slow, rounds, slow_rounds, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=gen, dtype=torch.float32).requires_grad_()
-    g = torch.randn(n, d, generator=gen, dtype=torch.float32)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float32).requires_grad_()
+    g = torch.randn(*shape, generator=gen, dtype=torch.float32)
     methods = {**fast, **slow}
     for f in fast.values():  # warm-up: compile / load numba caches, fill allocator pools
         for _ in range(3):
@@ -438,6 +449,43 @@ def sweep(fast, rounds, log):
     return lines, {"clock": "cpu", "machine": machine_info(), "results": results, "targets": targets}
 
 
+def causal_methods(mask):
+    """Every mapping under a bool mask (True = may attend), and torch.softmax with -inf at the masked scores."""
+    import entmax  # noqa: F401 - our_methods' import: fail here as there when it is missing
+
+    blocked = ~mask
+    methods = {name: f for name, f in our_methods().items() if name in CAUSAL_METHODS}
+    methods["torch.softmax"] = lambda x: torch.softmax(x.masked_fill(blocked, -torch.inf), dim=-1)
+    params = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": FUSED_LAM}, "oscarmax": {"lam": OSCAR_LAM},
+              "sq_pnorm_max": {"p": 1.5}, "entmax (1.5)": {"alpha": 1.5}, "entmax (1.3)": {"alpha": 1.3}}
+    for name, kw in params.items():
+        fn = attention.MAPPINGS[name.split(" ")[0]]
+        methods[name] = lambda x, fn=fn, kw=kw: fn(x, mask=mask, **kw)
+    return {name: methods[name] for name in CAUSAL_METHODS}
+
+
+def causal(rounds, log, shape=CAUSAL_SHAPE):
+    """A causal-masked block (batch x queries x keys, one (queries, keys) mask for the batch) on the CPU clock, one
+    thread: every mapping against masked torch.softmax."""
+    global CLOCK
+    CLOCK = time.thread_time
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    log(f"[causal mask] {'x'.join(map(str, shape))} ...")
+    mask = torch.ones(shape[-2], shape[-1], dtype=torch.bool).tril()
+    ms, counts = bench_shape(shape, causal_methods(mask), {}, rounds, 0)
+    ratio = {k: v / ms["torch.softmax"] for k, v in ms.items()}
+    targets = [{"size": "x".join(map(str, shape)), "target": f"{m} <= {CAUSAL_TARGET:g}x masked torch.softmax",
+                "value": ratio[m], "bound": CAUSAL_TARGET, "met": ratio[m] <= CAUSAL_TARGET}
+               for m in CAUSAL_METHODS if m != "torch.softmax"]
+    lines = ["", f"causal mask ({'x'.join(map(str, shape))}, CPU clock, 1 thread): ratio to masked torch.softmax"]
+    lines += [f"  {'met   ' if t['met'] else 'MISSED'} {m:<14} {ms[m]:8.2f} ms  {ratio[m]:.2f}x"
+              for m, t in zip(CAUSAL_METHODS[1:], targets)]
+    return lines, {"clock": "cpu", "shape": list(shape), "mask": "causal (tril), one (queries, keys) mask",
+                   "machine": machine_info(), "ms": ms, "timed_calls": counts, "ratio_to_torch_softmax": ratio,
+                   "target": CAUSAL_TARGET, "targets": targets}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
@@ -453,6 +501,8 @@ def main(argv=None):
                              "8x10,64x50 show the per-call overhead")
     parser.add_argument("--no-sweep", action="store_true",
                         help="skip the row-length sweep (64..4096 keys, 262,144 scores per call)")
+    parser.add_argument("--no-causal", action="store_true",
+                        help="skip the causal-masked block (8 x 512 x 512, every mapping against masked softmax)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     rounds = args.rounds or (5 if args.quick else 40)
@@ -482,6 +532,10 @@ def main(argv=None):
     if not args.no_sweep:
         lines, row_lengths = sweep(fast, rounds, log)
         out_lines += lines
+    causal_block = None
+    if not args.no_causal:
+        lines, causal_block = causal(rounds, log)
+        out_lines += lines
     print("\n".join(out_lines))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -500,6 +554,8 @@ def main(argv=None):
     if row_lengths is not None:
         payload["row_lengths"] = row_lengths
         payload["row_length_targets"] = {f"{m}_x_torch_softmax": bound for m, bound in SWEEP_TARGETS.items()}
+    if causal_block is not None:
+        payload["causal"] = causal_block
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     log(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 

@@ -97,3 +97,20 @@ def test_entmax_gamma_and_mask_match_the_package():
                                    entmax.entmax15(x.masked_fill(~mask, -torch.inf) / gamma))
         torch.testing.assert_close(attention.entmax(x, alpha=1.3, gamma=gamma, mask=mask),
                                    entmax.entmax_bisect(x.masked_fill(~mask, -1e4) / gamma, alpha=1.3, n_iter=100))
+
+
+@pytest.mark.parametrize("spread", [1e-3, 0.05, 0.3, 1.0])
+def test_entmax15_full_support_shortcut_equals_the_sorted_threshold(spread):
+    """Nearly uniform rows take the sort-free full-support threshold in the CPU kernel; rows with a smaller
+    support fail its test and are sorted. Both equal the sort-based torch formula, masked rows included."""
+    from attention import _torch
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 300, generator=g, dtype=torch.float64) * spread
+    lengths = torch.randint(1, 301, (64,), generator=g)
+    mask = torch.arange(300) < lengths.unsqueeze(-1)
+    y = attention.entmax(x, alpha=1.5, mask=mask)
+    expected = _torch.entmax_forward(x, lengths, 1.5)
+    torch.testing.assert_close(y, expected, atol=1e-12, rtol=0)
+    if spread == 1e-3:
+        assert ((y > 0) == mask).all()  # every valid entry in the support: the shortcut's case

@@ -23,6 +23,16 @@ def test_attention_table_reads_ratios_and_times_from_the_json():
     assert "fusedmax ≤ 6×" in text
 
 
+def test_causal_table_reads_the_causal_block():
+    data = {"runs": [], "causal": {"clock": "cpu", "shape": [8, 512, 512], "target": 1.5,
+                                   "machine": {"torch_threads": 1},
+                                   "ms": {"torch.softmax": 10.0, "softmax": 9.0, "oscarmax": 25.0}}}
+    text = bench.attention_table(data)
+    assert "8×512×512 block" in text and "every mapping ≤ 1.5×" in text
+    assert "| torch.softmax (masked) | 1.00× | 10.0 |" in text
+    assert "| softmax (ours: masks, γ) | 0.90× | 9.00 |" in text and "| oscarmax | 2.50× | 25.0 |" in text
+
+
 def test_number_keeps_three_significant_figures():
     assert [bench.number(x) for x in (0.355, 1.752, 12.394, 291.36, 1218.4)] == ["0.35", "1.75", "12.4", "291", "1218"]
 

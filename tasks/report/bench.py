@@ -3,6 +3,7 @@
     results/bench/attention.json   (make bench)        -> results/bench/tables/attention.md
     results/bench/train_step.json  (make bench-train)  -> results/bench/tables/train_step.md
     results/bench/decode.json      (make bench-decode) -> results/bench/tables/decode.md
+    results/bench/model.json       (make bench-model)  -> results/bench/tables/model.md
 
 ``python -m tasks.report.bench [--bench DIR]`` writes them; ``make bench*`` runs it after each benchmark, and
 ``tasks/report/docs.py`` copies them into the documents' generated blocks.
@@ -59,6 +60,8 @@ def attention_table(data: dict) -> str:
         lines.append("")
     if data.get("row_lengths"):
         lines += row_length_table(data["row_lengths"], data.get("row_length_targets") or {})
+    if data.get("causal"):
+        lines += causal_table(data["causal"])
     targets = data.get("targets") or {}
     if targets:
         said = ", ".join(f"{k.split('_x_')[0]} ≤ {v:g}×" for k, v in targets.items())
@@ -85,6 +88,21 @@ def row_length_table(run: dict, targets: dict) -> list:
                     ""]
 
 
+def causal_table(run: dict) -> list:
+    """The causal-masked block: one row per mapping, the ratio to masked torch.softmax and the median ms."""
+    ms, target = run["ms"], run.get("target")
+    shape = "×".join(str(n) for n in run["shape"])
+    lines = [f"### A causal mask: forward + backward of a {shape} block (batch × queries × keys, one causal mask), "
+             f"ratio to torch.softmax with -inf at the masked scores (median ms), "
+             f"{run.get('machine', {}).get('torch_threads', '?')} thread(s), clock: {run.get('clock', '?')} time"
+             + (f"; target: every mapping ≤ {target:g}×" if target else ""), "",
+             "| method | ratio | ms |", "|---|---:|---:|"]
+    for method, value in ms.items():
+        lines.append(f"| {'torch.softmax (masked)' if method == 'torch.softmax' else _label(method)} | "
+                     f"{number(value / ms['torch.softmax'])}× | {number(value)} |")
+    return lines + [""]
+
+
 def train_step_table(data: dict) -> str:
     ratio, seconds = data["ratio_to_softmax"], data["median_step_s"]
     return "\n".join([
@@ -109,7 +127,43 @@ def decode_table(data: dict) -> str:
         "| search | " + " | ".join(ATTENTION_ORDER) + " |", "|---|" + "---:|" * len(ATTENTION_ORDER), *rows, ""])
 
 
-TABLES = {"attention": attention_table, "train_step": train_step_table, "decode": decode_table}
+MODEL_LABELS = {"eager": "eager softmax (transformers)", "softmax": "softmax (ours)"}
+
+
+def model_table(data: dict) -> str:
+    """One row per model × step × tokens (× compiled), one column per method: ratio to transformers' eager softmax,
+    median ms and, for eager steps, the peak memory above the step's start (MiB); compiled rows add compiled /
+    eager of the same method."""
+    results = data["results"]
+    methods = list(dict.fromkeys(m for r in results for m in r["ms"]))
+    machine, sizes = data.get("machine", {}), data.get("sizes", {})
+    load = (machine.get("loadavg_before") or []) + (machine.get("loadavg_after") or [])
+    where = (f"{machine.get('cpu_count', '?')}-CPU {machine.get('cpu_model', '')}, torch {machine.get('torch', '?')}, "
+             f"transformers {machine.get('transformers', '?')}, {data.get('threads', '?')} thread(s), clock: "
+             f"{data.get('clock', '?')} time" + (f", load average {min(load):.1f}-{max(load):.1f}" if load else ""))
+    model = (f"hidden {sizes.get('hidden', '?')}, {sizes.get('layers', '?')} layers, {sizes.get('heads', '?')} heads "
+             f"(Llama: {sizes.get('kv_heads', '?')} key/value heads)")
+    lines = [f"### Hugging Face models: ratio to transformers' eager softmax (median ms; peak MiB), {model}, "
+             f"median of {data.get('rounds', '?')} interleaved rounds, {where}", "",
+             "| model | step | tokens | " + " | ".join(MODEL_LABELS.get(m, _label(m)) for m in methods) + " |",
+             "|---|---|---|" + "---|" * len(methods)]
+    for r in results:
+        step = r["mode"] + (", compiled" if r["compiled"] else "")
+        peak = r.get("peak_mib") or {}
+        cells = [f"{number(r['ms'][m] / r['ms']['eager'])}× ({number(r['ms'][m])}"
+                 + (f"; {number(max(peak[m], 0.0))}" if m in peak else "") + ")" for m in methods]
+        lines.append(f"| {r['model']} | {step} | {r['batch']} × {r['tokens']} | " + " | ".join(cells) + " |")
+        if r.get("compiled_over_eager"):
+            lines.append(f"| {r['model']} | compiled / eager | {r['batch']} × {r['tokens']} | "
+                         + " | ".join(f"{number(r['compiled_over_eager'][m])}×" for m in methods) + " |")
+    new_tokens = data.get("new_tokens", "?")
+    lines += ["", f"_train: forward + backward of the LM loss; generate: greedy, {new_tokens} new tokens with the KV "
+              f"cache after the prompt; peak memory: {data.get('memory', '?')}._", ""]
+    return "\n".join(lines)
+
+
+TABLES = {"attention": attention_table, "train_step": train_step_table, "decode": decode_table,
+          "model": model_table}
 
 
 def write(bench: Path, out: Path | None = None) -> list:
