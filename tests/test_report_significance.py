@@ -57,3 +57,15 @@ def test_mismatched_test_sets_are_an_error():
         paired_bootstrap([a], [b])
     with pytest.raises(ValueError, match="same number"):
         paired_bootstrap([a], [])
+
+
+def test_sign_flip_over_seeds_is_exact_and_bounded_by_the_number_of_seeds():
+    from tasks.report.significance import sign_flip_p
+
+    assert sign_flip_p([1.0, 2.0, 3.0]) == 0.25  # all ahead: 2 of the 8 sign patterns are as extreme
+    assert sign_flip_p([1.0] * 10) == 2 / 1024
+    assert sign_flip_p([1.0, -1.0]) == 1.0
+    # 4 seeds +1, one seed -1: mean 0.6; patterns with |mean| >= 0.6 are those with at most one sign against
+    # the majority: 2 * (1 + 5) of 32
+    assert sign_flip_p([1.0, 1.0, 1.0, 1.0, -1.0]) == 12 / 32
+    assert sign_flip_p([0.3] * 20) < 1e-3 and sign_flip_p([0.3, -0.3] * 10) > 0.9  # sampled above 16 seeds

@@ -68,11 +68,32 @@ class Comparison:
     p: float  # two-sided paired-bootstrap p-value
     pairs: int  # seeds compared
     samples: int
+    seed_deltas: tuple = ()  # metric(a) - metric(b) of each seed, in seed order
+
+    @property
+    def seed_p(self) -> float | None:
+        """Two-sided p-value of an exact sign-flip (permutation) test over the seeds' differences: how often a
+        random sign on each seed's difference gives a mean at least as far from 0. It measures what the bootstrap
+        over examples does not, the variation between seeds; with n seeds it cannot go below 2 / 2**n (0.25 for 3)."""
+        return sign_flip_p(self.seed_deltas) if len(self.seed_deltas) >= 2 else None
 
     @property
     def p_text(self) -> str:
         """The p-value as the tables, the headline and the figures print it: ``p<0.001`` or ``p=0.123``."""
         return "p<0.001" if self.p < 0.001 else f"p={self.p:.3f}"
+
+
+def sign_flip_p(deltas, exact_up_to: int = 16, samples: int = 100_000, seed: int = 12345) -> float:
+    """Two-sided p-value of the paired sign-flip test of mean(deltas) = 0: every sign pattern when there are at most
+    ``exact_up_to`` deltas (exact), else ``samples`` random ones."""
+    d = np.asarray(deltas, dtype=np.float64)
+    n = len(d)
+    if n <= exact_up_to:
+        signs = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(samples, n))
+    means = np.abs(signs @ d) / n
+    return float(np.mean(means >= abs(d.mean()) - 1e-12))
 
 
 def paired_bootstrap(a_runs: list[Examples], b_runs: list[Examples], samples: int = 1000, seed: int = 12345
@@ -99,4 +120,5 @@ def paired_bootstrap(a_runs: list[Examples], b_runs: list[Examples], samples: in
     deltas = a_boot - b_boot
     p = (np.sum(np.abs(deltas - deltas.mean()) >= abs(delta)) + 1) / (samples + 1)
     low, high = np.percentile(deltas, [2.5, 97.5])
-    return Comparison(float(delta), float(low), float(high), float(p), len(a_runs), samples)
+    per_seed = tuple(float(a.score() - b.score()) for a, b in zip(a_runs, b_runs))
+    return Comparison(float(delta), float(low), float(high), float(p), len(a_runs), samples, per_seed)

@@ -704,6 +704,36 @@ def headline(tables: dict) -> str:
     return "\n".join(lines + ["", f"_{'; '.join(notes_)}._", ""])
 
 
+def seed_table(tables: dict) -> str:
+    """Seed by seed: each mapping's difference to softmax on every seed they share, how many seeds it is ahead on,
+    and the exact sign-flip test over seeds beside the bootstrap over test examples: the two tests answer different
+    questions (another seed, another test set), and a claim needs both."""
+    lines = ["### Seed by seed: Δ vs softmax on each shared seed", "",
+             "| dataset | metric | attention | seeds | Δ per seed | ahead | mean Δ | p (seeds, sign-flip) | "
+             "p (test examples, bootstrap) |", "|:---|:---|:---|---:|:---|---:|---:|---:|---:|"]
+    for table in tables.values():
+        for ds in _shown_datasets(table)[0]:
+            if table.remarks.get(ds.key):  # a pipeline check, not a result (as in the headline)
+                continue
+            for metric in (m for m in table.experiment.metrics if m.compare):
+                for row in table.rows_of(ds):
+                    comparison = table.comparisons.get((row, ds.key, metric.key))
+                    if comparison is None or isinstance(comparison, str) or not comparison.seed_deltas:
+                        continue
+                    deltas = comparison.seed_deltas
+                    seed_p = comparison.seed_p
+                    lines.append(" | ".join([
+                        f"| {ds.label}", metric.label, row, str(len(deltas)),
+                        " ".join(f"{d:+.2f}" for d in deltas), f"{sum(d > 0 for d in deltas)}/{len(deltas)}",
+                        f"{comparison.delta:+.2f}", MISSING["md"] if seed_p is None else f"{seed_p:.3f}",
+                        f"{comparison.p_text.removeprefix('p=').removeprefix('p')} |"]))
+    return "\n".join(lines + ["", "_Δ per seed: the mapping's test metric minus softmax's, same seed and configuration "
+                                   "(seeds in order); p (seeds): two-sided exact sign-flip test of the mean over seeds "
+                                   "(its smallest possible value is 2/2^n: 0.25 with 3 seeds); p (test examples): the "
+                                   "tables' paired bootstrap over test examples, which does not cover seed-to-seed "
+                                   "variation._", ""])
+
+
 def _span(values: list, digits: int = 0) -> str:
     low, high = f"{min(values):.{digits}f}", f"{max(values):.{digits}f}"
     return low if low == high else f"{low}-{high}"
@@ -763,6 +793,7 @@ def write_tables(records: list, out: str | Path, paper: dict | None = None, expe
     if any(has_runs(table) for table in tables.values()):
         atomic_write(out / "headline.md", "\n".join(header + [headline(tables)]))
         atomic_write(out / "timing.md", "\n".join(header + [timing(tables)]))
+        atomic_write(out / "seeds.md", "\n".join(header + [seed_table(tables)]))
     from .heads import cost_table, heads_table  # Transformer runs: what the heads learned, what each mapping cost
 
     for name, text in (("heads", heads_table(records)), ("cost", cost_table(records))):
