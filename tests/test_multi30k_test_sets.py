@@ -9,6 +9,7 @@ import pytest
 from test_harness_hydra import train
 from test_seq2seq_task import TINY, TRAINER, one_thread  # noqa: F401 (one_thread: autouse, one torch/numba thread)
 
+from tasks.download import DataError
 from tasks.report.runs import attach_evaluations, load_local
 from tasks.report.tables import EXPERIMENTS, build_table, to_markdown
 from tasks.seq2seq import data as D
@@ -54,7 +55,7 @@ def test_every_multi30k_test_set_has_a_checksum_and_a_canonical_name():
     for name in D.MULTI30K_TEST_SETS:
         for lang in ("de", "en", "fr"):
             assert len(D.MULTI30K_SHA256[f"{name}.{lang}.gz"]) == 64
-    with pytest.raises(ValueError, match="no split 'test_2099'"):
+    with pytest.raises(DataError, match="no split 'test_2099'"):
         D.multi30k_file({"root": str(DATA / "multi30k")}, "test_2099", "de")
 
 
