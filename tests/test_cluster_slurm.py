@@ -170,7 +170,8 @@ def test_preempted_and_timed_out_jobs_resume_where_they_stopped(env, tmp_path):
     # of its 2-minute limit (submitit counts both as time-outs: it cannot tell them apart below 10 minutes)
     p_ran = [int(m) for m in re.findall(r"Ran (\d+) minutes out of requested 10 minutes", job_logs(tmp_path / "p"))]
     t_ran = [int(m) for m in re.findall(r"Ran (\d+) minutes out of requested 2 minutes", job_logs(tmp_path / "t"))]
-    assert p_ran and max(p_ran) < 8 and t_ran
+    # (its first stop; on a slow machine the resumed part may then reach its own limit too, and resumes from that)
+    assert p_ran and min(p_ran) < 8 and t_ran
 
 
 def test_a_job_with_a_bad_config_value_fails_once_and_says_why(env, tmp_path):
