@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_seq2seq_task import one_thread  # noqa: F401 (autouse: one torch/numba thread)
 
 import attention
 from tasks.seq2seq.search import beam_search, greedy_search
-from tasks.seq2seq.task import Multi30kTask, set_threads
+from tasks.seq2seq.task import Multi30kTask
 from tasks.seq2seq.transformer import TransformerSeq2Seq
 from tasks.stats import zero_gradient_rows
 from tasks.trainer import Stop, Trainer, load_checkpoint_file, scheduled_lr
@@ -22,17 +23,6 @@ TRAINER = {"epochs": 2, "progress": False, "patience": 0, "checkpoint_every_step
 SPECS = {"softmax": {"name": "softmax"}, "sparsemax": {"name": "sparsemax"},
          "fusedmax": {"name": "fusedmax", "lam": 0.1}, "oscarmax": {"name": "oscarmax", "lam": 0.05},
          "entmax": {"name": "entmax", "alpha": 1.5}}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import numba
-
-    before = torch.get_num_threads(), numba.get_num_threads()
-    set_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    numba.set_num_threads(before[1])
 
 
 def model(name="fusedmax", **options):
@@ -78,13 +68,13 @@ def test_beam_of_one_is_greedy_and_beams_reorder_the_cache():
     beam1 = beam_search(m, src, lengths, bos=2, eos=3, beam=1, max_length=9)
     assert [h.tokens for h in greedy] == [h.tokens for h in beam1]
     beam4 = beam_search(m, src, lengths, bos=2, eos=3, beam=4, max_length=9)
-    for h, n in zip(beam4, lengths.tolist()):
+    for i, (h, n) in enumerate(zip(beam4, lengths.tolist())):
         assert h.attention.shape == (len(h.tokens), 4, n) and h.attention_scores is None
         # the beam's score is what the model gives its tokens when teacher-forced (a wrongly reordered cache
         # would score other prefixes)
         tgt = torch.tensor([[2] + h.tokens + [3]])
         with torch.no_grad():
-            lp, _ = m(src[:1, :n] if n == 7 else src[[lengths.tolist().index(n)], :n], torch.tensor([n]), tgt[:, :-1])
+            lp, _ = m(src[i:i + 1, :n], torch.tensor([n]), tgt[:, :-1])
         forced = float(lp[0].gather(1, tgt[:, 1:].T).sum())
         assert forced == pytest.approx(h.score, abs=1e-4)
 
