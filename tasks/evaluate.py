@@ -19,14 +19,16 @@ import re
 import sys
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import OmegaConf
 
 from . import records
+from .build import build_task
 from .files import atomic_write
-from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
+from .resolvers import register_resolvers
 from .trainer import CheckpointError, load_checkpoint_file, load_model_state, pick_device
+
+register_resolvers()  # before a run's saved config is resolved
 
 
 def load_run_config(run_dir: str | os.PathLike, overrides=()) -> dict:
@@ -55,8 +57,7 @@ def load_run_config(run_dir: str | os.PathLike, overrides=()) -> dict:
 def evaluate_run(run_dir: str | os.PathLike, overrides=(), split: str = "test", device: str = "auto") -> dict:
     run_dir = Path(run_dir)
     config = load_run_config(run_dir, overrides)
-    task = hydra.utils.instantiate(config["task"], attention=config["attention"], seed=config["seed"],
-                                   data_dir=config["data_dir"], _recursive_=False, _convert_="all")
+    task = build_task(config)
     task.device = pick_device(device if device != "auto" else config.get("trainer", {}).get("device", "auto"))
     task.setup()
     record = records.record_path(config["results_dir"], task.name, config["attention"]["name"], config["run_name"])

@@ -17,15 +17,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from .build import build_task
 from .download import DataError
-from .train import run_name_from  # noqa: F401 - registers the run_name_from resolver the config uses
+from .resolvers import register_resolvers
+
+register_resolvers()  # before Hydra resolves the config
 
 
 def stage(cfg: DictConfig) -> list[Path]:
     """Set the task up (downloads, checks, parses); returns the files under ``data_dir`` afterwards."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    task = hydra.utils.instantiate(cfg.task, attention=config["attention"], seed=cfg.seed, data_dir=cfg.data_dir,
-                                   _recursive_=False, _convert_="all")
+    task = build_task(OmegaConf.to_container(cfg, resolve=True))
     task.setup()
     data_dir = Path(cfg.data_dir)
     return sorted(p for p in data_dir.rglob("*") if p.is_file()) if data_dir.is_dir() else []

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import sys
@@ -41,36 +40,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import records
+from .build import build_task
 from .download import DataError
 from .files import RunDirInUse, UnsafeFileError, run_dir_lock
 from .loggers import LoggerError, build_logger
+from .resolvers import register_resolvers
 from .trainer import LR_SCHEDULES, PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
 
 log = logging.getLogger(__name__)
-
-# group choices left out of the run name: task and attention are in the run dir's path already
-# (<task>/<attention>/<run_name>); `attention=fusedmax` is a choice, `attention.lam=0.2` is not
-_GROUP_CHOICES = {"task", "attention", "logger", "launcher"}
-
-
-def _not_identity(key: str) -> bool:
-    key = key.lstrip("+~")
-    if key.startswith("hydra") or key in _GROUP_CHOICES:
-        return True
-    return not records.in_identity(key)
-
-
-def run_name_from(overrides) -> str:
-    """A file-name-safe run name from the command-line overrides (Hydra's ``hydra.overrides.task``) less those of
-    a run's identity (``records.in_identity``), sorted ("default" when none is left). A string is taken as Hydra's
-    override dirname."""
-    if isinstance(overrides, str):
-        items = [overrides] if overrides else []
-    else:
-        items = sorted(str(o).lstrip("+") for o in overrides if not _not_identity(str(o).split("=", 1)[0]))
-    name = re.sub(r"[/\\:*?\"<>| ]+", "_", ",".join(items)).strip("_.")
-    return name[:200] or "default"
-
 
 def run_identity(config: dict) -> dict:
     """``{dotted key: value}`` of the resolved config less what is not part of a run's identity
@@ -241,19 +218,7 @@ def _fail(message, code: int = 2):
     sys.exit(code)
 
 
-if not OmegaConf.has_resolver("run_name_from"):
-    OmegaConf.register_new_resolver("run_name_from", run_name_from)
-
-
-def attention_default(name: str, key: str):
-    """``${attention_default:fusedmax,lam}`` in configs/attention/*.yaml: the library owns the mappings' defaults."""
-    import attention
-
-    return attention.DEFAULTS[name][key]
-
-
-if not OmegaConf.has_resolver("attention_default"):
-    OmegaConf.register_new_resolver("attention_default", attention_default)
+register_resolvers()  # before Hydra resolves the config (tasks/resolvers.py says why here)
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
@@ -263,8 +228,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     validate_config(config)  # before any data is read
     attention_cfg = config["attention"]
-    task = hydra.utils.instantiate(cfg.task, attention=attention_cfg, seed=cfg.seed, data_dir=cfg.data_dir,
-                                   _recursive_=False, _convert_="all")
+    task = build_task(config)
     with run_dir_lock(run_dir):  # before the logger writes there; held until the record is written
         logger = build_logger(config.get("logger"), run_dir, config,
                               name=f"{task.name}/{attention_cfg['name']}/{cfg.run_name}")

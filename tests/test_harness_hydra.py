@@ -84,7 +84,8 @@ def test_more_epochs_continue_the_same_run_and_wandb_keeps_it_whole(tmp_path):
 
 
 def test_a_setting_that_changes_the_result_is_another_run(tmp_path):
-    from tasks.train import run_identity, run_name_from
+    from tasks.resolvers import run_name_from
+    from tasks.train import run_identity
 
     assert run_name_from(["trainer.epochs=20", "seed=2", "trainer.progress=false", "attention=fusedmax",
                           "trainer.threads=1", "hydra.launcher.timeout_min=60", "shared=/x", "logger=none"]) == "seed=2"

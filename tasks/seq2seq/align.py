@@ -4,10 +4,10 @@ alignments (Och & Ney, 2003), as ``make align RUN=<run dir>``.
     python -m scripts.align outputs/multi30k/fusedmax/experiment=multi30k_cpu [--gold DIR] [--results DIR]
 
 The model of a finished run is rebuilt from its resolved config (``<run>/.hydra/config.yaml``: the task is
-instantiated as ``tasks/train.py`` does, ``setup()`` rebuilds the vocabulary from the training data) and its best
-checkpoint (``<run>/checkpoints/best.pt``). It then *force-decodes* each gold pair: the reference translation is
-fed as the decoder input (teacher forcing, eval mode, no dropout), and the attention row of the step that predicts
-target word j is read as that word's alignment to the source:
+built by ``tasks.build.build_task`` as for training, ``setup()`` rebuilds the vocabulary from the training data)
+and its best checkpoint (``<run>/checkpoints/best.pt``). It then *force-decodes* each gold pair: the reference
+translation is fed as the decoder input (teacher forcing, eval mode, no dropout), and the attention row of the step
+that predicts target word j is read as that word's alignment to the source:
 
 - ``argmax``: one link per target word, to its most attended source word;
 - ``support``: a link to every source word with a nonzero weight (sparse mappings only: softmax's support is
@@ -204,7 +204,9 @@ def resolved_config(run_dir: str | os.PathLike):
 
     from omegaconf import OmegaConf
 
-    import tasks.train  # noqa: F401  (registers the run_name_from resolver)
+    from tasks.resolvers import register_resolvers
+
+    register_resolvers()  # the saved config's ${run_name_from:...}
 
     saved = Path(run_dir) / ".hydra"
     text = (saved / "config.yaml").read_text(encoding="utf-8")
@@ -219,8 +221,9 @@ def resolved_config(run_dir: str | os.PathLike):
 
 def load_run(run_dir: str | os.PathLike):
     """(task, model, resolved config) of a finished run: the task from its config, the weights of best.pt."""
-    import hydra
     from omegaconf import OmegaConf
+
+    from tasks.build import build_task
 
     run_dir = Path(run_dir)
     checkpoint = run_dir / "checkpoints" / "best.pt"
@@ -229,9 +232,7 @@ def load_run(run_dir: str | os.PathLike):
             raise FileNotFoundError(f"{path} not found: is {run_dir} the folder of a finished run "
                                     "(outputs/<task>/<attention>/<run>)?")
     cfg = resolved_config(run_dir)
-    attention_cfg = OmegaConf.to_container(cfg.attention, resolve=True)
-    task = hydra.utils.instantiate(cfg.task, attention=attention_cfg, seed=cfg.seed, data_dir=cfg.data_dir,
-                                   _recursive_=False, _convert_="all")
+    task = build_task(OmegaConf.to_container(cfg, resolve=True))
     if getattr(task, "kind", None) != "translation":
         raise ValueError(f"{run_dir}: task {cfg.task.name} is not a translation task")
     task.setup()
