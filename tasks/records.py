@@ -130,6 +130,7 @@ NON_RESULT_KEYS = (
     "task.eval.batch_size", "task.eval_batch_size", "task.decode.batch_size", "task.duc", "task.extra_test_sets",
     "*.root", "*.cache", "*.mirror", "*.path", "*.url", "*.check_md5", "*.sha256", "embeddings.member",
     "task.embeddings",
+    "task.report",  # how the report shows a task's runs (tasks/report/sections.py), never what they compute
 )
 # How long a run trains: it changes the result, but a larger budget continues the same run (same identity).
 BUDGET_KEYS = ("trainer.epochs", "trainer.max_steps")

@@ -10,14 +10,16 @@ from test_harness_hydra import train
 from test_seq2seq_task import TINY, TRAINER, one_thread  # noqa: F401 (one_thread: autouse, one torch/numba thread)
 
 from tasks.download import DataError
+from tasks.report.grouping import build_table
+from tasks.report.render import to_markdown
 from tasks.report.runs import attach_evaluations, load_local
-from tasks.report.tables import EXPERIMENTS, build_table, to_markdown
+from tasks.report.sections import experiments
 from tasks.seq2seq import data as D
 from tasks.seq2seq.task import Multi30kTask
 from tasks.trainer import Trainer
 
 DATA = Path(__file__).parent / "data"
-TRANSLATION = next(e for e in EXPERIMENTS if e.key == "translation")
+TRANSLATION = next(e for e in experiments([]) if e.key == "translation")
 OTHERS = ["test_2017_flickr", "test_2017_mscoco"]
 
 

@@ -198,7 +198,7 @@ def test_one_alignment_figure_per_dataset_never_mixed_and_tokens_as_written(runs
         torch.save({"task": "iwslt", "items": items}, run_dir / figures.SEQ2SEQ_FILE)
         records.append(_record(runs, "iwslt", name, run_dir, finished="2026-02-01T00:00:00"))
     out = tmp_path / "figures"
-    paths = figures.alignment_figures(records, out, figures.TRANSLATION_TASKS)
+    paths = figures.alignment_figures(records, out, ("multi30k", "iwslt"))
     assert sorted(p.name for p in paths) == sorted(f"translation_alignment_{t}.{f}" for t in ("multi30k", "iwslt")
                                                    for f in ("png", "pdf"))
     assert (out / "translation_alignment_iwslt.txt").read_text().startswith("IWSLT14: test sentence 0")
@@ -207,13 +207,14 @@ def test_one_alignment_figure_per_dataset_never_mixed_and_tokens_as_written(runs
     assert figures.readable("&#124;") == "|" and figures.readable("plain") == "plain"
 
 
-def test_task_names_and_labels_are_defined_once():
-    """The tables and the figures read one list of translation and summarization tasks and one label each."""
-    from tasks.report import runs, tables
+def test_task_labels_come_from_each_task_s_report_section():
+    """The tables and the figures read one label per task: its report section (configs/task/<name>.yaml), also for
+    records written before the section existed."""
+    from tasks.report import sections
+    from tasks.report.grouping import translation_dataset
 
-    assert figures.TRANSLATION_TASKS is tables.TRANSLATION_TASKS is runs.TRANSLATION_TASKS
-    assert figures.TASK_LABELS is runs.TASK_LABELS
-    assert set(figures.DYNAMICS_TASKS) == {"multi30k", "iwslt", "iwslt14", "wmt16", "gigaword", "gigaword_duc2004",
-                                           "duc", "snli"}
-    for task in runs.TRANSLATION_TASKS:
-        assert tables.translation_dataset(task, None).label == figures.TASK_LABELS[task]
+    by_task = sections.sections_by_task([])
+    assert {t for t, s in by_task.items() if s.table == "translation"} == {"multi30k", "iwslt", "iwslt14"}
+    assert by_task["iwslt"].label == "IWSLT14" and by_task["gigaword_duc2004"].table == "summarization"
+    translation = next(e for e in sections.experiments([]) if e.key == "translation")
+    assert translation_dataset(translation, "multi30k", "de-en").label == "Multi30k de→en"

@@ -9,19 +9,14 @@ import pytest
 import yaml
 
 from tasks.report import paper as paper_mod
+from tasks.report.grouping import build_table
+from tasks.report.render import to_csv, to_latex, to_markdown
 from tasks.report.runs import load_local, pair_of, row_labels
-from tasks.report.tables import (
-    EXPERIMENTS,
-    build_table,
-    headline,
-    main,
-    timing,
-    to_csv,
-    to_latex,
-    to_markdown,
-    write_tables,
-)
+from tasks.report.sections import experiments
+from tasks.report.summaries import headline, timing
+from tasks.report.tables import main, write_tables
 
+EXPERIMENTS = experiments([])  # the paper's tables, from the shipped task configs' report sections
 EXP = {e.key: e for e in EXPERIMENTS}
 
 
@@ -331,7 +326,7 @@ def test_datasets_and_tasks_without_runs_are_named_not_printed(tmp_path):
 
 
 def test_minutes_per_run_count_every_part_of_a_resumed_run():
-    from tasks.report.tables import run_seconds
+    from tasks.report.grouping import run_seconds
     assert run_seconds({"wall_time_s": 600.0, "time_per_epoch_s": 50.0, "epochs": 10}) == 600.0  # one process
     assert run_seconds({"wall_time_s": 120.0, "time_per_epoch_s": 50.0, "epochs": 10}) == 500.0  # resumed late
     assert run_seconds({"wall_time_s": 120.0}) == 120.0 and run_seconds({}) is None

@@ -5,7 +5,9 @@ import os
 import pytest
 
 from tasks.report import wandb_source
-from tasks.report.tables import EXPERIMENTS, build_table, main
+from tasks.report.grouping import build_table
+from tasks.report.sections import experiments
+from tasks.report.tables import main
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -63,7 +65,7 @@ def test_offline_runs_to_records_and_table(offline_runs, tmp_path):
     assert fused["metrics"]["test"] == pytest.approx({"accuracy": 0.83, "support": 3.5, "groups": 1.75})
     assert fused["metrics"]["valid"]["accuracy"] == pytest.approx(0.79)
     assert fused["epochs"] == 2
-    table = build_table(next(e for e in EXPERIMENTS if e.key == "snli"), records, {})
+    table = build_table(next(e for e in experiments(records) if e.key == "snli"), records, {})
     soft = table.cells[("softmax", "snli", "accuracy")]
     assert soft.mean == pytest.approx(82.0) and soft.n == 2
     # and through the command line: SOURCE=wandb with a directory of offline runs

@@ -35,12 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import heads
+from . import heads, sections
 from .runs import (
     ATTENTION_ORDER,
-    SUMMARIZATION_TASKS,
-    TASK_LABELS,
-    TRANSLATION_TASKS,
     attention_name,
     attention_params,
     finished_key,
@@ -53,7 +50,6 @@ from .runs import (
 FORMATS = ("png", "pdf")
 SNLI_FILE = "attention_test.json"
 SEQ2SEQ_FILE = "attention_test.pt"
-DYNAMICS_TASKS = (*TRANSLATION_TASKS, *SUMMARIZATION_TASKS, "snli")  # tasks whose records log per-epoch attention
 SIMPLEX_MAPPINGS = (("sparsemax", {}), ("fusedmax", {"lam": 0.3}), ("oscarmax", {"lam": 0.1}))
 
 
@@ -256,8 +252,7 @@ def readable(token: str) -> str:
     return html.unescape(token)
 
 
-def alignment_caption(task: str, index: int, runs: dict) -> str:
-    label = TASK_LABELS.get(task, task)
+def alignment_caption(label: str, index: int, runs: dict) -> str:
     params = "; ".join(f"{n}: {_params(r)}" for n, r in runs.items())
     return (f"{label}: test sentence {index}, the same source under each mapping: attention of every output word "
             f"(rows) over the source words (columns), fused groups outlined ({params})")
@@ -266,7 +261,8 @@ def alignment_caption(task: str, index: int, runs: dict) -> str:
 def alignment_figure(records: list, out: Path, task: str, stem: str | None = None, sentence="auto") -> list[Path]:
     """One test sentence of ``task``'s runs (one per mapping) side by side; the caption, generated from what is
     drawn, is the figure's title and ``<stem>.txt`` beside it. ``stem``: ``<family>_alignment_<task>``."""
-    family = "summarization" if task in SUMMARIZATION_TASKS else "translation"
+    section = sections.sections_by_task(records).get(task)
+    family, label = (section.table, section.label) if section else ("alignment", task)
     stem = stem or f"{family}_alignment_{task}"
     runs = pick_runs(records, (task,))
     if not runs:
@@ -300,7 +296,7 @@ def alignment_figure(records: list, out: Path, task: str, stem: str | None = Non
         item = per_run[name][index]
         matrix = np.asarray(item["attention"], dtype=float)[: len(item["hyp"]), : len(src)]
         draw_heatmap(ax, matrix, [readable(t) for t in src], [readable(t) for t in item["hyp"]], name, name)
-    caption = alignment_caption(task, index, {n: runs[n] for n in names})
+    caption = alignment_caption(label, index, {n: runs[n] for n in names})
     fig.suptitle(caption, fontsize=8, wrap=True)
     fig.tight_layout()
     paths = save(fig, out, stem)
@@ -475,12 +471,12 @@ def _plain_log_ticks(axis, subs=(1.0,)) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def dynamics_figure(records: list, out: Path, tasks: tuple = DYNAMICS_TASKS,
+def dynamics_figure(records: list, out: Path, tasks: tuple | None = None,
                     stem: str = "attention_dynamics", title: str = "") -> list[Path]:
     """Per epoch (validation set): perplexity, weights ≥ 1% per attention row, the share of rows through which
     no gradient reaches the attention scores, and the gap between the two largest scores (in units of γ; sparsemax
     is one-hot exactly when it is ≥ 1). One line per run: colour = mapping, line style = configuration."""
-    runs = [r for r in records if task_of(r) in tasks and any("top2_gap" in (h.get("valid") or {})
+    runs = [r for r in records if (tasks is None or task_of(r) in tasks) and any("top2_gap" in (h.get("valid") or {})
                                                                for h in r.get("history") or [])]
     if not runs:
         say(f"{stem} skipped: no run with per-epoch attention diagnostics (records of this version of the harness)")
@@ -528,7 +524,7 @@ def dynamics_figure(records: list, out: Path, tasks: tuple = DYNAMICS_TASKS,
 def dynamics_figures(records: list, out: Path) -> list[Path]:
     """``dynamics_figure`` once per task when the records span several (``attention_dynamics_<task>``): curves of
     SNLI, translation and summarization on one set of axes would share nothing but the colours."""
-    tasks = sorted({task_of(r) for r in records if task_of(r) in DYNAMICS_TASKS})
+    tasks = sorted({task_of(r) for r in records})
     if len(tasks) <= 1:
         return dynamics_figure(records, out)
     made = []
@@ -546,10 +542,10 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
     a bar) against how many source positions its attention rows spread over (weights ≥ 1% of the row, the measure
     that means the same thing for every mapping, mean ± std over seeds). Each legend entry gives the row's paired
     difference to softmax and p-value, the same numbers as in ``make tables`` (same rows, same bootstrap)."""
-    from .tables import EXPERIMENTS, build_table, has_runs
+    from .grouping import build_table, has_runs
 
     panels = []
-    for experiment in EXPERIMENTS:
+    for experiment in sections.experiments(records):
         table = build_table(experiment, records, paper, samples=samples)
         metric = next(m for m in experiment.metrics if m.compare)
         for ds in table.datasets:
@@ -612,12 +608,14 @@ def tradeoff_figure(records: list, out: Path, paper: dict | None = None, samples
 
 def make_all(records: list, out: Path, snli_example="auto", sentence="auto") -> dict:
     made: dict = {}
+    tasks_of_table = {e.key: tuple(e.sections) for e in sections.experiments(records)}
     steps = (
         ("simplex", lambda: simplex_figure(out)),
         ("mapping_curves", lambda: mapping_curves_figure(out)),
         ("snli_attention", lambda: snli_figure(records, out, snli_example)),
-        ("translation_alignment", lambda: alignment_figures(records, out, tuple(TRANSLATION_TASKS), sentence)),
-        ("summarization_alignment", lambda: alignment_figures(records, out, tuple(SUMMARIZATION_TASKS), sentence)),
+        ("translation_alignment", lambda: alignment_figures(records, out, tasks_of_table["translation"], sentence)),
+        ("summarization_alignment", lambda: alignment_figures(records, out, tasks_of_table["summarization"],
+                                                              sentence)),
         ("attention_dynamics", lambda: dynamics_figures(records, out)),
         ("accuracy_vs_spread", lambda: tradeoff_figure(records, out)),
         ("transformer_learned_parameters", lambda: heads.learned_figure(records, out)),

@@ -20,10 +20,6 @@ from tasks.records import changes_result, flatten, get, matches
 ATTENTION_ORDER = ("softmax", "sparsemax", "fusedmax", "oscarmax")  # the paper's four: a row each, always
 # every mapping of attention/, in the order rows and figures list them
 MAPPING_ORDER = ATTENTION_ORDER + ("entmax", "sq_pnorm_max")
-# the seq2seq tasks and the names the tables and figures give them
-TRANSLATION_TASKS = {"multi30k": "Multi30k", "iwslt": "IWSLT14", "iwslt14": "IWSLT14", "wmt16": "WMT16"}
-SUMMARIZATION_TASKS = {"gigaword": "Gigaword", "gigaword_duc2004": "DUC-2004", "duc": "DUC-2004"}
-TASK_LABELS = {**TRANSLATION_TASKS, **SUMMARIZATION_TASKS}
 
 
 def mapping_rank(name: str) -> int:
