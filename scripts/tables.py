@@ -1,4 +1,4 @@
-"""`make tables`: the paper's tables from the run records (see tasks/report/tables.py)."""
+"""`make tables`: the tables of every task from the run records (see tasks/report/tables.py)."""
 
 from tasks.report.tables import main
 
