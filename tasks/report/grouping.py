@@ -254,7 +254,45 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
     paper = paper or {}
     datasets = _datasets(experiment, records, paper)
     dropped: list = []
+    groups = _group_runs(experiment, datasets, records, dropped)
 
+    labels = _label_groups(groups)
+    found = {labels[id(g)] for g in groups}
+    # the four mappings always have a row (empty until run) unless rows are split by parameters or configurations
+    rows = sorted(found | {a for a in ATTENTION_ORDER if not any(f.split(" ")[0] == a for f in found)},
+                  key=_row_sort_key)
+    if len({g.signature for g in groups}) > len({g.dataset.key for g in groups}):
+        dropped.append("rows in [brackets] are different configurations: their runs are never averaged together")
+
+    scale = {}
+    for m in experiment.metrics:
+        values = [v for g in groups for r in g.runs if (v := _metric(g.dataset.test_metrics(r), g.dataset, m))
+                  is not None]
+        scale[m.key] = 100.0 if m.percent and values and all(abs(v) <= 1.0 for v in values) else 1.0
+    cells, n, devices = _cells(experiment, groups, labels, scale)
+
+    comparisons = _compare(experiment, groups, labels, samples)
+    uncompared = sum(1 for v in comparisons.values() if isinstance(v, str) and v.startswith("no "))
+    if uncompared:
+        dropped.append(f"{uncompared} row(s) without a softmax row of the same configuration: no Δ")
+
+    paper_cells = {}
+    for row in set(rows) | set(ATTENTION_ORDER):
+        for ds in datasets:
+            for m in experiment.metrics:
+                paper_cells[(row, ds.key, m.key)] = paper_mod.value(paper, experiment.key, ds.key, row, m.key)
+    # a preset's `note:` (e.g. "a pipeline check, not a result") is said above its dataset's table and in the notes
+    remarks: dict = {}
+    for g in groups:
+        for r in g.runs:
+            if (note := get(r, "config.note")) and note not in remarks.setdefault(g.dataset.key, []):
+                remarks[g.dataset.key].append(note)
+    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, remarks, devices)
+
+
+def _group_runs(experiment: Experiment, datasets: list, records: list, dropped: list) -> list:
+    """The groups (one dataset, mapping, configuration) of the records with test metrics, the last finished run of
+    each seed in each; what was left out is said in ``dropped``."""
     groups: dict = {}
     unfinished = 0
     for ds in datasets:
@@ -284,23 +322,13 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
         g.runs = list(latest.values())
     if reruns:
         dropped.append(f"{reruns} older re-run(s) of the same seed and configuration left out (the last one counts)")
+    return list(groups.values())
 
-    labels = _label_groups(list(groups.values()))
-    found = {labels[id(g)] for g in groups.values()}
-    # the four mappings always have a row (empty until run) unless rows are split by parameters or configurations
-    rows = sorted(found | {a for a in ATTENTION_ORDER if not any(f.split(" ")[0] == a for f in found)},
-                  key=_row_sort_key)
-    if len({g.signature for g in groups.values()}) > len({g.dataset.key for g in groups.values()}):
-        dropped.append("rows in [brackets] are different configurations: their runs are never averaged together")
 
-    scale = {}
-    for m in experiment.metrics:
-        values = [v for g in groups.values() for r in g.runs if (v := _metric(g.dataset.test_metrics(r), g.dataset, m))
-                  is not None]
-        scale[m.key] = 100.0 if m.percent and values and all(abs(v) <= 1.0 for v in values) else 1.0
-
+def _cells(experiment: Experiment, groups: list, labels: dict, scale: dict) -> tuple:
+    """(cells, runs per cell, where the runs of each dataset ran)."""
     cells, n, devices = {}, {}, {}
-    for g in groups.values():
+    for g in groups:
         row, ds = labels[id(g)], g.dataset
         n[(row, ds.key)] = len(g.runs)
         for r in g.runs:
@@ -322,24 +350,7 @@ def build_table(experiment: Experiment, records: list, paper: dict | None = None
                 cells.setdefault((row, ds.key, "epoch_seconds"), Cell()).values.append(float(r["time_per_epoch_s"]))
             threads = get(r, "config.trainer.threads") or get(r, "config.task.threads")  # seq2seq: in its task
             devices.setdefault(ds.key, set()).add(f"{r.get('device') or '?'}, {threads or 'all'} thread(s)")
-
-    comparisons = _compare(experiment, list(groups.values()), labels, samples)
-    uncompared = sum(1 for v in comparisons.values() if isinstance(v, str) and v.startswith("no "))
-    if uncompared:
-        dropped.append(f"{uncompared} row(s) without a softmax row of the same configuration: no Δ")
-
-    paper_cells = {}
-    for row in set(rows) | set(ATTENTION_ORDER):
-        for ds in datasets:
-            for m in experiment.metrics:
-                paper_cells[(row, ds.key, m.key)] = paper_mod.value(paper, experiment.key, ds.key, row, m.key)
-    # a preset's `note:` (e.g. "a pipeline check, not a result") is said above its dataset's table and in the notes
-    remarks: dict = {}
-    for g in groups.values():
-        for r in g.runs:
-            if (note := get(r, "config.note")) and note not in remarks.setdefault(g.dataset.key, []):
-                remarks[g.dataset.key].append(note)
-    return Table(experiment, datasets, rows, cells, n, paper_cells, scale, comparisons, dropped, remarks, devices)
+    return cells, n, devices
 
 
 def _compare(experiment: Experiment, groups: list, labels: dict, samples: int) -> dict:
