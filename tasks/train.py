@@ -41,11 +41,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import records
 from .build import build_task
+from .checkpoints import CheckpointError
+from .divergence import TrainingDiverged
 from .download import DataError
 from .files import RunDirInUse, UnsafeFileError, run_dir_lock
 from .loggers import LoggerError, build_logger
+from .preemption import Preempted
 from .resolvers import register_resolvers
-from .trainer import LR_SCHEDULES, PRECISIONS, CheckpointError, Preempted, RunMismatchError, Trainer, TrainingDiverged
+from .resume import RunMismatchError
+from .trainer import LR_SCHEDULES, PRECISIONS, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +225,7 @@ def _fail(message, code: int = 2):
 register_resolvers()  # before Hydra resolves the config (tasks/resolvers.py says why here)
 
 
-def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
+def run(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     """Instantiate the task, train, write the record, give it to the logger. Returns the record (also usable
     without Hydra's main)."""
     started, start = records.now(), time.perf_counter()
@@ -234,7 +238,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike, on_step=None) -> dict:
                               name=f"{task.name}/{attention_cfg['name']}/{cfg.run_name}")
         exit_code = 1
         try:
-            trainer = Trainer(task, config["trainer"], run_dir, seed=cfg.seed, logger=logger, on_step=on_step,
+            trainer = Trainer(task, config["trainer"], run_dir, seed=cfg.seed, logger=logger,
                               identity=run_identity(config))
             summary = trainer.fit()
             record = records.make_record(

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_harness_trainer import CFG, assert_same, make_task, weights
+from test_harness_trainer import CFG, Killed, assert_same, batches_with, dies_before_step, make_task, weights
 
 import tasks.trainer as trainer_mod
-from tasks.trainer import NullLogger, Preempted, Stop, Trainer, set_rng_state
+from tasks.checkpoints import set_rng_state
+from tasks.preemption import Preempted
+from tasks.snli.task import SNLITask
+from tasks.trainer import NullLogger, Trainer
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0}  # only what a test asks for
 
@@ -48,13 +51,10 @@ def test_sigterm_mid_epoch_then_same_command_loses_nothing(tmp_path):
     """SIGTERM during step 5 of 8 (no step or time checkpoints): the step finishes, a checkpoint is written, the run
     stops; the same command resumes at step 5 and ends with the weights of an uninterrupted run."""
     full = Trainer(make_task(), QUIET, tmp_path / "full", seed=1).fit()
-
-    def preempt(step):
-        if step == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-
+    task = make_task()
+    task.train_batches = batches_with(task.train_batches, 5, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(Preempted) as info:
-        Trainer(make_task(), QUIET, tmp_path / "run", seed=1, on_step=preempt).fit()
+        Trainer(task, QUIET, tmp_path / "run", seed=1).fit()
     assert info.value.step == 5 and info.value.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are given back
     resumed = Trainer(make_task(), QUIET, tmp_path / "run", seed=1).fit()
@@ -94,11 +94,12 @@ def test_signal_under_submitit_closes_the_logger_then_requeues(tmp_path, monkeyp
         raise SystemExit(-1)
 
     monkeypatch.setattr(train_mod, "build_logger", lambda *args, **kwargs: Logger())
+    monkeypatch.setattr(SNLITask, "train_batches", batches_with(SNLITask.train_batches, 3,
+                                                                lambda: os.kill(os.getpid(), signal.SIGUSR1)))
     previous = signal.signal(signal.SIGUSR2, checkpoint_and_try_requeue)
     try:
         with pytest.raises(Preempted) as info:
-            train_mod.run(_smoke_config(tmp_path), tmp_path / "run",
-                          on_step=lambda step: step == 3 and os.kill(os.getpid(), signal.SIGUSR1))
+            train_mod.run(_smoke_config(tmp_path), tmp_path / "run")
         assert signal.getsignal(signal.SIGUSR2) is checkpoint_and_try_requeue  # submitit's handler is back
         assert events == [("finish", 1)]
         with pytest.raises(SystemExit):
@@ -115,25 +116,19 @@ def test_a_logger_that_cannot_close_does_not_hide_why_the_run_stopped(tmp_path, 
         def finish(self, exit_code=0):
             raise ConnectionResetError("Connection lost")
 
-    def kill(step):
-        if step == 2:
-            raise Stop
-
     monkeypatch.setattr(train_mod, "build_logger", lambda *args, **kwargs: DeadService())
-    with pytest.raises(Stop):
-        train_mod.run(_smoke_config(tmp_path), tmp_path / "run", on_step=kill)
+    with monkeypatch.context() as dying:
+        dying.setattr(SNLITask, "train_batches", batches_with(SNLITask.train_batches, 3))
+        with pytest.raises(Killed):
+            train_mod.run(_smoke_config(tmp_path), tmp_path / "run")
     with pytest.raises(ConnectionResetError):  # after a run that finished, the error is the logger's own
         train_mod.run(_smoke_config(tmp_path), tmp_path / "done")
 
 
 def test_wall_time_checkpoints(tmp_path):
-    def kill(step):
-        if step == 6:
-            raise Stop  # a kill -9: no checkpoint of its own
-
     cfg = {**QUIET, "checkpoint_every_minutes": 1e-9}  # every step is "10 minutes later"
-    with pytest.raises(Stop):
-        Trainer(make_task(), cfg, tmp_path / "run", seed=1, on_step=kill).fit()
+    with pytest.raises(Killed):  # before step 6: steps 1 to 5 done, each one checkpointed
+        Trainer(dies_before_step(make_task(), 6), cfg, tmp_path / "run", seed=1).fit()
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)["progress"]["step"] == 5
     assert trainer_mod.DEFAULTS["checkpoint_every_minutes"] == 10.0
 

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_harness_trainer import CFG, assert_same, make_task, weights
+from test_harness_trainer import CFG, Killed, assert_same, batches_with, dies_before_step, make_task, weights
 
 import attention
 import tasks.files as files_mod
-import tasks.trainer as trainer_mod
 from tasks import records
-from tasks.trainer import CheckpointError, Trainer, TrainingDiverged
+from tasks.checkpoints import CheckpointError, atomic_save
+from tasks.divergence import TrainingDiverged
+from tasks.trainer import Trainer
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0, "log_every_steps": 0}
 
@@ -39,15 +40,15 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, no_att
     """The learning rate jumps to 1e30 after step 4: the loss is nan from step 6 on. Training stops with an error
     that names the step; last.pt is the step-3 checkpoint (finite weights), no best.pt is written."""
     run = tmp_path / "run"
-    trainer = None
 
-    def explode(step):
-        if step == 4:
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = 1e30
+    def explode():
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = 1e30
 
-    trainer = Trainer(make_task("softmax"), {**CFG, "checkpoint_every_steps": 3, "grad_clip": None,
-                                             "log_every_steps": log_every}, run, seed=1, on_step=explode)
+    task = make_task("softmax")
+    task.train_batches = batches_with(task.train_batches, 5, explode)  # step 5 is the first one at 1e30
+    trainer = Trainer(task, {**CFG, "checkpoint_every_steps": 3, "grad_clip": None, "log_every_steps": log_every},
+                      run, seed=1)
     diverged = r"training diverged: the (training loss is|weights are) not finite.* at step \d"
     with pytest.raises(TrainingDiverged, match=diverged) as info:
         trainer.fit()
@@ -102,10 +103,9 @@ def test_missing_last_checkpoint_never_overwrites_best(tmp_path):
     Trainer(make_task(), {**QUIET, "epochs": 1}, run, seed=1).fit()
     best_bytes = ckpt(run, "best.pt").read_bytes()
     ckpt(run).unlink()
-    steps = []
-    with pytest.raises(CheckpointError, match=r"last.pt is missing.*trainer.resume=false"):
-        Trainer(make_task(), {**QUIET, "epochs": 2}, run, seed=1, on_step=steps.append).fit()
-    assert steps == [] and ckpt(run, "best.pt").read_bytes() == best_bytes
+    with pytest.raises(CheckpointError, match=r"last.pt is missing.*trainer.resume=false"):  # before any step
+        Trainer(dies_before_step(make_task(), 1), {**QUIET, "epochs": 2}, run, seed=1).fit()
+    assert ckpt(run, "best.pt").read_bytes() == best_bytes
     # starting over is explicit; the old best.pt is removed first, so it can never stand for the new run
     summary = Trainer(make_task(), {**QUIET, "epochs": 1, "resume": False}, run, seed=2).fit()
     assert summary["resumed_from"] is None and summary["best_epoch"] == 1
@@ -122,10 +122,8 @@ def test_missing_best_checkpoint_is_an_error_not_the_last_model(tmp_path):
     ckpt(run, "best.pt").unlink()
     with pytest.raises(CheckpointError, match=r"best.pt is missing.*epoch 1 was this run's best"):
         Trainer(make_task(), AFTER_BEST, run, seed=1).fit()  # the finished run, evaluated again
-    steps = []
     with pytest.raises(CheckpointError, match=r"best.pt is missing"):  # before training more, not after
-        Trainer(make_task(), {**AFTER_BEST, "max_steps": 16}, run, seed=1, on_step=steps.append).fit()
-    assert steps == []
+        Trainer(dies_before_step(make_task(), 1), {**AFTER_BEST, "max_steps": 16}, run, seed=1).fit()
 
 
 def test_best_checkpoint_of_another_epoch_is_refused(tmp_path):
@@ -212,7 +210,7 @@ def test_checkpoints_are_flushed_to_disk_before_the_rename(tmp_path, monkeypatch
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
-    trainer_mod.atomic_save({"x": torch.ones(3)}, tmp_path / "c.pt")
+    atomic_save({"x": torch.ones(3)}, tmp_path / "c.pt")
     assert events[:2] == ["fsync", "replace"]
     assert os.listdir(tmp_path) == ["c.pt"]
 
@@ -501,16 +499,14 @@ def test_multi30k_files_in_the_cache_are_verified(tmp_path):
 def test_kill_between_a_max_steps_checkpoint_and_its_epoch_end(tmp_path, monkeypatch):
     """max_steps=8 is the epoch's last batch: its checkpoint says "finished" before the epoch end has run. A kill
     right then, and the same command finishes that epoch (validation, best.pt) instead of a partial evaluation."""
-    from tasks.trainer import Stop
-
     fresh = Trainer(make_task(), {**QUIET, "epochs": 5, "max_steps": 8}, tmp_path / "fresh", seed=1).fit()
     real = Trainer.end_of_epoch
 
     def killed(self):
-        raise Stop
+        raise Killed
 
     monkeypatch.setattr(Trainer, "end_of_epoch", killed)
-    with pytest.raises(Stop):
+    with pytest.raises(Killed):
         Trainer(make_task(), {**QUIET, "epochs": 5, "max_steps": 8}, tmp_path / "run", seed=1).fit()
     monkeypatch.setattr(Trainer, "end_of_epoch", real)
     resumed = Trainer(make_task(), {**QUIET, "epochs": 5, "max_steps": 8}, tmp_path / "run", seed=1).fit()

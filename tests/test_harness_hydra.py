@@ -100,7 +100,8 @@ def test_a_setting_that_changes_the_result_is_another_run(tmp_path):
     # the same folder with another learning rate: an error that names the difference, not a silent mix of two runs
     from test_harness_trainer import CFG, make_task
 
-    from tasks.trainer import RunMismatchError, Trainer
+    from tasks.resume import RunMismatchError
+    from tasks.trainer import Trainer
 
     Trainer(make_task(), {**CFG, "epochs": 1}, tmp_path / "run", identity=run_identity(base)).fit()
     other = {**base, "trainer": {**base["trainer"], "optimizer": {"lr": 0.5}}}

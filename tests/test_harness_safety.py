@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_harness_trainer import CFG, make_task
+from test_harness_trainer import CFG, Killed, dies_before_step, make_task
 
+from tasks.checkpoints import CheckpointError
 from tasks.embeddings import read_glove
 from tasks.files import UnsafeFileError, load_tensors
 from tasks.report.figures import load_seq2seq_attention
-from tasks.trainer import CheckpointError, Stop, Trainer
+from tasks.trainer import Trainer
 
 
 class Planted:
@@ -78,12 +79,8 @@ def test_a_glove_cache_that_is_not_a_table_is_refused(tmp_path):
 def test_a_checkpoint_of_this_trainer_still_resumes(tmp_path):
     """What checkpoints hold (numpy's and python's RNG states, optimizer, scheduler and scaler states, progress,
     identity) loads under weights_only=True, and a killed run resumes from it."""
-    def kill(step):
-        if step == 5:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(make_task("softmax"), CFG, tmp_path / "r", seed=1, on_step=kill).fit()
+    with pytest.raises(Killed):
+        Trainer(dies_before_step(make_task("softmax"), 6), CFG, tmp_path / "r", seed=1).fit()
     state = load_tensors(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["rng"]["numpy"][0] == "MT19937" and state["progress"]["step"] == 3
     summary = Trainer(make_task("softmax"), CFG, tmp_path / "r", seed=1).fit()
@@ -341,7 +338,7 @@ def test_sigterm_during_the_data_setup_stops_the_run_at_once(tmp_path):
     import signal
     import time
 
-    from tasks.trainer import Preempted
+    from tasks.preemption import Preempted
 
     task = make_task("softmax")
     fetched = []

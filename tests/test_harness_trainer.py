@@ -1,13 +1,19 @@
 """The trainer: same seed -> same weights; kill + resume -> the weights of an uninterrupted run; W&B offline."""
 
+import itertools
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from tasks.checkpoints import atomic_save
 from tasks.snli.task import SNLITask
-from tasks.trainer import Progress, Stop, Trainer, atomic_save, move_to
+from tasks.trainer import Progress, Trainer, move_to
 
 DATA = Path(__file__).parent / "data"
 
@@ -33,6 +39,48 @@ def assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+class Killed(Exception):
+    """The process dies here, as on a kill -9: nothing after it runs or is written."""
+
+
+def die():
+    raise Killed
+
+
+def batches_with(train_batches, step, action=die):
+    """A task's ``train_batches`` whose batches run ``action`` when the trainer asks for the batch of optimizer
+    step ``step`` (1-based, counted over this run's batches): the steps before it are done, their checkpoints
+    written. By default the process dies there (``Killed``). The batches keep their length (the trainer reads it)."""
+    asked = itertools.count(1)
+    return lambda *args: _Watched(train_batches(*args), asked, step, action)
+
+
+def dies_before_step(task, step):
+    task.train_batches = batches_with(task.train_batches, step)
+    return task
+
+
+class _Watched:
+    def __init__(self, batches, asked, step, action):
+        self.batches, self.asked, self.step, self.action = batches, asked, step, action
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for batch in self.batches:
+            if next(self.asked) == self.step:
+                self.action()
+            yield batch
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """CFG's run with seed 1, never stopped: (its summary, its run dir)."""
+    run = tmp_path_factory.mktemp("uninterrupted")
+    return Trainer(make_task(), CFG, run, seed=1).fit(), run
+
+
 def test_same_seed_same_result(tmp_path):
     s1 = Trainer(make_task(), CFG, tmp_path / "a", seed=3).fit()
     s2 = Trainer(make_task(), CFG, tmp_path / "b", seed=3).fit()
@@ -43,30 +91,61 @@ def test_same_seed_same_result(tmp_path):
                                                       weights(tmp_path / "c").values()))
 
 
-@pytest.mark.parametrize("kill_at", [5, 8, 10])  # mid-epoch after a step checkpoint; just after an epoch end (8 steps)
-def test_kill_and_resume_equals_uninterrupted(tmp_path, kill_at):
-    full = Trainer(make_task(), CFG, tmp_path / "full", seed=1).fit()
-
-    def kill(step):
-        if step == kill_at:
-            raise Stop  # no checkpoint for the steps after the last one saved: they are redone
-
-    with pytest.raises(Stop):
-        Trainer(make_task(), CFG, tmp_path / "killed", seed=1, on_step=kill).fit()
-    resumed_trainer = Trainer(make_task(), CFG, tmp_path / "killed", seed=1)
-    resumed = resumed_trainer.fit()
-    assert resumed["resumed_from"] is not None and resumed["resumed_from"]["step"] < kill_at
-    assert_same(weights(tmp_path / "full"), weights(tmp_path / "killed"))
+def assert_resumed_like(resumed, run_dir, uninterrupted):
+    full, full_dir = uninterrupted
+    assert_same(weights(full_dir), weights(run_dir))
     assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
     assert resumed["steps"] == full["steps"] == 16
 
 
+# killed before step 6 (last.pt of step 3, mid-epoch), 8 (step 6: the epoch's last steps and its end are redone),
+# 10 (step 9, inside the second epoch: best.pt of epoch 1 is checked on resume); 8 batches an epoch
+@pytest.mark.parametrize("killed_before", [6, 8, 10])
+def test_kill_and_resume_equals_uninterrupted(tmp_path, killed_before, uninterrupted):
+    with pytest.raises(Killed):  # no checkpoint for the steps after the last one saved: they are redone
+        Trainer(dies_before_step(make_task(), killed_before), CFG, tmp_path / "killed", seed=1).fit()
+    resumed = Trainer(make_task(), CFG, tmp_path / "killed", seed=1).fit()
+    assert resumed["resumed_from"] is not None and resumed["resumed_from"]["step"] < killed_before
+    assert_resumed_like(resumed, tmp_path / "killed", uninterrupted)
+
+
+def test_kill_9_of_a_training_process_then_the_same_command_resumes(tmp_path, uninterrupted):
+    """A real process, killed with SIGKILL while it trains (before step 11, in the second epoch): its run dir lock,
+    checkpoints and temporary files are what a kill leaves; resuming gives the uninterrupted run's weights."""
+    run, waiting = tmp_path / "run", tmp_path / "waiting"
+    child = f"""
+import sys, time
+sys.path[:0] = [{str(Path(__file__).parent)!r}]
+from test_harness_trainer import CFG, batches_with, make_task
+from tasks.trainer import Trainer
+def wait_to_be_killed():
+    open({str(waiting)!r}, "w").close()
+    time.sleep(600)
+task = make_task()
+task.train_batches = batches_with(task.train_batches, 11, wait_to_be_killed)
+Trainer(task, CFG, {str(run)!r}, seed=1).fit()
+"""
+    process = subprocess.Popen([sys.executable, "-c", child], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 300
+        while not waiting.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert waiting.exists(), f"the training process did not reach step 11 (exit code {process.poll()})"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    resumed = Trainer(make_task(), CFG, run, seed=1).fit()
+    assert resumed["resumed_from"] == {"epoch": 1, "batch_in_epoch": 1, "step": 9}
+    assert_resumed_like(resumed, run, uninterrupted)
+
+
 def test_finished_run_is_not_retrained(tmp_path):
     first = Trainer(make_task(), CFG, tmp_path / "r", seed=1).fit()
-    steps = []
-    again = Trainer(make_task(), CFG, tmp_path / "r", seed=1, on_step=steps.append).fit()
-    assert steps == [] and again["valid"] == first["valid"] and again["epochs"] == first["epochs"]
+    again = Trainer(dies_before_step(make_task(), 1), CFG, tmp_path / "r", seed=1).fit()  # no batch asked for
+    assert again["valid"] == first["valid"] and again["epochs"] == first["epochs"]
 
 
 def test_early_stopping_max_steps_and_sgd_halving(tmp_path):
@@ -80,19 +159,13 @@ def test_early_stopping_max_steps_and_sgd_halving(tmp_path):
     assert capped["steps"] == 5
 
 
-def test_a_checkpoint_written_before_the_progress_dataclass_still_resumes(tmp_path):
+def test_a_checkpoint_written_before_the_progress_dataclass_still_resumes(tmp_path, uninterrupted):
     """Checkpoints hold the run's progress as one entry (``progress``, the fields of ``Progress``); those written
     before held its fields at the top level, the latest additions missing: they resume as they did."""
     import dataclasses
 
-    full = Trainer(make_task(), CFG, tmp_path / "full", seed=1).fit()
-
-    def kill(step):
-        if step == 5:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(make_task(), CFG, tmp_path / "old", seed=1, on_step=kill).fit()
+    with pytest.raises(Killed):
+        Trainer(dies_before_step(make_task(), 6), CFG, tmp_path / "old", seed=1).fit()
     path = tmp_path / "old" / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=False)
     progress = state.pop("progress")
@@ -103,7 +176,8 @@ def test_a_checkpoint_written_before_the_progress_dataclass_still_resumes(tmp_pa
     torch.save({**state, **progress}, path)  # the old layout
     resumed = Trainer(make_task(), CFG, tmp_path / "old", seed=1).fit()
     assert resumed["resumed_from"] == {"epoch": 0, "batch_in_epoch": 3, "step": 3}
-    assert_same(weights(tmp_path / "full"), weights(tmp_path / "old"))
+    full, full_dir = uninterrupted
+    assert_same(weights(full_dir), weights(tmp_path / "old"))
     assert resumed["valid"] == full["valid"]
     assert [(h["step"], h["train_loss"], h["valid"]) for h in resumed["history"]] == \
         [(h["step"], h["train_loss"], h["valid"]) for h in full["history"]]

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_harness_trainer import Killed, dies_before_step
 from test_seq2seq_task import one_thread  # noqa: F401 (autouse: one torch/numba thread)
 
 import attention
+from tasks.checkpoints import load_checkpoint_file
 from tasks.seq2seq.search import beam_search, greedy_search
 from tasks.seq2seq.task import Multi30kTask
 from tasks.seq2seq.transformer import TransformerSeq2Seq
 from tasks.stats import zero_gradient_rows
-from tasks.trainer import Stop, Trainer, load_checkpoint_file, scheduled_lr
+from tasks.trainer import Trainer, scheduled_lr
 
 DATA = Path(__file__).parent / "data"
 TINY = {"kind": "transformer", "d_model": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 2, "ffn_size": 32}
@@ -167,12 +169,8 @@ def last_weights(run_dir):
 def test_trains_resumes_and_records_through_the_harness(tmp_path):
     full = Trainer(task(tmp_path), TRAINER, tmp_path / "full", seed=1).fit()
 
-    def kill(step):
-        if step == 7:
-            raise Stop
-
-    with pytest.raises(Stop):
-        Trainer(task(tmp_path), TRAINER, tmp_path / "killed", seed=1, on_step=kill).fit()
+    with pytest.raises(Killed):  # steps 1 to 7 done, the last checkpoint at step 6
+        Trainer(dies_before_step(task(tmp_path), 8), TRAINER, tmp_path / "killed", seed=1).fit()
     resumed = Trainer(task(tmp_path), TRAINER, tmp_path / "killed", seed=1).fit()
     assert resumed["resumed_from"]["step"] == 6
     a, b = last_weights(tmp_path / "full"), last_weights(tmp_path / "killed")

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import torch
 
+from tasks.checkpoints import CheckpointError, load_checkpoint_file
 from tasks.files import atomic_write
-from tasks.trainer import CheckpointError, load_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GOLD = ROOT.parent / "shared" / "data" / "alignments" / "deen"
