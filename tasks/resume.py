@@ -59,7 +59,7 @@ class RunCheckpoints:
         }, self.last)
         self.saved_at, self.saved_step = time.monotonic(), progress["step"]
 
-    def resume(self, resume: bool, model: torch.nn.Module, optimizer, scheduler, scaler) -> dict | None:
+    def resume_or_start(self, resume: bool, model: torch.nn.Module, optimizer, scheduler, scaler) -> dict | None:
         """With ``resume`` and a ``last.pt``: its states loaded into ``model``, ``optimizer``, ``scheduler``,
         ``scaler`` and the RNGs, and its progress returned (a dict of ``Progress`` fields; those added later may be
         missing). None: the run starts from scratch."""

@@ -300,7 +300,8 @@ class Trainer:
         """The run's progress: from ``last.pt`` (with every state) when there is one to continue, else a new run."""
         self.progress, self.resumed_from = Progress(), None
         self.checkpoints = RunCheckpoints(self.run_dir, self.identity, self.cfg["resume_unchecked"])
-        saved = self.checkpoints.resume(self.cfg["resume"], self.model, self.optimizer, self.scheduler, self.scaler)
+        saved = self.checkpoints.resume_or_start(self.cfg["resume"], self.model, self.optimizer, self.scheduler,
+                                                 self.scaler)
         if saved is not None:
             progress = self.progress = Progress.from_saved(saved)
             # a finished run continues if it was stopped by the epoch/step budget and the budget is now larger
