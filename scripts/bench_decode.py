@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 import attention
+from tasks.runtime import set_threads
 from tasks.seq2seq.model import Seq2Seq
 from tasks.seq2seq.search import beam_search, greedy_search
-from tasks.seq2seq.task import set_threads
 
 PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.01}}
 

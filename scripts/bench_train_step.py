@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 import attention
+from tasks.runtime import set_threads
 from tasks.snli.model import ConditionalAttentionNLI
-from tasks.trainer import set_threads
 
 PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.01}}
 

@@ -27,7 +27,7 @@ from .build import build_task
 from .checkpoints import CheckpointError, load_checkpoint_file, load_model_state
 from .files import atomic_write
 from .resolvers import register_resolvers
-from .trainer import pick_device
+from .runtime import pick_device
 
 register_resolvers()  # before a run's saved config is resolved
 

@@ -29,10 +29,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .trainer import NullLogger
-
 RECORD_FILE = "record.json"
 SUMMARY_FIELDS = ("best_epoch", "epochs", "steps", "time_per_epoch_s", "wall_time_s", "started", "finished")
+
+
+class NullLogger:
+    """``logger=none``, and a Trainer's logger when it is given none: the interface of every logger, doing nothing
+    (the run record, tasks/records.py, is written either way)."""
+
+    def log(self, scalars: dict, step: int) -> None: ...
+    def summary(self, scalars: dict) -> None: ...
+    def record(self, record: dict) -> None: ...
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
 class LoggerError(RuntimeError):

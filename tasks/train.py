@@ -46,10 +46,12 @@ from .divergence import TrainingDiverged
 from .download import DataError
 from .files import RunDirInUse, UnsafeFileError, run_dir_lock
 from .loggers import LoggerError, build_logger
+from .optim import LR_SCHEDULES
 from .preemption import Preempted
 from .resolvers import register_resolvers
 from .resume import RunMismatchError
-from .trainer import LR_SCHEDULES, PRECISIONS, Trainer
+from .runtime import PRECISIONS
+from .trainer import Trainer
 
 log = logging.getLogger(__name__)
 

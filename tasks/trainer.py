@@ -4,8 +4,9 @@
     summary = trainer.fit()      # {"valid": {...best...}, "test": {...}, "epochs": n, "time_per_epoch_s": ...}
 
 What it does, in order:
-1. seeds python/numpy/torch, picks the device (``trainer.device=auto``: CUDA when present, else CPU),
-   ``task.setup()``, ``task.build_model()``, the optimizer (Adam or SGD) and the LR-on-plateau scheduler;
+1. seeds python/numpy/torch, picks the device (``trainer.device=auto``: CUDA when present, else CPU) and the
+   precision (tasks/runtime.py), ``task.setup()``, ``task.build_model()`` (the ``Task`` protocol: tasks/task.py),
+   the optimizer (Adam, AdamW or SGD; the optional warmup schedule: tasks/optim.py) and the LR-on-plateau scheduler;
 2. resumes from ``run_dir/checkpoints/last.pt`` when it exists (``trainer.resume=true``, the default): model,
    optimizer, scheduler, grad scaler, every RNG state, and the run's ``Progress`` (epoch, position inside the epoch,
    global step, best metric, early-stopping counter, history). The same command run again therefore continues
@@ -49,11 +50,9 @@ import dataclasses
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,44 +62,14 @@ from tasks.files import run_dir_lock
 
 from .config import config_defaults
 from .divergence import LossTracker, TrainingDiverged, stopped_here
+from .loggers import NullLogger
+from .optim import build_optimizer, scheduled_lr
 from .preemption import Preemption
 from .resume import RunCheckpoints
+from .runtime import autocast_dtype, move_to, pick_device, seed_everything, set_threads
+from .task import Task
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Task(Protocol):
-    """What the trainer drives. A task owns its data, its model and its metrics.
-
-    ``device`` is set by the trainer before ``setup()``; tasks move their evaluation batches there. Training batches
-    are moved by the trainer (``move_to``: tensors inside dicts, lists, tuples and dataclasses).
-    """
-
-    name: str    # "snli", "multi30k", ...: results/<name>/...
-    metric: str  # the validation metric to maximise (a key of evaluate()'s dict), e.g. "accuracy" or "bleu"
-    device: torch.device
-
-    def setup(self) -> None:
-        """Load (or download) the data, build the vocabulary. Called once, before build_model()."""
-
-    def build_model(self) -> torch.nn.Module:
-        """A fresh model (the trainer moves it to the device and may load a checkpoint into it)."""
-
-    def train_batches(self, epoch: int, generator: torch.Generator) -> Iterable:
-        """The training batches of one epoch, shuffled with ``generator`` only (never the global RNG), so that
-        the order is reproducible and a resumed epoch can skip the batches already done."""
-
-    def training_loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict]:
-        """The loss to minimise on ``batch`` (a scalar tensor) and scalars to log (floats, or 0-d tensors: those
-        are read only at logging steps, so a step needs no device-to-host sync)."""
-
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict:
-        """Metrics on ``split`` in {"valid", "test"}: {metric: float, "support": ..., "groups": ..., ...}.
-        Called with the model in eval mode under torch.no_grad()."""
-
-    def on_test_end(self, model: torch.nn.Module, run_dir: Path) -> None:
-        """Optional: save attention maps, predictions... after the final test evaluation (best model)."""
 
 
 # ---------------------------------------------------------------------------------------------------- defaults
@@ -117,94 +86,6 @@ def merged(defaults: dict, cfg: dict | None) -> dict:
         else:
             out[key] = value
     return out
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def set_threads(n: int | None) -> None:
-    """Intra-op CPU threads (the attention library's numba kernels follow torch's count). On a loaded machine more
-    threads than free cores make every step many times slower (OpenMP spinning): use 1 there."""
-    if n:
-        torch.set_num_threads(int(n))
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def move_to(obj: Any, device: torch.device) -> Any:
-    """Tensors inside (nested) dicts, lists, tuples, namedtuples and dataclasses, moved to ``device``."""
-    if torch.is_tensor(obj):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return type(obj)((k, move_to(v, device)) for k, v in obj.items())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: move_to(getattr(obj, f.name), device)
-                                           for f in dataclasses.fields(obj) if f.init})
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(move_to(v, device) for v in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(move_to(v, device) for v in obj)
-    return obj
-
-
-def build_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
-    name = cfg["name"].lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                                weight_decay=cfg.get("weight_decay", 0.0))
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                                 weight_decay=cfg.get("weight_decay", 0.0))
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0),
-                               weight_decay=cfg.get("weight_decay", 0.0))
-    raise ValueError(f"unknown optimizer {cfg['name']!r} (adam, adamw or sgd)")
-
-
-class NullLogger:
-    def log(self, scalars: dict, step: int) -> None: ...
-    def summary(self, scalars: dict) -> None: ...
-    def record(self, record: dict) -> None: ...
-    def finish(self, exit_code: int = 0) -> None: ...
-
-
-# trainer.lr_schedule (optional; absent: the optimizer's lr throughout, changed only by lr_decay): a linear warmup
-# over `warmup_steps` steps, then `decay`: "none" (constant) or "inverse_sqrt" (Vaswani et al. 2017: lr * sqrt(warmup /
-# step)). A function of the step alone, so a resumed run continues it exactly.
-LR_SCHEDULES = ("none", "inverse_sqrt")
-
-
-def scheduled_lr(lr: float, step: int, schedule: dict | None) -> float:
-    """The learning rate of optimizer step ``step`` (1-based) under ``schedule`` ({warmup_steps, decay})."""
-    if not schedule:
-        return lr
-    warmup = int(schedule.get("warmup_steps") or 0)
-    if warmup and step < warmup:
-        return lr * step / warmup
-    if schedule.get("decay", "none") == "inverse_sqrt":
-        return lr * math.sqrt(max(warmup, 1) / step)
-    return lr
-
-
-PRECISIONS = {"fp32": None, "32": None, "bf16": torch.bfloat16, "bf16-mixed": torch.bfloat16,
-              "fp16": torch.float16, "16": torch.float16, "16-mixed": torch.float16}
-
-
-def autocast_dtype(precision: str | None) -> torch.dtype | None:
-    key = str(precision or "fp32").lower()
-    if key not in PRECISIONS:
-        raise ValueError(f"trainer.precision={precision!r}: use fp32, bf16 or fp16")
-    return PRECISIONS[key]
-
-
 
 
 # ---------------------------------------------------------------------------------------------------- trainer

@@ -38,7 +38,7 @@ trainer:
 
 class ToyTask:
     """Step 1: the class. A synthetic classification: does a sequence of 8 tokens hold token 1? A learned query
-    attends over the tokens; the attended embedding is classified. The protocol is tasks/trainer.py's ``Task``."""
+    attends over the tokens; the attended embedding is classified. The protocol is tasks/task.py's ``Task``."""
 
     metric = "accuracy"
     vocab, length = 10, 8

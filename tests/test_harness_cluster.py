@@ -12,9 +12,10 @@ from test_harness_trainer import CFG, Killed, assert_same, batches_with, dies_be
 
 import tasks.trainer as trainer_mod
 from tasks.checkpoints import set_rng_state
+from tasks.loggers import NullLogger
 from tasks.preemption import Preempted
 from tasks.snli.task import SNLITask
-from tasks.trainer import NullLogger, Trainer
+from tasks.trainer import Trainer
 
 QUIET = {**CFG, "checkpoint_every_steps": 0, "checkpoint_every_minutes": 0}  # only what a test asks for
 

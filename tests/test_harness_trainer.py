@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from tasks.checkpoints import atomic_save
+from tasks.runtime import move_to
 from tasks.snli.task import SNLITask
-from tasks.trainer import Progress, Trainer, move_to
+from tasks.trainer import Progress, Trainer
 
 DATA = Path(__file__).parent / "data"
 

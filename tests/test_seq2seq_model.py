@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import attention
+from tasks.runtime import set_threads
 from tasks.seq2seq.model import Seq2Seq, nll_loss
 from tasks.seq2seq.search import beam_search, greedy_search, replace_unk
-from tasks.seq2seq.task import set_threads
 
 PARAMS = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.1}, "oscarmax": {"lam": 0.05},
           "sq_pnorm_max": {"p": 1.5}, "entmax": {"alpha": 1.5}}

@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.seq2seq.task import GigawordTask, Multi30kTask, set_threads
-from tasks.trainer import Task, Trainer
+from tasks.runtime import set_threads
+from tasks.seq2seq.task import GigawordTask, Multi30kTask
+from tasks.task import Task
+from tasks.trainer import Trainer
 
 DATA = Path(__file__).parent / "data"
 TINY = {"layers": 1, "rnn_size": 16, "word_vec_size": 8}

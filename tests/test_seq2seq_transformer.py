@@ -12,11 +12,12 @@ from test_seq2seq_task import one_thread  # noqa: F401 (autouse: one torch/numba
 
 import attention
 from tasks.checkpoints import load_checkpoint_file
+from tasks.optim import scheduled_lr
 from tasks.seq2seq.search import beam_search, greedy_search
 from tasks.seq2seq.task import Multi30kTask
 from tasks.seq2seq.transformer import TransformerSeq2Seq
 from tasks.stats import zero_gradient_rows
-from tasks.trainer import Trainer, scheduled_lr
+from tasks.trainer import Trainer
 
 DATA = Path(__file__).parent / "data"
 TINY = {"kind": "transformer", "d_model": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 2, "ffn_size": 32}

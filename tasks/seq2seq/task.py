@@ -1,4 +1,4 @@
-"""The translation and summarization tasks for the harness (``tasks.trainer.Task``).
+"""The translation and summarization tasks for the harness (``tasks.task.Task``).
 
     python -m tasks.train task=multi30k attention=fusedmax experiment=multi30k_cpu task.data.root=DIR
 
@@ -26,8 +26,8 @@ from attention import groups_kind
 from attention.defaults import GAMMA  # the one default γ
 from tasks.config import config_defaults
 from tasks.mapping import build_attention
+from tasks.runtime import set_threads
 from tasks.stats import AttentionStats, zero_gradient_rows
-from tasks.trainer import set_threads
 from tasks.vocab import Vocab
 
 from . import data as D

@@ -1,4 +1,4 @@
-"""The SNLI task for the trainer (tasks/trainer.py's ``Task`` protocol); configuration: configs/task/snli.yaml."""
+"""The SNLI task for the trainer (tasks/task.py's ``Task`` protocol); configuration: configs/task/snli.yaml."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from attention.defaults import GAMMA  # the one default γ
 from ..config import config_defaults
 from ..embeddings import embedding_matrix, glove_file, read_glove
 from ..mapping import build_attention
+from ..runtime import move_to
 from ..stats import AttentionStats, zero_gradient_rows
 from ..vocab import Vocab
 from . import data as snli_data
@@ -174,8 +175,6 @@ class SNLITask:
 
 
 def _to(batch: Batch, device) -> Batch:
-    from ..trainer import move_to
-
     return move_to(batch, device)
 
 
