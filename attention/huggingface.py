@@ -93,6 +93,20 @@ def register(name: str, mapping: str | Mapping | None = None, **params) -> str:
     return name
 
 
+def unregister(name: str) -> None:
+    """Take the attention implementation ``name`` out of transformers again (before ``attention.unregister`` of
+    its mapping, or when a test cleans up: transformers' interfaces are global)."""
+    if name not in REGISTERED:
+        raise ValueError(f"attention.huggingface.unregister: {name!r} was not registered here; registered: "
+                         f"{', '.join(REGISTERED) or 'none'}")
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    del REGISTERED[name]
+    for interface in (AttentionInterface, AttentionMaskInterface):
+        interface._global_mapping.pop(name, None)  # their API has register only
+
+
 def _describe(module) -> str:
     model_type = getattr(getattr(module, "config", None), "model_type", None)
     return type(module).__name__ + (f" ({model_type})" if model_type else "")

@@ -136,6 +136,8 @@ class MultiheadAttention(nn.Module):
         self.in_proj_weight = None
         self.in_proj_bias = None
         # a check of the parameters now, not at the first forward
+        if description is not None:
+            description.check(params)
         _apply_mapping(torch.zeros(1, 2), None, mapping, params)
         self.params = dict(params)
         wanted = [key for key, on in (("gamma", learn_gamma), ("lam", learn_lam), ("alpha", learn_alpha)) if on]
