@@ -240,15 +240,15 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
         factory = {"device": reference.device, "dtype": reference.dtype} if reference is not None else {}
         description = lookup(mapping)
         for key in wanted:
-            learned = description.learnable().get(key)
-            if learned is None:
+            if key not in description.learnable():
                 able = " or ".join(learnable_by(key)) or "a registered mapping with a learnable " + key
                 raise ValueError(f"attention.huggingface.add_parameters: learn_{key} needs mapping {able}; "
                                  f"{implementation!r} is {mapping}")
-            if key == "alpha":
-                _check_tensor_alpha()
-            raw = learned.start(key, params.get(key, description.defaults[key]), "attention.huggingface.add_parameters")
-            module.register_parameter(learned.prefix + key, nn.Parameter(torch.full((heads, 1, 1), raw, **factory)))
+        if "alpha" in wanted:
+            _check_tensor_alpha()
+        made = description.per_head_parameters(wanted, params, heads, "attention.huggingface.add_parameters", **factory)
+        for raw_name, parameter in made.items():
+            module.register_parameter(raw_name, parameter)
         changed.append(path)
     if not changed:
         raise ValueError(f"attention.huggingface.add_parameters: found no module of {type(model).__name__} that "

@@ -6,6 +6,7 @@ is registered and learned with the model; its gradient is exact (see ``attention
 """
 
 import inspect
+import typing
 
 import torch
 from torch import nn
@@ -53,17 +54,17 @@ def module_class(mapping: Mapping) -> type:
     """The ``nn.Module`` class of ``mapping``, named after it (sq_pnorm_max: ``SqPnormMax``), whose ``__init__``
     signature shows the parameters and their defaults (for help(), IDEs and Hydra)."""
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    signature = inspect.Signature([
-        inspect.Parameter("self", keyword),
-        inspect.Parameter("dim", keyword, default=-1, annotation=int),
-        inspect.Parameter("gamma", keyword, default=GAMMA, annotation=float | torch.Tensor),
-        *(inspect.Parameter(p.name, keyword, default=p.default) for p in mapping.parameters),
-    ])
+    hints = typing.get_type_hints(mapping.function)  # the functional form's, where it gives them
+    annotations = {"dim": int, "gamma": float | torch.Tensor,
+                   **{p.name: hints.get(p.name, type(p.default)) for p in mapping.parameters}}
+    defaults = {"dim": -1, "gamma": GAMMA, **{p.name: p.default for p in mapping.parameters}}
 
     def __init__(self, *args, **kwargs):
         MappingModule.__init__(self, *args, **kwargs)
 
-    __init__.__signature__ = signature
+    __init__.__signature__ = inspect.Signature([inspect.Parameter("self", keyword)] + [
+        inspect.Parameter(name, keyword, default=defaults[name], annotation=annotations[name]) for name in defaults])
+    __init__.__annotations__ = annotations
     class_name = mapping.name.title().replace("_", "")
     __init__.__qualname__ = f"{class_name}.__init__"
     doc = mapping.doc or (mapping.function.__doc__ or "").strip().split("\n")[0]

@@ -169,6 +169,16 @@ class Mapping:
         every = (GAMMA_PARAMETER, *self.parameters)
         return {p.name: p.learned for p in every if p.learned is not None}
 
+    def per_head_parameters(self, keys, start: dict, heads: int, where: str, **factory) -> dict:
+        """{raw name: ``nn.Parameter`` of shape (heads, 1, 1)} for the learnable parameters ``keys`` (the caller
+        checked that they are), in the description's order, each starting at ``start.get(key, default)``."""
+        made = {}
+        for key, learned in self.learnable().items():
+            if key in keys:
+                raw = learned.start(key, start.get(key, self.defaults[key]), where)
+                made[learned.prefix + key] = torch.nn.Parameter(torch.full((heads, 1, 1), raw, **factory))
+        return made
+
     def check(self, params: dict) -> dict:
         """``params`` checked (unknown names refused), defaults not filled in."""
         return {k: self.parameter(k).check(self.name, k, v) for k, v in params.items()}
@@ -201,7 +211,7 @@ MODULES: dict[str, type] = {}
 _BUILTIN_DEFAULTS = {name: dict(values) for name, values in DEFAULTS.items()}
 
 
-def unknown_name(name) -> ValueError:
+def unknown_name(name: object) -> ValueError:
     return ValueError(f"unknown attention mapping {name!r}; valid names: {', '.join(REGISTRY)}")
 
 

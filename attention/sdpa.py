@@ -141,17 +141,17 @@ class MultiheadAttention(nn.Module):
         _apply_mapping(torch.zeros(1, 2), None, mapping, params)
         self.params = dict(params)
         wanted = [key for key, on in (("gamma", learn_gamma), ("lam", learn_lam), ("alpha", learn_alpha)) if on]
-        self._learned = {}
-        for key in dict.fromkeys([*wanted, *learn]):
-            learnable = {} if description is None else description.learnable()
+        learnable = {} if description is None else description.learnable()
+        for key in [*wanted, *learn]:
             if key not in learnable:
                 able = " or ".join(learnable_by(key)) or "a registered mapping with a learnable " + key
                 raise ValueError(f"MultiheadAttention: learn_{key} needs mapping {able}, not {_name(mapping)}")
-            learned = learnable[key]
-            start = self.params.pop(key, description.defaults[key])
-            raw = learned.start(key, start, "MultiheadAttention")
-            self.register_parameter(learned.prefix + key, nn.Parameter(torch.full((num_heads, 1, 1), raw, **factory)))
-            self._learned[key] = learned
+        self._learned = {key: learned for key, learned in learnable.items() if key in wanted or key in learn}
+        starts = {key: self.params.pop(key) for key in self._learned if key in self.params}
+        if self._learned:
+            made = description.per_head_parameters(self._learned, starts, num_heads, "MultiheadAttention", **factory)
+            for raw_name, parameter in made.items():
+                self.register_parameter(raw_name, parameter)
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, mapping={_name(self.mapping)}, "
