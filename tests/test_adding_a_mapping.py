@@ -221,8 +221,9 @@ def test_hydra_config_and_the_harness_build(toy, tmp_path):
 def test_the_report_gives_its_runs_a_row(toy, tmp_path):
     from test_report_tables import EXP, record, write
 
+    from tasks.report.grouping import build_table
+    from tasks.report.render import to_markdown
     from tasks.report.runs import load_local
-    from tasks.report.tables import build_table, to_markdown
 
     for i, (name, accuracy) in enumerate([("softmax", 0.80), ("softmax", 0.82), ("tempmax", 0.81), ("tempmax", 0.85)]):
         write(tmp_path, record("snli", name, i % 2 + 1, {"accuracy": accuracy}), f"run{i}")
