@@ -31,7 +31,8 @@ from .defaults import DEFAULTS
 from .framework import max_omega, regularizer
 from .functions import entmax, fusedmax, oscarmax, softmax, sparsemax, sq_pnorm_max
 from .losses import FenchelYoungLoss, fenchel_young_loss
-from .registry import MAPPINGS, MODULES, Learned, Mapping, Parameter, register, unknown_name, unregister
+from .modules import MODULES
+from .registry import MAPPINGS, Learned, Mapping, Parameter, register, unknown_name, unregister
 from .sdpa import MultiheadAttention, scaled_dot_product_attention
 from .structure import groups, groups_kind, num_groups
 
@@ -52,7 +53,7 @@ def __getattr__(name: str):
 def build(name: str, **params) -> _nn.Module:
     """The mapping ``name`` as an ``nn.Module``: ``build("fusedmax", lam=0.2)``; parameters not given take their
     defaults, ``DEFAULTS[name]``."""
-    module = registry.lookup(name).module
+    module = MODULES[registry.lookup(name).name]
     try:
         return module(**params)
     except TypeError as error:

@@ -71,12 +71,13 @@ def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None,
     return value
 
 
-def _learn_as(name: str) -> str:
-    """How to keep a learned ``name`` in range: the parameterization its mappings learn it in (attention.registry)."""
-    from .registry import learnable  # (the registry is above this module)
+# how each learnable parameter is kept in range ("exp(log_gamma)"), kept up to date by attention.registry (which
+# imports this module, not the other way round)
+LEARN_HINTS: dict[str, str] = {}
 
-    learned = learnable().get(name)
-    return f"parametrize it as {learned.describe(name) if learned else 'softplus'} to learn it"
+
+def _learn_as(name: str) -> str:
+    return f"parametrize it as {LEARN_HINTS.get(name, 'softplus')} to learn it"
 
 
 def check_tensor_parameter(name, mapping, value, *, positive, low=None):

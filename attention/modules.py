@@ -1,5 +1,6 @@
 """``nn.Module`` forms of the mappings, for models and for Hydra's ``_target_``: one class per registered
-``attention.Mapping``, made from its description (``module_class``).
+``attention.Mapping``, made from its description (``module_class``); ``MODULES`` is {name: class}, a view of the
+registry.
 
 A parameter given as a tensor is kept as it is: an ``nn.Parameter`` (say one γ per head, shape (heads, 1, 1))
 is registered and learned with the model; its gradient is exact (see ``attention.functions``).
@@ -7,12 +8,14 @@ is registered and learned with the model; its gradient is exact (see ``attention
 
 import inspect
 import typing
+from collections.abc import Iterator
+from collections.abc import Mapping as _ReadOnlyTable
 
 import torch
 from torch import nn
 
 from .defaults import GAMMA
-from .registry import GAMMA_PARAMETER, MODULES, Mapping
+from .registry import GAMMA_PARAMETER, REGISTRY, Mapping
 
 
 class MappingModule(nn.Module):
@@ -71,6 +74,33 @@ def module_class(mapping: Mapping) -> type:
     return type(class_name, (MappingModule,), {"mapping": mapping, "name": mapping.name, "__init__": __init__,
                                                "__doc__": f"``attention.{mapping.name}`` as a module: {doc}",
                                                "__module__": __name__})
+
+
+class _Modules(_ReadOnlyTable):
+    """{name: ``nn.Module`` class} of every registered mapping, read from the registry at each use; a class is made
+    once per description."""
+
+    def __init__(self):
+        self._made: dict[str, tuple[Mapping, type]] = {}
+
+    def __getitem__(self, name: str) -> type:
+        mapping = REGISTRY[name]
+        made = self._made.get(name)
+        if made is None or made[0] is not mapping:  # (a name registered again gets its own class)
+            made = self._made[name] = (mapping, module_class(mapping))
+        return made[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+MODULES = _Modules()
 
 
 def __getattr__(name: str) -> type:

@@ -13,7 +13,6 @@ how a learned one stays in range), its functional form, its regularizer Ω and t
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import _layout
 from ._layout import check_parameter
 from .defaults import DEFAULTS, GAMMA
 
@@ -193,19 +193,10 @@ class Mapping:
                 return f"{p.name}={value!r} is not the argmax of <y, x> - γΩ(y) (use {p.name}={p.argmax[0]!r})"
         return None
 
-    @functools.cached_property
-    def module(self) -> type:
-        """The ``nn.Module`` form (``attention.modules.module_class``)."""
-        from .modules import module_class
-
-        return module_class(self)
-
-
 # the registry, and the tables derived from it (the same objects for as long as the library is loaded: a module
 # that imported one sees every mapping registered later)
 REGISTRY: dict[str, Mapping] = {}
 MAPPINGS: dict[str, Callable] = {}
-MODULES: dict[str, type] = {}
 # the built-in mappings' defaults are written in defaults.py (their functions' signatures read them at import);
 # register checks that a description agrees with that table and adds the entries of new mappings
 _BUILTIN_DEFAULTS = {name: dict(values) for name, values in DEFAULTS.items()}
@@ -247,16 +238,22 @@ def register(mapping: Mapping) -> Mapping:
     REGISTRY[mapping.name] = mapping
     MAPPINGS[mapping.name] = mapping.function
     DEFAULTS[mapping.name] = mapping.defaults
-    MODULES[mapping.name] = mapping.module
+    _update_hints()
     return mapping
 
 
 def unregister(name: str) -> Mapping:
     """Take the mapping ``name`` out of the library again; returns its description."""
     mapping = lookup(name)
-    for table in (REGISTRY, MAPPINGS, MODULES, DEFAULTS):
+    for table in (REGISTRY, MAPPINGS, DEFAULTS):
         del table[mapping.name]
+    _update_hints()
     return mapping
+
+
+def _update_hints():
+    _layout.LEARN_HINTS.clear()
+    _layout.LEARN_HINTS.update({key: learned.describe(key) for key, learned in learnable().items()})
 
 
 def names() -> tuple[str, ...]:
@@ -278,5 +275,5 @@ def learnable_by(key: str) -> tuple[str, ...]:
 
 
 __all__ = ["Mapping", "Parameter", "Learned", "register", "unregister", "lookup", "names", "learnable",
-           "learnable_by", "REGISTRY", "MAPPINGS", "MODULES", "EXP", "SOFTPLUS_ABOVE_FLOOR", "ALPHA_FLOOR",
+           "learnable_by", "REGISTRY", "MAPPINGS", "EXP", "SOFTPLUS_ABOVE_FLOOR", "ALPHA_FLOOR",
            "positive", "nonnegative", "in_interval", "one_of", "unknown_name"]
