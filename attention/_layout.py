@@ -71,25 +71,30 @@ def check_parameter(name: str, mapping: str, value, *, positive: bool, low=None,
     return value
 
 
-_LEARN_AS = {"gamma": "exp(log_gamma)", "lam": "exp(log_lam) or softplus", "alpha": "1.01 + softplus(raw_alpha)"}
+# how each learnable parameter is kept in range ("exp(log_gamma)"), kept up to date by attention.registry (which
+# imports this module, not the other way round)
+LEARN_HINTS: dict[str, str] = {}
+
+
+def _learn_as(name: str) -> str:
+    return f"parametrize it as {LEARN_HINTS.get(name, 'softplus')} to learn it"
 
 
 def check_tensor_parameter(name, mapping, value, *, positive, low=None):
     """A tensor parameter's values (one device-to-host sync off the CPU): finite, and > 0, >= 0 or > low."""
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"{mapping}: {name} must be finite, got a tensor with nan/inf")
-    how = f"parametrize it as {_LEARN_AS.get(name, 'softplus')} to learn it"
     if low is not None:
         if bool((value <= low).any()):
             raise ValueError(f"{mapping}: {name} must be > {low:g}, got a tensor with min {value.min().item():g} "
-                             f"({how})")
+                             f"({_learn_as(name)})")
         return
     if positive and bool((value <= 0).any()):
         raise ValueError(f"{mapping}: {name} must be > 0, got a tensor with min {value.min().item():g} (it scales "
-                         f"the regularizer: gamma > 0; {how})")
+                         f"the regularizer: gamma > 0; {_learn_as(name)})")
     if not positive and bool((value < 0).any()):
         raise ValueError(f"{mapping}: {name} must be >= 0, got a tensor with min {value.min().item():g} (a negative "
-                         f"penalty is not convex; {how})")
+                         f"penalty is not convex; {_learn_as(name)})")
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Each mapping's default parameters, written once. The functions, modules, framework, sdpa and Hugging Face
-wrappers read them from here, and so do the harness's configs (``configs/attention/*.yaml``: ``lam:
-${attention_default:fusedmax,lam}``), so a run's recorded config holds the values it ran with.
+"""The library's own mappings' default parameters, written once. Their functions' signatures and their descriptions
+(``attention/mappings.py``) read them from here; ``attention.register`` adds a new mapping's defaults to the same
+table, so everything that reads it (modules, wrappers, the harness's configs: ``configs/attention/*.yaml``: ``lam:
+${attention_default:fusedmax,lam}``) knows every registered mapping, and a run's recorded config holds the values it
+ran with.
 
     >>> attention.DEFAULTS["fusedmax"]        # {"gamma": 1.0, "lam": 0.1}
 """

@@ -27,14 +27,12 @@ transformers is imported here, lazily, never by ``import attention``.
 """
 
 import inspect
-import math
 
 import torch
 from torch import nn
 
-from .defaults import DEFAULTS
-from .framework import MAPPINGS, unknown_name
-from .sdpa import ALPHA_FLOOR, attend, split_float_mask
+from .registry import REGISTRY, Mapping, learnable, learnable_by, lookup, unknown_name
+from .sdpa import attend, split_float_mask
 
 # name -> (mapping, params), read at every call (registering a name again changes models that use it)
 REGISTERED: dict[str, tuple[str, dict]] = {}
@@ -42,11 +40,6 @@ REGISTERED: dict[str, tuple[str, dict]] = {}
 # keyword arguments of attention calls that change the mapping, and what they are
 _UNSUPPORTED = {"softcap": "attention-logit soft-capping", "s_aux": "attention sinks", "sinks": "attention sinks",
                 "indices": "sparse top-k attention indices", "block_indices": "block-sparse attention indices"}
-
-# the learnable parameters on each attention module: name, mapping parameter, value from the parameter
-_LEARNED = {"gamma": ("log_gamma", lambda p: p.exp()), "lam": ("log_lam", lambda p: p.exp()),
-            "alpha": ("raw_alpha", lambda p: ALPHA_FLOOR + nn.functional.softplus(p))}  # as MultiheadAttention's
-_LEARNABLE_BY = {"gamma": tuple(MAPPINGS), "lam": ("fusedmax", "oscarmax"), "alpha": ("entmax",)}
 
 
 def _transformers():
@@ -60,8 +53,9 @@ def _transformers():
     return transformers
 
 
-def register(name: str, mapping: str | None = None, **params) -> str:
-    """Register ``mapping`` (a name of ``attention.MAPPINGS``; default ``name``) with ``params`` (``gamma``,
+def register(name: str, mapping: str | Mapping | None = None, **params) -> str:
+    """Register ``mapping`` (a name of ``attention.MAPPINGS`` or a registered ``attention.Mapping``; default
+    ``name``) with ``params`` (``gamma``,
     ``lam``, ``p``, ``alpha``) as the attention implementation ``name`` of transformers; returns ``name``, for
     ``from_pretrained(..., attn_implementation=name)``, ``from_config(...)`` or ``model.set_attn_implementation``."""
     _transformers()
@@ -74,13 +68,13 @@ def register(name: str, mapping: str | None = None, **params) -> str:
     if name in builtin or name.startswith("paged|"):
         raise ValueError(f"attention.huggingface.register: {name!r} is one of transformers' own attention "
                          f"implementations; choose another name (e.g. {name + '-' + (mapping or 'fusedmax')!r})")
-    mapping = name if mapping is None else mapping
-    if mapping not in MAPPINGS:
+    mapping = name if mapping is None else mapping.name if isinstance(mapping, Mapping) else mapping
+    if mapping not in REGISTRY:
         error = unknown_name(mapping)
         hint = "" if mapping != name else f" (give it as mapping=, e.g. register({name!r}, mapping='fusedmax'))"
         raise ValueError(f"attention.huggingface.register: {error}{hint}")
     try:  # check the parameters now, not at the model's first forward
-        MAPPINGS[mapping](torch.zeros(1, 2), **params)
+        lookup(mapping).function(torch.zeros(1, 2), **params)
     except TypeError as error:
         raise TypeError(f"attention.huggingface.register({name!r}, mapping={mapping!r}): {error}") from None
 
@@ -97,6 +91,20 @@ def register(name: str, mapping: str | None = None, **params) -> str:
     AttentionInterface.register(name, forward)
     AttentionMaskInterface.register(name, mask)
     return name
+
+
+def unregister(name: str) -> None:
+    """Take the attention implementation ``name`` out of transformers again (before ``attention.unregister`` of
+    its mapping, or when a test cleans up: transformers' interfaces are global)."""
+    if name not in REGISTERED:
+        raise ValueError(f"attention.huggingface.unregister: {name!r} was not registered here; registered: "
+                         f"{', '.join(REGISTERED) or 'none'}")
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    del REGISTERED[name]
+    for interface in (AttentionInterface, AttentionMaskInterface):
+        interface._global_mapping.pop(name, None)  # their API has register only
 
 
 def _describe(module) -> str:
@@ -145,7 +153,8 @@ def _attention(name, module, query, key, value, attention_mask, scaling, dropout
 
 def learned_parameters(module: nn.Module) -> dict:
     """The mapping parameters that ``add_parameters`` put on an attention module: {"gamma": (H, 1, 1), ...}."""
-    return {key: value(getattr(module, attr)) for key, (attr, value) in _LEARNED.items() if hasattr(module, attr)}
+    return {key: learned.to_value(getattr(module, learned.prefix + key)) for key, learned in learnable().items()
+            if hasattr(module, learned.prefix + key)}
 
 
 _uses_interface: dict[type, bool] = {}
@@ -198,8 +207,9 @@ def _num_heads(module: nn.Module, path: str) -> int:
 
 
 def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool = False, learn_alpha: bool = False,
-                   num_heads: int | None = None) -> list[str]:
-    """Learnable γ, λ (fusedmax, oscarmax) and α (entmax), one per head, on every attention module of ``model``.
+                   num_heads: int | None = None, learn: tuple[str, ...] = ()) -> list[str]:
+    """Learnable γ, λ (fusedmax, oscarmax) and α (entmax), one per head, on every attention module of ``model``
+    (``learn``: the names of any learnable parameters of the registered mapping, as ``MultiheadAttention``'s).
 
     Each is an ``nn.Parameter`` of shape (heads, 1, 1) on the module, parametrised so that it stays in range:
     ``log_gamma`` (γ = exp), ``log_lam`` (λ = exp), ``raw_alpha`` (α = 1.01 + softplus, ``MultiheadAttention``'s
@@ -207,7 +217,8 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
     registered value (or the mapping's default) and train with the model's optimizer (create it afterwards).
     The model must already run a ``register``-ed implementation. Returns the names of the modules changed.
     """
-    wanted = [key for key, on in (("gamma", learn_gamma), ("lam", learn_lam), ("alpha", learn_alpha)) if on]
+    flags = (("gamma", learn_gamma), ("lam", learn_lam), ("alpha", learn_alpha))
+    wanted = list(dict.fromkeys([*(key for key, on in flags if on), *learn]))
     if not wanted:
         raise ValueError("attention.huggingface.add_parameters: ask for learn_gamma, learn_lam and/or learn_alpha")
     check(model)  # a family that bypasses the interface would learn parameters that nothing uses
@@ -227,18 +238,17 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
         heads = num_heads or _num_heads(module, path)
         reference = next(module.parameters(), None)
         factory = {"device": reference.device, "dtype": reference.dtype} if reference is not None else {}
+        description = lookup(mapping)
         for key in wanted:
-            if mapping not in _LEARNABLE_BY[key]:
-                raise ValueError(f"attention.huggingface.add_parameters: learn_{key} needs mapping "
-                                 f"{' or '.join(_LEARNABLE_BY[key])}; {implementation!r} is {mapping}")
-            if key == "alpha":
-                _check_tensor_alpha()
-            start = float(params.get(key, DEFAULTS[mapping][key]))
-            if key == "alpha" and start <= ALPHA_FLOOR:
-                raise ValueError(f"attention.huggingface.add_parameters: a learned alpha starts > {ALPHA_FLOOR} (it is "
-                                 f"{ALPHA_FLOOR} + softplus(raw_alpha)), got {start}")
-            raw = math.log(math.expm1(start - ALPHA_FLOOR)) if key == "alpha" else math.log(start)
-            module.register_parameter(_LEARNED[key][0], nn.Parameter(torch.full((heads, 1, 1), raw, **factory)))
+            if key not in description.learnable():
+                able = " or ".join(learnable_by(key)) or "a registered mapping with a learnable " + key
+                raise ValueError(f"attention.huggingface.add_parameters: learn_{key} needs mapping {able}; "
+                                 f"{implementation!r} is {mapping}")
+        if "alpha" in wanted:
+            _check_tensor_alpha()
+        made = description.per_head_parameters(wanted, params, heads, "attention.huggingface.add_parameters", **factory)
+        for raw_name, parameter in made.items():
+            module.register_parameter(raw_name, parameter)
         changed.append(path)
     if not changed:
         raise ValueError(f"attention.huggingface.add_parameters: found no module of {type(model).__name__} that "
@@ -248,7 +258,7 @@ def add_parameters(model: nn.Module, learn_gamma: bool = False, learn_lam: bool 
 
 def _check_tensor_alpha():
     try:
-        MAPPINGS["entmax"](torch.zeros(1, 2), alpha=torch.tensor([[1.5]], requires_grad=True))
+        lookup("entmax").function(torch.zeros(1, 2), alpha=torch.tensor([[1.5]], requires_grad=True))
     except TypeError as error:
         raise NotImplementedError(f"attention.huggingface.add_parameters: learn_alpha needs attention.entmax to take "
                                   f"a tensor alpha, which this version does not ({error})") from None

@@ -26,10 +26,10 @@ from torch.autograd import Function
 
 from . import _layout
 from .defaults import GAMMA
-from .framework import MAPPINGS, regularizer, unknown_name
+from .framework import regularizer
+from .registry import lookup
 
 _REDUCTIONS = ("none", "mean", "sum")
-_REGULARIZER_PARAMS = ("lam", "p", "alpha")  # what Ω depends on; gamma scales it, variant only picks an algorithm
 
 
 def _inner(a: torch.Tensor, b: torch.Tensor, dim: int, mask: torch.Tensor | None) -> torch.Tensor:
@@ -77,16 +77,16 @@ class FenchelYoungFunction(Function):
 
 
 def _check_arguments(mapping, reduction, params, where):
-    if mapping not in MAPPINGS:
-        raise unknown_name(mapping)
+    description = lookup(mapping)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{where}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if params.get("variant", "exact") != "exact":
-        raise ValueError(f"{where}: variant={params['variant']!r} is not the argmax of <y, x> - γΩ(y), so it has "
-                         "no Fenchel–Young loss; use variant='exact'")
-    unknown = set(params) - set(_REGULARIZER_PARAMS) - {"variant"}
+    reason = description.not_argmax(params)
+    if reason is not None:
+        raise ValueError(f"{where}: {reason}, so it has no Fenchel–Young loss")
+    unknown = set(params) - {p.name for p in description.parameters}
     if unknown:
         raise TypeError(f"{where}: unexpected parameters {sorted(unknown)}")
+    return description
 
 
 def _check_mask(mask, scores, where):
@@ -172,7 +172,7 @@ def fenchel_young_loss(scores: torch.Tensor, target: torch.Tensor, mapping: str,
     not an argmax, so it has no Fenchel–Young loss.
     """
     where = f"fenchel_young_loss({mapping!r})"
-    _check_arguments(mapping, reduction, params, where)
+    description = _check_arguments(mapping, reduction, params, where)
     if not isinstance(scores, torch.Tensor) or not scores.is_floating_point() or scores.dim() == 0:
         raise TypeError(f"{where}: scores must be a floating-point tensor with at least one dimension")
     if not -scores.dim() <= dim < scores.dim():
@@ -197,13 +197,13 @@ def fenchel_young_loss(scores: torch.Tensor, target: torch.Tensor, mapping: str,
     gamma_fixed = gamma.detach() if isinstance(gamma, torch.Tensor) else gamma
     fixed = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in params.items()}
     with torch.no_grad():  # the mapping runs once, and no graph goes through it
-        weights = MAPPINGS[mapping](scores, dim=dim, gamma=gamma_fixed, mask=mask, **fixed)
-    omega_fixed = {k: v for k, v in fixed.items() if k in _REGULARIZER_PARAMS}
+        weights = description.function(scores, dim=dim, gamma=gamma_fixed, mask=mask, **fixed)
+    omega_fixed = {k: v for k, v in fixed.items() if k in description.omega_parameters}
     loss = FenchelYoungFunction.apply(scores, weights, target.detach(), mask, mapping, dim, gamma_fixed, omega_fixed)
 
     if any(isinstance(v, torch.Tensor) and v.requires_grad for v in (gamma, target, *params.values())):
         # a term of value 0 whose gradients in γ, λ and the target are the loss's (envelope theorem: Π held fixed)
-        omega_params = {k: v for k, v in params.items() if k in _REGULARIZER_PARAMS}
+        omega_params = {k: v for k, v in params.items() if k in description.omega_parameters}
         extra = _gap(scores.detach(), weights, target, mapping, dim, gamma, mask, omega_params).to(loss.dtype)
         loss = loss + (extra - extra.detach())
 

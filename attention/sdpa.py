@@ -23,18 +23,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .defaults import DEFAULTS
-from .framework import MAPPINGS, unknown_name
-
-ALPHA_FLOOR = 1.01  # a learned entmax α is ALPHA_FLOOR + softplus(raw_alpha)
+from .registry import ALPHA_FLOOR, Mapping, learnable_by, lookup  # noqa: F401 (ALPHA_FLOOR: its old home)
 
 
 def _apply_mapping(scores, mask, mapping, params):
-    if callable(mapping):
+    if callable(mapping) and not isinstance(mapping, Mapping):
         return mapping(scores, mask=mask, **params)
-    if mapping not in MAPPINGS:
-        raise unknown_name(mapping)
-    return MAPPINGS[mapping](scores, dim=-1, mask=mask, **params)
+    return lookup(mapping).function(scores, dim=-1, mask=mask, **params)
 
 
 def split_float_mask(attn_mask, dtype):
@@ -74,9 +69,10 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                                  attn_mask: torch.Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
-                                 *, mapping: str | Callable = "fusedmax", **params) -> torch.Tensor:
+                                 *, mapping: str | Mapping | Callable = "fusedmax", **params) -> torch.Tensor:
     """``torch.nn.functional.scaled_dot_product_attention`` with the attention ``mapping`` (a name of
-    ``attention.MAPPINGS`` or a callable ``f(scores, mask=...)``) in place of softmax; ``params`` go to the
+    ``attention.MAPPINGS``, a registered ``attention.Mapping`` or a callable ``f(scores, mask=...)``) in place of
+    softmax; ``params`` go to the
     mapping (``gamma``, ``lam``, ``p``, ``alpha``; tensors broadcasting to (..., L, 1) are per head/query and
     learnable).
 
@@ -103,11 +99,13 @@ class MultiheadAttention(nn.Module):
     Same constructor arguments (``embed_dim, num_heads, dropout, bias, kdim, vdim, batch_first``), same ``forward``
     (``query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal``) and mask
     conventions (bool: True = not allowed; float: added), so it replaces ``self_attn`` in
-    ``nn.TransformerEncoderLayer`` / ``DecoderLayer``. ``mapping``: a name of ``attention.MAPPINGS``; ``params``:
-    its parameters. ``learn_gamma`` / ``learn_lam``: one γ (λ) per head, learned as exp(log γ) so it stays > 0
-    (λ: fusedmax and oscarmax), starting from the given value. ``learn_alpha`` (entmax): one α per head, learned as
-    α = 1.01 + softplus(raw_alpha), > 1 whatever the optimizer does (the floor of Correia et al.'s adaptively sparse
-    Transformers: closer to 1, entmax is softmax in all but name and 1/(α-1) blows up), starting from ``alpha``.
+    ``nn.TransformerEncoderLayer`` / ``DecoderLayer``. ``mapping``: a name of ``attention.MAPPINGS``, a registered
+    ``attention.Mapping``, or a callable ``f(scores, mask=..., **params)`` over the last dim (its parameters are
+    not learned here); ``params``: its parameters. ``learn_gamma`` / ``learn_lam`` / ``learn_alpha``, or ``learn``
+    (names of any learnable parameters of the mapping): one value per head, learned in the parameterization its
+    ``attention.Parameter`` gives, starting from the given value (or the default): γ and λ as exp(log γ), so they
+    stay > 0; entmax's α as 1.01 + softplus(raw_alpha), > 1 whatever the optimizer does (the floor of Correia et
+    al.'s adaptively sparse Transformers: closer to 1, entmax is softmax in all but name and 1/(α-1) blows up).
 
     Separate q/k/v projections (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``); ``in_proj_weight`` is None,
     which also keeps torch's Transformer layers off their fused fast path (that path would bypass this module).
@@ -115,15 +113,17 @@ class MultiheadAttention(nn.Module):
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,
-                 mapping: str | Callable = "fusedmax", learn_gamma: bool = False, learn_lam: bool = False,
+                 mapping: str | Mapping | Callable = "fusedmax", learn_gamma: bool = False, learn_lam: bool = False,
                  learn_alpha: bool = False, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, **params) -> None:
+                 dtype: torch.dtype | None = None, *, learn: tuple[str, ...] = (), **params) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by num_heads "
                              f"({num_heads})")
-        if mapping not in MAPPINGS:
-            raise unknown_name(mapping)
+        description = None
+        if isinstance(mapping, Mapping) or not callable(mapping):
+            description = lookup(mapping)
+            mapping = description.name
         factory = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
@@ -136,41 +136,31 @@ class MultiheadAttention(nn.Module):
         self.in_proj_weight = None
         self.in_proj_bias = None
         # a check of the parameters now, not at the first forward
-        MAPPINGS[mapping](torch.zeros(1, 2), **params)
+        if description is not None:
+            description.check(params)
+        _apply_mapping(torch.zeros(1, 2), None, mapping, params)
         self.params = dict(params)
-        for name, learn in (("gamma", learn_gamma), ("lam", learn_lam)):
-            if learn:
-                if name == "lam" and mapping not in ("fusedmax", "oscarmax"):
-                    raise ValueError(f"MultiheadAttention: learn_lam needs mapping fusedmax or oscarmax, not {mapping}")
-                start = float(self.params.pop(name, DEFAULTS[mapping][name]))
-                if start <= 0:
-                    raise ValueError(f"MultiheadAttention: a learned {name} starts > 0 (it is exp(log_{name})), "
-                                     f"got {start}")
-                self.register_parameter(f"log_{name}", nn.Parameter(torch.full((num_heads, 1, 1), math.log(start),
-                                                                               **factory)))
-        if learn_alpha:
-            if mapping != "entmax":
-                raise ValueError(f"MultiheadAttention: learn_alpha needs mapping entmax, not {mapping}")
-            start = float(self.params.pop("alpha", DEFAULTS["entmax"]["alpha"]))
-            if start <= ALPHA_FLOOR:
-                raise ValueError(f"MultiheadAttention: a learned alpha starts > {ALPHA_FLOOR} (it is {ALPHA_FLOOR} + "
-                                 f"softplus(raw_alpha)), got {start}")
-            self.raw_alpha = nn.Parameter(torch.full((num_heads, 1, 1), math.log(math.expm1(start - ALPHA_FLOOR)),
-                                                     **factory))
+        wanted = [key for key, on in (("gamma", learn_gamma), ("lam", learn_lam), ("alpha", learn_alpha)) if on]
+        learnable = {} if description is None else description.learnable()
+        for key in [*wanted, *learn]:
+            if key not in learnable:
+                able = " or ".join(learnable_by(key)) or "a registered mapping with a learnable " + key
+                raise ValueError(f"MultiheadAttention: learn_{key} needs mapping {able}, not {_name(mapping)}")
+        self._learned = {key: learned for key, learned in learnable.items() if key in wanted or key in learn}
+        starts = {key: self.params.pop(key) for key in self._learned if key in self.params}
+        if self._learned:
+            made = description.per_head_parameters(self._learned, starts, num_heads, "MultiheadAttention", **factory)
+            for raw_name, parameter in made.items():
+                self.register_parameter(raw_name, parameter)
 
     def extra_repr(self) -> str:
-        learned = [n for n in ("gamma", "lam") if hasattr(self, f"log_{n}")] + ["alpha"] * hasattr(self, "raw_alpha")
-        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, mapping={self.mapping}, "
-                f"params={self.params}, learned={learned}, batch_first={self.batch_first}")
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, mapping={_name(self.mapping)}, "
+                f"params={self.params}, learned={list(self._learned)}, batch_first={self.batch_first}")
 
     def mapping_params(self) -> dict:
         params = dict(self.params)
-        for name in ("gamma", "lam"):
-            log = getattr(self, f"log_{name}", None)
-            if log is not None:
-                params[name] = log.exp()
-        if hasattr(self, "raw_alpha"):
-            params["alpha"] = ALPHA_FLOOR + nn.functional.softplus(self.raw_alpha)
+        for key, learned in self._learned.items():
+            params[key] = learned.to_value(getattr(self, learned.prefix + key))
         return params
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -227,3 +217,7 @@ class MultiheadAttention(nn.Module):
         if mask.dtype == torch.bool:
             return ~mask, None
         return split_float_mask(mask, dtype)
+
+
+def _name(mapping) -> str:
+    return mapping if isinstance(mapping, str) else getattr(mapping, "__name__", repr(mapping))

@@ -17,18 +17,23 @@ groups are **clusters** of one value). Both are read off the output alone:
     tensor([[ 0,  0, -1,  0,  0], [ 0,  1,  1,  2, -1]])
     >>> attention.num_groups(w, "clusters")           # tensor([1, 3])
     >>> attention.groups_kind("oscarmax")              # "clusters" (every other mapping: "segments")
+
+(Each mapping's kind is part of its description: ``attention.Mapping(groups=...)``.)
 """
 
 from __future__ import annotations
 
 import torch
 
-KINDS = ("segments", "clusters")
+from .registry import GROUP_KINDS as KINDS
+from .registry import REGISTRY
 
 
 def groups_kind(mapping: str) -> str:
-    """The kind of group a mapping makes: "clusters" for oscarmax, "segments" (fused runs) for every other one."""
-    return "clusters" if mapping == "oscarmax" else "segments"
+    """The kind of group a mapping makes (its ``attention.Mapping.groups``): "clusters" for oscarmax, "segments"
+    (fused runs) for every other one of the library's, and for a name that is not registered."""
+    described = REGISTRY.get(mapping)
+    return "segments" if described is None else described.groups
 
 
 def _tied(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:

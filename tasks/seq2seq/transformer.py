@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attention import MAPPINGS, num_groups
+from attention import MAPPINGS, num_groups, registry
 from attention import huggingface as hf_attention
 
 from .model import EncoderOutput
 
 KINDS = ("encoder", "decoder", "cross")
-LEARNABLE = {"gamma": tuple(MAPPINGS), "lam": ("fusedmax", "oscarmax"), "alpha": ("entmax",)}
 # which count of groups makes a row's Jacobian zero (the row passes no gradient): one group in the support
 _DEAD_GROUPS = {"fusedmax": "segments", "oscarmax": "clusters"}
 
@@ -75,9 +74,10 @@ class TransformerSeq2Seq(nn.Module):
         unknown = set(mappings or {}) - set(KINDS)
         if unknown:
             raise ValueError(f"task.model.mappings: unknown attention kind(s) {sorted(unknown)}; use {list(KINDS)}")
-        unknown = set(learn or ()) - set(LEARNABLE)
+        unknown = set(learn or ()) - set(registry.learnable())
         if unknown:
-            raise ValueError(f"task.model.learn: unknown parameter(s) {sorted(unknown)}; use {list(LEARNABLE)}")
+            raise ValueError(f"task.model.learn: unknown parameter(s) {sorted(unknown)}; use "
+                             f"{list(registry.learnable())}")
         self.pad, self.heads = pad, heads
         self.kinds = self._resolve_mappings(attention, mappings or {})
         names = {kind: hf_attention.register(_registered_name(m, p), mapping=m, **p)
@@ -104,13 +104,12 @@ class TransformerSeq2Seq(nn.Module):
         self.learned: dict[str, tuple[str, ...]] = {}
         for kind, modules in self.attention_modules.items():
             mapping = self.kinds[kind][0]
-            wanted = tuple(key for key in (learn or ()) if mapping in LEARNABLE[key])
+            wanted = tuple(key for key in (learn or ()) if key in registry.lookup(mapping).learnable())
             self.learned[kind] = wanted
             for module in modules:
                 module.config = _config_copy(config, names[kind])
                 if wanted:
-                    hf_attention.add_parameters(module, **{f"learn_{key}": True for key in wanted},
-                                                num_heads=heads)
+                    hf_attention.add_parameters(module, learn=wanted, num_heads=heads)
                 module.register_forward_hook(self._capture_hook(kind))
         self._captured: dict[str, list[torch.Tensor]] | None = None
 
