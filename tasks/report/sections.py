@@ -24,6 +24,7 @@ without runs, first and in the paper's order. A record of a task with neither is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from tasks.config import config_defaults
 from tasks.records import get
@@ -131,8 +132,10 @@ def _dataset(task: str, raw) -> Dataset:
                    section_tasks=(task,) if section else ())
 
 
+@cache  # the shipped config files do not change while the report runs; make figures asks once per figure
 def recorded_before_sections() -> dict:
-    """task -> Section of the tasks whose records may predate `task.report`, from their shipped config files."""
+    """task -> Section of the tasks whose records may predate `task.report`, from their shipped config files
+    (read once per process; callers do not modify it)."""
     return {task: read_section(task, config_defaults(f"task/{file}.yaml", "task", "report"))
             for task, file in RECORDED_BEFORE_SECTIONS.items()}
 
