@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import _layout
 from .registry import ALPHA_FLOOR, Mapping, learnable_by, lookup  # noqa: F401 (ALPHA_FLOOR: its old home)
 
 
@@ -52,6 +53,8 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
            mapping="fusedmax", **params):
     """(output, weights): weights = mapping(q kᵀ · scale + additive, mask=allowed) over the keys, output =
     weights @ value. ``allowed``: bool, True = may attend, broadcastable to (..., L, S)."""
+    if allowed is not None and _masks_nothing(allowed):
+        allowed = None  # (BERT's padding mask of an unpadded batch): the mappings' unmasked path is the fast one
     if enable_gqa and query.dim() >= 3 and key.size(-3) != query.size(-3):
         groups = query.size(-3) // key.size(-3)
         key = key.repeat_interleave(groups, dim=-3)
@@ -64,6 +67,12 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
     if dropout_p > 0.0:
         weights = torch.dropout(weights, dropout_p, train=True)
     return weights @ value, weights
+
+
+def _masks_nothing(allowed: torch.Tensor) -> bool:
+    """Whether a bool mask allows every key, read where that costs no device sync (on the CPU, outside a compiled
+    graph, which cannot branch on values); elsewhere the mask is simply applied."""
+    return _layout.on_host(allowed.device) and not torch.compiler.is_compiling() and bool(allowed.all())
 
 
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -247,3 +247,29 @@ def test_multihead_errors():
         attention.MultiheadAttention(12, 3, mapping="sparsemax", learn_lam=True)
     with pytest.raises(TypeError, match="lam"):
         attention.MultiheadAttention(12, 3, mapping="sparsemax", lam=0.1)
+
+
+@pytest.mark.parametrize("name", ["softmax", *MAPPINGS])
+def test_a_mask_that_allows_every_key_is_not_applied(name):
+    """BERT passes its padding mask even when nothing is padded: attention then runs the mapping without a mask (its
+    faster path), with the same weights and gradients as with the mask; a mask with one False still goes through."""
+    seen = []
+
+    def spy(scores, mask=None, **params):
+        seen.append(mask)
+        return attention.MAPPINGS[name](scores, mask=mask, **params)
+
+    q, k, v = (t.requires_grad_() for t in qkv(3))
+    every = torch.ones(2, 1, 5, 7, dtype=torch.bool)
+    out, _ = attention.sdpa.attend(q, k, v, allowed=every, mapping=spy, **MAPPINGS.get(name, {}))
+    assert seen == [None]
+    masked, _ = attention.sdpa.attend(q, k, v, allowed=every, mapping=name, **MAPPINGS.get(name, {}))
+    plain, _ = attention.sdpa.attend(q, k, v, mapping=name, **MAPPINGS.get(name, {}))
+    torch.testing.assert_close(masked, plain, rtol=0, atol=0)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    for got, want in zip(grads, torch.autograd.grad(plain.sum(), (q, k, v))):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    one_out = every.clone()
+    one_out[1, 0, 2, 3] = False
+    attention.sdpa.attend(q, k, v, allowed=one_out, mapping=spy, **MAPPINGS.get(name, {}))
+    assert seen[-1] is one_out
