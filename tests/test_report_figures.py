@@ -124,6 +124,16 @@ def test_main_never_crashes_on_empty_results(tmp_path, monkeypatch, capsys):
     assert "snli_attention           skipped" in out.out and "no SNLI run records" in out.err
 
 
+def test_a_record_without_a_report_section_is_said_once_by_make_figures(tmp_path, monkeypatch, capsys):
+    """Every figure asks for the report's experiments; a record none of them can place is said once, not per figure."""
+    monkeypatch.setattr(figures, "simplex_figure", lambda out: [])
+    stray = _record(tmp_path / "results", "toy_unreported", "sparsemax", tmp_path / "run")
+    assert stray["task"] == "toy_unreported"
+    assert figures.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "figs")]) == 0
+    said = capsys.readouterr().err
+    assert said.count("[report] skipping") == 1 and "task 'toy_unreported' has no report section" in said
+
+
 def _dyn_record(name, optimizer, lr, gamma=1.0, lam=None, seed=1):
     params = {"gamma": gamma, **({"lam": lam} if lam is not None else {})}
     hist = [{"epoch": e, "valid": {"ppl": 10.0 / e, "support": 3.0, "groups": 2.0, "above_1pct": 2.5,

@@ -164,12 +164,18 @@ def experiments(records: list) -> tuple:
     for record in records:
         section = section_of(record, fallback)
         if isinstance(section, str):
-            warn(f"skipping {record.get('path') or record.get('run') or task_of(record)}: {section}")
+            _warn_once(f"skipping {record.get('path') or record.get('run') or task_of(record)}: {section}")
         elif section not in sections:
             sections.append(section)
     paper_tables = list(dict.fromkeys(s.table for s in fallback.values()))
     others = sorted({s.table for s in sections} - set(paper_tables))
     return tuple(_experiment(key, [s for s in sections if s.table == key]) for key in paper_tables + others)
+
+
+@cache
+def _warn_once(message: str) -> None:
+    """`make figures` asks for the experiments once per figure: a record it cannot read is said once."""
+    warn(message)
 
 
 def _experiment(key: str, sections: list) -> Experiment:
