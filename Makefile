@@ -123,7 +123,8 @@ bench-train: $(INSTALLED)
 	$(BIN)/python -m scripts.bench_train_step $(ARGS)
 	$(MAKE) bench-tables
 
-# Hugging Face Llama/BERT-shaped models, every mapping vs transformers' eager softmax (a few minutes, one thread)
+# Hugging Face Llama/BERT-shaped models, every mapping vs transformers' eager softmax: ~10 min on one thread, most of it
+# torch.compile (12 compilations); ARGS=--compile-tokens (no value) leaves the compiled step out
 bench-model: $(INSTALLED)
 	NUMBA_NUM_THREADS=1 $(BIN)/python -m scripts.bench_model $(ARGS)
 	$(MAKE) bench-tables

@@ -1,6 +1,6 @@
 """Hugging Face models with every mapping as their attention, against transformers' eager softmax (`make bench-model`).
 
-    python -m scripts.bench_model            # what `make bench-model` runs (a few minutes on one CPU thread)
+    python -m scripts.bench_model            # `make bench-model`: ~10 min on one CPU thread here, mostly compiling
     python -m scripts.bench_model --quick    # tiny sizes, two rounds, nothing compiled: a smoke run (the tests)
 
 A Llama-shaped causal LM (``LlamaForCausalLM``: RoPE, grouped-query attention, a causal mask) and a BERT-shaped
