@@ -354,29 +354,38 @@ def _non_finite_row(out, d):
         out[i] = np.nan
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def _sum_above(buf, count, tau):
+    """(sum, number) of the values in buf[:count] above tau, as float64. Branch-free, so it vectorizes: a branch on
+    v > tau is taken about half the time and mispredicted as often, which cost more than the rest of a short row."""
+    total = 0.0
+    kept = 0.0
+    for j in range(count):
+        v = buf[j]
+        keep = np.float64(v > tau)
+        total += keep * v
+        kept += keep
+    return total, kept
+
+
 @njit(cache=True, nogil=True)
 def _michelot(buf, count, total):
     """The simplex threshold of the ``count`` values in buf (relative to their maximum, which is among them,
     ``total`` their sum), given that they contain the support: Michelot's algorithm.
 
     tau = (sum over the set - 1) / |set| stays below the true threshold for any superset of the support and rises
-    to it as the set {v > tau} shrinks; the set only shrinks, so the loop ends (stopping as soon as it does not
-    shrink also stops an entry sitting on tau from flipping in and out under rounding).
+    to it as the set {v > tau} shrinks; the loop stops as soon as the set does not shrink (so it ends, and an entry
+    sitting on tau under rounding cannot flip in and out). Each pass reads all ``count`` values (no compaction):
+    they are few, and a branch-free pass over them is cheaper than a branchy one over fewer.
     """
     tau = (total - 1.0) / count
+    size = np.float64(count)
     while True:
-        new_count = 0
-        total = 0.0
-        for j in range(count):
-            v = buf[j]
-            buf[new_count] = v  # compaction in place: new_count <= j, so nothing unread is overwritten
-            if v > tau:
-                total += v
-                new_count += 1
-        if new_count == count or new_count == 0:
+        total, kept = _sum_above(buf, count, tau)
+        if kept >= size or kept == 0.0:
             return tau
-        count = new_count
-        tau = (total - 1.0) / count
+        size = kept
+        tau = (total - 1.0) / kept
 
 
 @njit(cache=True, nogil=True)
