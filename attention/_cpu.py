@@ -940,27 +940,34 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
     n_chunks = _chunks(n)
     bad = 0
     for c in prange(n_chunks):
-        # scratch, once per chunk: the sort's buffers only where a sort runs, the radix sort's for long rows
+        # scratch, once per chunk: the sort's buffers only where a sort runs, the radix sort's for long rows. Two
+        # allocations cut into pieces: fifteen separate ones cost more than the rows of a short chunk
         ds = 0 if variant == PROX_TV else d
         dr = ds if d > _INSERTION_SORT_MAX else 0
-        zc = np.empty(d, dtype=np.float64)
-        uc = np.empty(d, dtype=np.float64)
-        buf = np.empty(d, dtype=np.float64)
-        gc = np.empty(d, dtype=np.int64)
-        pos = np.empty(d, dtype=np.int64)
-        order = np.empty(ds, dtype=np.int64)
-        pooled = np.empty(ds, dtype=np.float64)
-        blocks = np.empty(ds, dtype=np.int64)
-        keys = np.empty(ds, dtype=np.uint64)
-        keys_tmp = np.empty(dr, dtype=np.uint64)
-        order_tmp = np.empty(dr, dtype=np.int64)
-        hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
+        hr = 8 * 256 if dr else 0
         db = 2 * d + 2 + _BOUND_BUCKETS if variant == PROX_SORTED else 0  # _pool_buckets', _screened_v_bound's
-        bcount = np.empty(db, dtype=np.int64)
-        bsum = np.empty(db, dtype=np.float64)
-        psum = np.empty(db, dtype=np.float64)
-        pcnt = np.empty(db, dtype=np.int64)
-        pend = np.empty(db, dtype=np.int64)
+        floats = np.empty(3 * d + ds + 2 * db, dtype=np.float64)
+        zc = floats[:d]
+        uc = floats[d:2 * d]
+        buf = floats[2 * d:3 * d]
+        pooled = floats[3 * d:3 * d + ds]
+        bsum = floats[3 * d + ds:3 * d + ds + db]
+        psum = floats[3 * d + ds + db:]
+        ints = np.empty(2 * d + 3 * ds + 2 * dr + hr + 3 * db, dtype=np.int64)
+        gc = ints[:d]
+        pos = ints[d:2 * d]
+        at = 2 * d
+        order = ints[at:at + ds]
+        blocks = ints[at + ds:at + 2 * ds]
+        keys = ints[at + 2 * ds:at + 3 * ds].view(np.uint64)
+        at += 3 * ds
+        keys_tmp = ints[at:at + dr].view(np.uint64)
+        order_tmp = ints[at + dr:at + 2 * dr]
+        hist = ints[at + 2 * dr:at + 2 * dr + hr].reshape((hr // 256, 256))
+        at += 2 * dr + hr
+        bcount = ints[at:at + db]
+        pcnt = ints[at + db:at + 2 * db]
+        pend = ints[at + 2 * db:at + 3 * db]
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             m = lengths[r]
             lam_r = lam[0] if lam.shape[0] == 1 else lam[r]
@@ -986,9 +993,10 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
     n, d = grad.shape
     n_chunks = _chunks(n)
     for c in prange(n_chunks):
-        sup = np.empty(d, dtype=np.int64)
+        ints = np.empty(2 * d, dtype=np.int64)  # one allocation, two pieces (see prox_sparsemax_forward)
+        sup = ints[:d]
+        sizes = ints[d:]
         sums = np.empty(d, dtype=np.float64)
-        sizes = np.empty(d, dtype=np.int64)
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             m = lengths[r]
             _centre_on_support(grad[r], y[r], out[r], m, d)
@@ -1293,14 +1301,18 @@ def entmax_forward(z, lengths, alpha, out):
     n_chunks = _chunks(n)
     bad = 0
     for c in prange(n_chunks):
+        # two allocations cut into pieces (see prox_sparsemax_forward)
         dr = d if d > _INSERTION_SORT_MAX else 0
-        buf = np.empty(d, dtype=np.float64)
-        neg = np.empty(d, dtype=np.float64)
-        order = np.empty(d, dtype=np.int64)
-        keys = np.empty(d, dtype=np.uint64)
-        keys_tmp = np.empty(dr, dtype=np.uint64)
-        order_tmp = np.empty(dr, dtype=np.int64)
-        hist = np.empty((8 if dr else 0, 256), dtype=np.int64)
+        hr = 8 * 256 if dr else 0
+        floats = np.empty(2 * d, dtype=np.float64)
+        buf = floats[:d]
+        neg = floats[d:]
+        ints = np.empty(2 * d + 2 * dr + hr, dtype=np.int64)
+        order = ints[:d]
+        keys = ints[d:2 * d].view(np.uint64)
+        keys_tmp = ints[2 * d:2 * d + dr].view(np.uint64)
+        order_tmp = ints[2 * d + dr:2 * d + 2 * dr]
+        hist = ints[2 * d + 2 * dr:].reshape((hr // 256, 256))
         for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
             alpha_r = alpha[0] if alpha.shape[0] == 1 else alpha[r]
             bad += _entmax_row(z[r], out[r], lengths[r], d, alpha_r, buf, order, keys, keys_tmp, order_tmp, hist,
