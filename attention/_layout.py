@@ -10,6 +10,7 @@ costs nothing extra (the CPU kernels count non-finite scores as they read them),
 ``True`` checks everywhere, ``False`` nowhere (a non-finite row then comes out as nan).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -114,7 +115,13 @@ class Rows:
     def restore(self, rows: torch.Tensor) -> torch.Tensor:
         if self.order is not None:
             rows = torch.zeros_like(rows).scatter(-1, self.order, rows)
-        return rows.reshape(self.shape).movedim(-1, self.dim).to(self.dtype)
+        # (rows, d) scores along their last dim come back as they are: three view calls cost as much as a kernel
+        # launch at small shapes
+        if rows.shape != self.shape:
+            rows = rows.reshape(self.shape)
+        if self.dim != len(self.shape) - 1:
+            rows = rows.movedim(-1, self.dim)
+        return rows if rows.dtype == self.dtype else rows.to(self.dtype)
 
     def per_row(self, value, name: str):
         """A float as it is; a tensor broadcast to one value per row, (n,), or kept as a 0-d tensor."""
@@ -189,15 +196,17 @@ def check_inputs(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapp
 def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str) -> Rows:
     """The (rows, d) view. No value is checked here (that would be a sync on a GPU): see ``set_checks``."""
     dim, mask = check_inputs(scores, dim, mask, mapping)
-    work_dtype = scores.dtype if scores.dtype == torch.float64 else torch.float32
-    moved = scores.movedim(dim, -1)
+    # every view call is skipped where it would change nothing: at small shapes they cost as much as the kernels
+    moved = scores if dim == scores.dim() - 1 else scores.movedim(dim, -1)
     shape = moved.shape
     d = shape[-1]
-    values = moved.reshape(math.prod(shape[:-1]), d).to(work_dtype)  # (not -1: ambiguous for 0 rows of 0)
+    values = moved if moved.dim() == 2 else moved.reshape(math.prod(shape[:-1]), d)  # (not -1: 0 rows of 0)
+    if values.dtype != torch.float64 and values.dtype != torch.float32:
+        values = values.to(torch.float32)
     n = values.shape[0]
     order = None
     if mask is None:
-        lengths = torch.full((n,), d, dtype=torch.int64, device=scores.device)
+        lengths = full_lengths(n, d, scores.device)
     else:
         # Lengths and the prefix test on the mask as given, before broadcasting: a causal (T, T) mask shared by a
         # batch and its heads is read once, not once per (batch, head) row block.
@@ -211,6 +220,20 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
             values = values.gather(-1, order)
         mask = mask.expand(scores.shape)
     return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, scores, mask, mapping)
+
+
+def full_lengths(n: int, d: int, device: torch.device) -> torch.Tensor:
+    """(n,) int64 filled with d: the lengths of unmasked rows. Made once per shape (the kernels only read it)."""
+    if torch.compiler.is_compiling():  # a graph makes its own, with no global state behind it
+        return torch.full((n,), d, dtype=torch.int64, device=device)
+    return _full_lengths(n, d, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _full_lengths(n: int, d: int, device: torch.device) -> torch.Tensor:
+    # made outside inference mode: an inference tensor could not be saved for a later backward
+    with torch.inference_mode(False):
+        return torch.full((n,), d, dtype=torch.int64, device=device)
 
 
 def _is_prefix(valid: torch.Tensor) -> bool:

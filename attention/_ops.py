@@ -23,6 +23,7 @@ backward runs the kernels.
 """
 
 import functools
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -55,18 +56,25 @@ def _np(t: Tensor):
 _NUMBA_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
+_synced = threading.local()  # torch's thread count when this thread last set numba's (numba's count is per thread)
+
+
 def _follow_torch_threads():
     """Run the numba kernels on as many threads as torch uses (torch.set_num_threads is the one knob).
 
     Both may share one OpenMP runtime, where a numba launch with its own count would silently reset torch's.
+    numba.get_num_threads takes two locks, slower than a small kernel: it is asked only when torch's count changed.
     """
     torch_threads = torch.get_num_threads()
+    if getattr(_synced, "torch_threads", None) == torch_threads:
+        return
     current = numba.get_num_threads()  # the first call starts numba's threads, which may reset OpenMP's count
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
     wanted = max(1, min(torch_threads, _NUMBA_MAX_THREADS))
     if current != wanted:
         numba.set_num_threads(wanted)
+    _synced.torch_threads = torch.get_num_threads()
 
 
 def _values(rows: Optional[Tensor], value: float):
