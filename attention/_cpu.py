@@ -252,6 +252,124 @@ _pav_decreasing_row = njit(cache=True, nogil=True)(pav_decreasing_row)
 _unsort_prox_row = njit(cache=True, nogil=True)(unsort_prox_row)
 _clear_tail_row = njit(cache=True, nogil=True)(clear_tail_row)
 
+
+@njit(cache=True, nogil=True)
+def _tv_prox_sums(z, out, groups, m, lam):
+    """tv_prox_row's prox and groups (Condat's direct algorithm, the same sweep, restarts and segment ends), for
+    the CPU kernels: its slack variables are kept as one running sum, so the sweep's common step has no branch
+    that data decide and no division on its critical path.
+
+    In Condat's sweep, umin = s - n vmin and umax = s - n vmax, where s is the sum of z over the open segment
+    (k0..k, n entries) plus the offset its start carries (0 at the row's start, +lam after a negative jump, -lam
+    after a positive one). His tests become comparisons of the bounds lo = (s - lam) / n and hi = (s + lam) / n
+    with vmin and vmax: umin < -lam is hi < vmin (a negative jump), umax > lam is lo > vmax (a positive one),
+    umin >= lam is lo >= vmin, whose update vmin += (umin - lam) / n is vmin = lo (so vmin = max(vmin, lo)), and
+    likewise vmax = min(vmax, hi); at the row's end umin < 0 is s / n < vmin, umax > 0 is s / n > vmax, and the
+    last segment's value vmin + umin / n is s / n. The running record updates are selects: on nearly uniform
+    scores (an untrained model's) they are taken on a fifth of the entries at random, and as branches their
+    mispredictions and the division on the slack's dependency chain cost 3-5x the rest of the sweep.
+    """
+    if m == 0:
+        return
+    if lam == 0.0:
+        for i in range(m):
+            out[i] = z[i]
+            groups[i] = i
+        return
+    k = 0
+    k0 = 0
+    fplus = 0.0  # kplus and kminus, as floats (see below)
+    fminus = 0.0
+    segment = 0
+    s = np.float64(z[0])
+    n = 1.0
+    vmin = s - lam
+    vmax = s + lam
+    twolam = 2.0 * lam
+    while True:
+        while k == m - 1:  # right boundary: close the open segment(s)
+            mean = s / n
+            if mean < vmin:
+                while True:
+                    out[k0] = vmin
+                    groups[k0] = segment
+                    k0 += 1
+                    if k0 > fminus:
+                        break
+                segment += 1
+                k = k0
+                fminus = np.float64(k0)
+                vmin = np.float64(z[k0])
+                s = vmin + lam  # (vmax is kept, as in Condat's sweep)
+                n = 1.0
+            elif mean > vmax:
+                while True:
+                    out[k0] = vmax
+                    groups[k0] = segment
+                    k0 += 1
+                    if k0 > fplus:
+                        break
+                segment += 1
+                k = k0
+                fplus = np.float64(k0)
+                vmax = np.float64(z[k0])
+                s = vmax - lam
+                n = 1.0
+            else:
+                while True:
+                    out[k0] = mean
+                    groups[k0] = segment
+                    k0 += 1
+                    if k0 > k:
+                        break
+                return
+        s1 = s + z[k + 1]
+        n1 = n + 1.0
+        inv = 1.0 / n1  # one division, off the sum's dependency chain
+        lo = (s1 - lam) * inv
+        hi = (s1 + lam) * inv
+        if hi < vmin:  # negative jump: the segment ends at kminus with value vmin
+            while True:
+                out[k0] = vmin
+                groups[k0] = segment
+                k0 += 1
+                if k0 > fminus:
+                    break
+            segment += 1
+            k = k0
+            fminus = np.float64(k0)
+            fplus = fminus
+            vmin = np.float64(z[k0])
+            vmax = vmin + twolam
+            s = vmin + lam
+            n = 1.0
+        elif lo > vmax:  # positive jump: the segment ends at kplus with value vmax
+            while True:
+                out[k0] = vmax
+                groups[k0] = segment
+                k0 += 1
+                if k0 > fplus:
+                    break
+            segment += 1
+            k = k0
+            fminus = np.float64(k0)
+            fplus = fminus
+            vmax = np.float64(z[k0])
+            vmin = vmax - twolam
+            s = vmax - lam
+            n = 1.0
+        else:
+            k += 1
+            s = s1
+            n = n1
+            # kminus = k where lo >= vmin, as arithmetic (k only grows, so the max is k or the old kminus): LLVM
+            # turns an integer select into a branch, mispredicted on a fifth of the entries
+            kf = np.float64(k)
+            fminus = max(fminus, kf * np.float64(lo >= vmin))
+            fplus = max(fplus, kf * np.float64(hi <= vmax))
+            vmin = max(vmin, lo)
+            vmax = min(vmax, hi)
+
 PROX_TV = 0  # fusedmax: prox of lam * sum |u_{i+1} - u_i|
 PROX_SORTED = 1  # oscarmax, exact: prox of sum_k w_k u_(k), w_k = lam (m - k), no absolute values
 PROX_OWL = 2  # oscarmax as the authors computed it: prox of sum_k w_k |u|_(k), then sparsemax
@@ -620,7 +738,7 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
                 gc[a] = pos[a]
                 gc[a + 1] = pos[a + 1]
         else:
-            _tv_prox_row(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+            _tv_prox_sums(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
             previous = -1
             head = 0
             for j in range(a, b):  # segment index -> position of the segment's first entry, unique in the row
@@ -1019,6 +1137,38 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
             for t in range(s):
                 label = groups[r, sup[t]]
                 out[r, sup[t]] = sums[label] / sizes[label]
+
+
+@njit(cache=True, parallel=True)
+def tv_sparsemax_backward(grad, y, groups, lengths, out):
+    """prox_sparsemax_backward for the TV prox (fusedmax), bit for bit: its groups are runs of consecutive
+    positions (a fused run, or a screened entry alone), so each run of the support is summed in one register, in
+    the same order as the scattered sums there, and written back once. On nearly uniform rows (an untrained
+    model: one or two runs hold the whole row) the scattered sums chained every entry through one memory slot."""
+    n, d = grad.shape
+    n_chunks = _chunks(n)
+    for c in prange(n_chunks):
+        sup = np.empty(d, dtype=np.int64)
+        for r in range(c * n // n_chunks, (c + 1) * n // n_chunks):
+            m = lengths[r]
+            _centre_on_support(grad[r], y[r], out[r], m, d)
+            s = 0
+            for i in range(m):  # the support, compacted (branch-free: a rejected position is overwritten)
+                sup[s] = i
+                s += 1 if y[r, i] > 0.0 else 0
+            t = 0
+            while t < s:
+                first = sup[t]
+                label = groups[r, first]
+                total = 0.0
+                end = first
+                while end < m and groups[r, end] == label:  # the run: every entry of it is in the support
+                    total += out[r, end]
+                    end += 1
+                mean = total / (end - first)
+                for i in range(first, end):
+                    out[r, i] = mean
+                t += end - first
 
 
 @njit(cache=True, parallel=True)

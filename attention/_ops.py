@@ -215,6 +215,8 @@ def prox_sparsemax_backward(grad: Tensor, y: Tensor, groups: Tensor, scale: Tens
         grad_z = torch.empty_like(grad)
         if variant == _cpu.PROX_OWL:
             _cpu.owl_sparsemax_backward(_np(grad), _np(y), _np(groups), _np(scale), _np(lengths), grad_z.numpy())
+        elif variant == _cpu.PROX_TV:
+            _cpu.tv_sparsemax_backward(_np(grad), _np(y), _np(groups), _np(lengths), grad_z.numpy())
         else:
             _cpu.prox_sparsemax_backward(_np(grad), _np(y), _np(groups), _np(lengths), grad_z.numpy())
         return grad_z

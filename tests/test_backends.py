@@ -277,3 +277,71 @@ def test_oscarmax_long_rows_gradcheck(d):
     mask[1, d // 3:] = False
     for lam in (0.01, 0.1):
         assert torch.autograd.gradcheck(lambda v: attention.oscarmax(v, lam=lam, mask=mask), (x,))
+
+
+def _tv_rows(rng, count=600):
+    """Rows for the TV kernels: 1-300 entries, nearly uniform (an untrained model's scores: one or a few fused
+    runs over the whole row) to spread out (many short runs), some with tied scores."""
+    for i in range(count):
+        m = int(rng.integers(1, 300))
+        scale = float(rng.choice([0.001, 0.01, 0.03, 0.1, 1.0, 10.0]))
+        lam = float(rng.choice([1e-9, 0.01, 0.1, 0.5]))
+        z = rng.normal(size=m) * scale
+        tied = i % 5 == 0
+        if tied:
+            z = np.round(z, 1)
+        yield z, lam, tied
+
+
+def test_tv_prox_sums_is_condats_sweep():
+    """_tv_prox_sums (the CPU kernels' TV prox: Condat's sweep with its slack kept as a running sum, branch-free
+    record updates) gives tv_prox_row's values, and its groups on untied scores; on tied scores (where a
+    boundary between two runs of equal value may or may not be drawn) one value per group."""
+    rng = np.random.default_rng(27)
+    for z, lam, tied in _tv_rows(rng, 3000):
+        m = len(z)
+        want, want_groups = np.empty(m), np.empty(m, np.int64)
+        got, got_groups = np.empty(m), np.empty(m, np.int64)
+        _cpu._tv_prox_row(z, want, want_groups, m, lam)
+        _cpu._tv_prox_sums(z, got, got_groups, m, lam)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14 * (1.0 + np.abs(z).max()))
+        if not tied:
+            assert (got_groups == want_groups).all(), (m, lam)
+        assert got_groups[0] == 0 and (np.diff(got_groups) >= 0).all() and (np.diff(got_groups) <= 1).all()
+        for label in np.unique(got_groups):
+            assert np.ptp(got[got_groups == label]) == 0.0
+
+
+def test_fusedmax_kernel_matches_the_whole_row_solution_on_nearly_uniform_rows():
+    """The screened fusedmax kernel against Condat's sweep on the whole row and sparsemax (no screening), on the
+    rows of an untrained model (every entry a candidate, one run over the row) and on spread-out ones, masked
+    (causal lengths) or not; its backward (tv_sparsemax_backward) equals the generic one bit for bit."""
+    rng = np.random.default_rng(5)
+    for d in (7, 64, 256, 300):
+        for scale, lam in ((0.01, 0.1), (0.003, 0.01), (0.05, 0.1), (1.0, 0.1), (0.01, 0.001)):
+            for dtype in (torch.float64, torch.float32):
+                z = torch.tensor(rng.normal(size=(d, d)) * scale).to(dtype)
+                z[1] = torch.round(z[1], decimals=2)
+                lengths = torch.arange(1, d + 1)
+                lengths[-3:] = torch.tensor([d, 0, d])
+                y, groups, _, bad = _cpu_prox_forward(z, lengths, lam, _cpu.PROX_TV)
+                assert bad == 0
+                for r in range(d):
+                    m = int(lengths[r])
+                    zr = z[r, :m].double().numpy()
+                    u, ug = np.empty(m), np.empty(m, np.int64)
+                    _cpu._tv_prox_row(zr, u, ug, m, lam)
+                    want = np.empty(m)
+                    _cpu._sparsemax_row(u, want, m)
+                    np.testing.assert_allclose(y[r, :m].double().numpy(), want, **tol(dtype),
+                                               err_msg=f"d={d} scale={scale} λ={lam} row {r}")
+                    assert (y[r, m:] == 0).all() and (groups[r, m:] == -1).all()
+                    for label in groups[r, :m].unique():
+                        members = y[r, :m][groups[r, :m] == label]
+                        assert members.max() == members.min()
+                grad = torch.tensor(rng.normal(size=(d, d))).to(dtype)
+                generic, tv = torch.empty_like(grad), torch.empty_like(grad)
+                args = (grad.numpy(), y.numpy(), groups.numpy(), lengths.numpy())
+                _cpu.prox_sparsemax_backward(*args, generic.numpy())
+                _cpu.tv_sparsemax_backward(*args, tv.numpy())
+                assert torch.equal(tv, generic)
