@@ -430,6 +430,15 @@ def _row_top(z, m):
     return top, _all_finite(z, m)
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def _min_of(val, k):
+    """min(val[:k]) (inf for k = 0), vectorized."""
+    low = np.inf
+    for j in range(k):
+        low = min(low, val[j])
+    return low
+
+
 @njit(cache=True, nogil=True)
 def _keep_positions(z, m, bound, val, pos):
     """val[:k], pos[:k] = the entries of z[:m] above bound and their positions; returns k. Branch-free: every
@@ -708,17 +717,24 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
     width = 4.0 * lam + _SCREEN_MARGIN * (1.0 + 4.0 * lam)
     if abs(top) <= _SCREEN_LIMIT:
         k = _keep_positions(z, m, top - 1.0 - width, zc, pos)
-        k = _refine(zc, pos, k, top, width, buf)[0]
+        # _refine keeps the candidates above a level <= top - width (its threshold is below top): when all are
+        # (nearly uniform scores, an untrained model's), the pass that finds the level is skipped
+        if _min_of(zc, k) <= top - width:
+            k = _refine(zc, pos, k, top, width, buf)[0]
     else:  # too large for the screening bounds to be exact: every entry is a candidate
         k = _keep_positions(z, m, -np.inf, zc, pos)
-    for i in range(m):
-        y[i] = 0.0
-        groups[i] = i  # a screened entry is a group of its own, outside the support
+    if k < m:  # (with every entry a candidate, each is written below)
+        for i in range(m):
+            y[i] = 0.0
+            groups[i] = i  # a screened entry is a group of its own, outside the support
     a = 0
     while a < k:
-        b = a + 1
-        while b < k and pos[b] == pos[b - 1] + 1:
-            b += 1
+        if pos[k - 1] - pos[a] == k - 1 - a:  # the candidates left are consecutive: one run (every entry kept)
+            b = k
+        else:
+            b = a + 1
+            while b < k and pos[b] == pos[b - 1] + 1:
+                b += 1
         if pos[a] > 0:
             zc[a] -= lam
         if pos[b - 1] < m - 1:
