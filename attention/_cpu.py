@@ -1345,6 +1345,40 @@ def _entmax_f(buf, k, tau, power):
     return f, df
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def _entmax_start(buf, k, scale):
+    """A point left of the entmax threshold (f >= 0 there, f as in _entmax_f with power = 1 / scale >= 1), from
+    Jensen's inequality: for any set S of the values c in buf[:k], sum_S (c - tau)_+^power >= |S| (mean_S c -
+    tau)_+^power, which is 1 at tau = mean_S c - |S|^(-scale); the largest such tau over S = {c > level}, for
+    the levels -3/4, -1/2, -1/4, -1/8, -1/16 and S = all, from one branch-free pass (the values are <= 0, their maximum is 0)."""
+    total = 0.0
+    t1 = t2 = t3 = t4 = t5 = 0.0
+    n1 = n2 = n3 = n4 = n5 = 0.0
+    for j in range(k):
+        v = buf[j]
+        total += v
+        a1 = np.float64(v > -0.75)
+        a2 = np.float64(v > -0.5)
+        a3 = np.float64(v > -0.25)
+        a4 = np.float64(v > -0.125)
+        a5 = np.float64(v > -0.0625)
+        t1 += a1 * v
+        t2 += a2 * v
+        t3 += a3 * v
+        t4 += a4 * v
+        t5 += a5 * v
+        n1 += a1
+        n2 += a2
+        n3 += a3
+        n4 += a4
+        n5 += a5
+    best = total / k - np.exp(-scale * np.log(np.float64(k)))
+    for t, c in ((t1, n1), (t2, n2), (t3, n3), (t4, n4), (t5, n5)):
+        if c > 0.0:
+            best = max(best, t / c - np.exp(-scale * np.log(c)))
+    return best
+
+
 @njit(cache=True, nogil=True)
 def _entmax15_tau(buf, k, order, keys, keys_tmp, order_tmp, hist, neg):
     """The 1.5-entmax threshold of buf[:k] (relative values, max 0), exactly: sort-based (Peters et al., 2019).
@@ -1429,6 +1463,10 @@ def _entmax_row(z, out, m, d, alpha, buf, order, keys, keys_tmp, order_tmp, hist
             # f is convex for alpha <= 2 (power >= 1), concave above: Newton from the left end, resp. the right
             # end, then moves monotonically towards the root and never needs the safeguard in exact arithmetic
             tau = lo if alpha <= 2.0 else hi
+            if hi > lo and alpha <= 2.0:
+                # a start nearer the root: fewer Newton steps, each an exp and a log per candidate left
+                tau = max(lo, _entmax_start(buf, count, scale))
+                lo = tau
             if hi > lo:
                 for step in range(_NEWTON_MAX_STEPS):
                     f, df = _entmax_f(buf, count, tau, power)

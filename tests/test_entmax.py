@@ -114,3 +114,27 @@ def test_entmax15_full_support_shortcut_equals_the_sorted_threshold(spread):
     torch.testing.assert_close(y, expected, atol=1e-12, rtol=0)
     if spread == 1e-3:
         assert ((y > 0) == mask).all()  # every valid entry in the support: the shortcut's case
+
+
+def test_entmax_newton_start_is_left_of_the_threshold():
+    """_entmax_start (the Newton start for 1 < alpha <= 2, from Jensen's inequality) is a point where
+    f = sum (c - tau)_+^(1/(alpha-1)) - 1 >= 0, i.e. left of the threshold, on rows of every spread; and alpha-entmax
+    from it equals the package's bisection on long rows (where the start is far from -1)."""
+    import numpy as np
+
+    from attention import _cpu
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        alpha = float(rng.choice([1.05, 1.3, 1.7, 2.0]))
+        scale = alpha - 1.0
+        m = int(rng.integers(1, 600))
+        c = scale * rng.normal(size=m) * float(rng.choice([0.01, 1.0, 10.0]))
+        c = c - c.max()
+        c = c[c > -1.0]
+        tau = _cpu._entmax_start(c, len(c), scale)
+        assert (np.clip(c - tau, 0, None) ** (1.0 / scale)).sum() - 1.0 >= -1e-12
+    x = torch.randn(6, 512, dtype=torch.float64) * torch.tensor([0.01, 0.3, 1.0, 3.0, 10.0, 1.0])[:, None]
+    for alpha in (1.1, 1.3, 1.7):
+        torch.testing.assert_close(attention.entmax(x, alpha=alpha), entmax.entmax_bisect(x, alpha=alpha, n_iter=100),
+                                   atol=1e-10, rtol=1e-8)
