@@ -1350,7 +1350,8 @@ def _entmax_start(buf, k, scale):
     """A point left of the entmax threshold (f >= 0 there, f as in _entmax_f with power = 1 / scale >= 1), from
     Jensen's inequality: for any set S of the values c in buf[:k], sum_S (c - tau)_+^power >= |S| (mean_S c -
     tau)_+^power, which is 1 at tau = mean_S c - |S|^(-scale); the largest such tau over S = {c > level}, for
-    the levels -3/4, -1/2, -1/4, -1/8, -1/16 and S = all, from one branch-free pass (the values are <= 0, their maximum is 0)."""
+    the levels -3/4, -1/2, -1/4, -1/8, -1/16 and S = all, from one branch-free pass (the values are <= 0, their
+    maximum is 0)."""
     total = 0.0
     t1 = t2 = t3 = t4 = t5 = 0.0
     n1 = n2 = n3 = n4 = n5 = 0.0
