@@ -296,6 +296,8 @@ def _tv_prox_sums(z, out, groups, m, lam):
                     k0 += 1
                     if k0 > fminus:
                         break
+                if k0 >= m:  # only where rounding broke the sweep's invariant (huge scores): every entry is out
+                    return
                 segment += 1
                 k = k0
                 fminus = np.float64(k0)
@@ -309,6 +311,8 @@ def _tv_prox_sums(z, out, groups, m, lam):
                     k0 += 1
                     if k0 > fplus:
                         break
+                if k0 >= m:  # (as above)
+                    return
                 segment += 1
                 k = k0
                 fplus = np.float64(k0)
@@ -754,7 +758,10 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
                 gc[a] = pos[a]
                 gc[a + 1] = pos[a + 1]
         else:
-            _tv_prox_sums(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+            if abs(top) <= _SCREEN_LIMIT:
+                _tv_prox_sums(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+            else:  # scores so large that a running sum loses lam: Condat's sweep, on differences
+                _tv_prox_row(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
             previous = -1
             head = 0
             for j in range(a, b):  # segment index -> position of the segment's first entry, unique in the row

@@ -345,3 +345,20 @@ def test_fusedmax_kernel_matches_the_whole_row_solution_on_nearly_uniform_rows()
                 _cpu.prox_sparsemax_backward(*args, generic.numpy())
                 _cpu.tv_sparsemax_backward(*args, tv.numpy())
                 assert torch.equal(tv, generic)
+
+
+def test_tv_prox_sweep_stays_in_its_row_when_rounding_breaks_it():
+    """Scores so large that adding lam changes nothing broke the running-sum sweep's invariant and it ran past the
+    row's end (a segfault in the suite). It must write only the row's m entries, and fusedmax of equal scores is
+    uniform at any scale."""
+    for value, lam in [(-5e29, 1.5), (5e29, 1.5), (1e300, 0.05), (-1e16, 0.3)]:
+        m = 3
+        z = np.full(m + 4, value)
+        out = np.full(m + 4, 7.0)
+        groups = np.full(m + 4, -7, dtype=np.int32)
+        _cpu._tv_prox_sums(z, out, groups, m, lam)
+        assert (out[m:] == 7.0).all() and (groups[m:] == -7).all(), (value, lam)
+        for dtype in (torch.float32, torch.float64):
+            scores = torch.full((m,), max(min(value, 1e37), -1e37) if dtype == torch.float32 else value, dtype=dtype)
+            y = attention.fusedmax(scores, lam=lam)
+            torch.testing.assert_close(y, torch.full_like(y, 1 / m))
