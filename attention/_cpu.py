@@ -253,6 +253,17 @@ _unsort_prox_row = njit(cache=True, nogil=True)(unsort_prox_row)
 _clear_tail_row = njit(cache=True, nogil=True)(clear_tail_row)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _write_segment(out, groups, k0, last, value, segment):
+    """out[k0..last] = value in group ``segment`` (at least one entry, as Condat's do-while); returns last + 1."""
+    while True:
+        out[k0] = value
+        groups[k0] = segment
+        k0 += 1
+        if k0 > last:
+            return k0
+
+
 @njit(cache=True, nogil=True)
 def _tv_prox_sums(z, out, groups, m, lam):
     """tv_prox_row's prox and groups (Condat's direct algorithm, the same sweep, restarts and segment ends), for
@@ -290,12 +301,7 @@ def _tv_prox_sums(z, out, groups, m, lam):
         while k == m - 1:  # right boundary: close the open segment(s)
             mean = s / n
             if mean < vmin:
-                while True:
-                    out[k0] = vmin
-                    groups[k0] = segment
-                    k0 += 1
-                    if k0 > fminus:
-                        break
+                k0 = _write_segment(out, groups, k0, fminus, vmin, segment)
                 if k0 >= m:  # only where rounding broke the sweep's invariant (huge scores): every entry is out
                     return
                 segment += 1
@@ -305,12 +311,7 @@ def _tv_prox_sums(z, out, groups, m, lam):
                 s = vmin + lam  # (vmax is kept, as in Condat's sweep)
                 n = 1.0
             elif mean > vmax:
-                while True:
-                    out[k0] = vmax
-                    groups[k0] = segment
-                    k0 += 1
-                    if k0 > fplus:
-                        break
+                k0 = _write_segment(out, groups, k0, fplus, vmax, segment)
                 if k0 >= m:  # (as above)
                     return
                 segment += 1
@@ -320,12 +321,7 @@ def _tv_prox_sums(z, out, groups, m, lam):
                 s = vmax - lam
                 n = 1.0
             else:
-                while True:
-                    out[k0] = mean
-                    groups[k0] = segment
-                    k0 += 1
-                    if k0 > k:
-                        break
+                _write_segment(out, groups, k0, k, mean, segment)
                 return
         s1 = s + z[k + 1]
         n1 = n + 1.0
@@ -333,12 +329,7 @@ def _tv_prox_sums(z, out, groups, m, lam):
         lo = (s1 - lam) * inv
         hi = (s1 + lam) * inv
         if hi < vmin:  # negative jump: the segment ends at kminus with value vmin
-            while True:
-                out[k0] = vmin
-                groups[k0] = segment
-                k0 += 1
-                if k0 > fminus:
-                    break
+            k0 = _write_segment(out, groups, k0, fminus, vmin, segment)
             segment += 1
             k = k0
             fminus = np.float64(k0)
@@ -348,12 +339,7 @@ def _tv_prox_sums(z, out, groups, m, lam):
             s = vmin + lam
             n = 1.0
         elif lo > vmax:  # positive jump: the segment ends at kplus with value vmax
-            while True:
-                out[k0] = vmax
-                groups[k0] = segment
-                k0 += 1
-                if k0 > fplus:
-                    break
+            k0 = _write_segment(out, groups, k0, fplus, vmax, segment)
             segment += 1
             k = k0
             fminus = np.float64(k0)
