@@ -478,6 +478,9 @@ class _Layout:
         return rows if self.valid is None else torch.zeros_like(rows).scatter(-1, self.order, rows)
 
 
+_ROWS_AS_GIVEN = _Layout(None)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the operators
 
@@ -493,7 +496,9 @@ class Operator:
 
 def _operator(name: str, forward, fake, setup, grad, backward, backward_fake) -> Operator:
     """The op, backward op and eager Function of a mapping, each taking the rows' mask ``valid`` last
-    (``_ordered``)."""
+    (``_ordered``). Where valid is None the eager Function calls the implementations as they are: a few µs of
+    Python per call, as much as a small kernel."""
+    plain_forward, plain_backward = forward, backward
     forward, backward = _ordered(forward), _ordered(backward)
     forward_signature, backward_signature = inspect.signature(forward), inspect.signature(backward)
     backward_op = torch.library.custom_op(f"attention::{name}_backward", backward, mutates_args=())
@@ -505,21 +510,24 @@ def _operator(name: str, forward, fake, setup, grad, backward, backward_fake) ->
         inputs, valid = _split_valid(forward_signature, inputs, {})
         ctx.save_for_backward(*setup(ctx, inputs, output), valid)
 
-    def grad_with_valid(ctx, *grads, kernel):
+    def grad_with_valid(ctx, *grads, kernel, plain_kernel):
         *saved, valid = ctx.saved_tensors
+        if valid is None:
+            return (*grad(ctx, saved, *grads, kernel=plain_kernel, layout=_ROWS_AS_GIVEN), None)
         grads = grad(ctx, saved, *grads, kernel=lambda *inputs: kernel(*inputs, valid), layout=_Layout(valid))
         return (*grads, None)
 
-    op.register_autograd(functools.partial(grad_with_valid, kernel=backward_op), setup_context=setup_with_valid)
+    op.register_autograd(functools.partial(grad_with_valid, kernel=backward_op, plain_kernel=backward_op),
+                         setup_context=setup_with_valid)
 
     def eager_forward(ctx, *inputs):
         inputs, valid = _split_valid(forward_signature, inputs, {})
-        output = forward(*inputs, valid)
-        setup_with_valid(ctx, (*inputs, valid), output)
+        output = plain_forward(*inputs) if valid is None else forward(*inputs, valid)
+        ctx.save_for_backward(*setup(ctx, inputs, output), valid)
         return output
 
     def eager_backward(ctx, *grads):
-        return grad_with_valid(ctx, *grads, kernel=backward)
+        return grad_with_valid(ctx, *grads, kernel=backward, plain_kernel=plain_backward)
 
     eager = type(f"{name.title().replace('_', '')}Function", (Function,),
                  {"forward": staticmethod(eager_forward), "backward": staticmethod(eager_backward)})
