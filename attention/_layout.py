@@ -108,6 +108,7 @@ class Rows:
     dim: int
     dtype: torch.dtype
     order: torch.Tensor | None  # (n, d) positions gathered into each row, or None when the mask is a prefix
+    valid: torch.Tensor | None  # the mask, broadcast to (..., d), when the op orders the rows itself, else None
     source: torch.Tensor  # the scores, for error messages
     mask: torch.Tensor | None
     mapping: str
@@ -193,8 +194,13 @@ def check_inputs(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapp
     return dim, mask
 
 
-def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str) -> Rows:
-    """The (rows, d) view. No value is checked here (that would be a sync on a GPU): see ``set_checks``."""
+def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: str, *,
+            for_op: bool = False) -> Rows:
+    """The (rows, d) view. No value is checked here (that would be a sync on a GPU): see ``set_checks``.
+
+    ``for_op``: the rows go to an op of ``_ops``, which can put a masked row's valid entries first itself. In a
+    compiled graph on the host the rows then stay in the scores' order and ``valid`` carries the mask: the op reads
+    it and gathers only where it is not a prefix."""
     dim, mask = check_inputs(scores, dim, mask, mapping)
     # every view call is skipped where it would change nothing: at small shapes they cost as much as the kernels
     moved = scores if dim == scores.dim() - 1 else scores.movedim(dim, -1)
@@ -204,7 +210,7 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
     if values.dtype != torch.float64 and values.dtype != torch.float32:
         values = values.to(torch.float32)
     n = values.shape[0]
-    order = None
+    order = valid = None
     if mask is None:
         lengths = full_lengths(n, d, scores.device)
     else:
@@ -212,14 +218,16 @@ def to_rows(scores: torch.Tensor, dim: int, mask: torch.Tensor | None, mapping: 
         # batch and its heads is read once, not once per (batch, head) row block.
         small = mask.movedim(dim, -1)
         lengths = (small.sum(-1) if small.shape[-1] == d else small[..., 0] * d).expand(shape[:-1]).reshape(n)
-        # On the CPU, a prefix mask (padding, causal) needs no gather, and finding out costs no sync. Elsewhere
-        # (and in a compiled graph, which cannot branch on values) the gather always runs: deciding would be a
-        # device-to-host sync on every call.
-        if not on_host(scores.device) or torch.compiler.is_compiling() or not _is_prefix(small):
+        # On the CPU, a prefix mask (padding, causal) needs no gather, and finding out costs no sync. A compiled
+        # graph cannot branch on values: there the op decides (``for_op``), or the gather always runs. Off the host
+        # it always runs: deciding would be a device-to-host sync on every call.
+        if for_op and on_host(scores.device) and torch.compiler.is_compiling():
+            valid = small.expand(shape)  # a view: the op reads the mask as given
+        elif not on_host(scores.device) or torch.compiler.is_compiling() or not _is_prefix(small):
             order = valid_first_order(small.expand(shape).reshape(n, d))
             values = values.gather(-1, order)
         mask = mask.expand(scores.shape)
-    return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, scores, mask, mapping)
+    return Rows(values.contiguous(), lengths, shape, dim, scores.dtype, order, valid, scores, mask, mapping)
 
 
 def full_lengths(n: int, d: int, device: torch.device) -> torch.Tensor:
@@ -239,6 +247,12 @@ def _full_lengths(n: int, d: int, device: torch.device) -> torch.Tensor:
 def _is_prefix(valid: torch.Tensor) -> bool:
     """Whether every row's valid entries come first: no masked entry is followed by a valid one."""
     return not bool((valid[..., 1:] & ~valid[..., :-1]).any())
+
+
+def is_stored_prefix(valid: torch.Tensor) -> bool:
+    """_is_prefix of a mask that may be a broadcast view, read as it is stored: a causal (T, T) mask broadcast to
+    a batch is read once, not once per (batch, head)."""
+    return _is_prefix(valid[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in valid.stride())])
 
 
 def valid_first_order(valid: torch.Tensor) -> torch.Tensor:

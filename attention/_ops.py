@@ -16,6 +16,12 @@ Value checks run inside the ops (``check``): a CPU kernel counts the rows with n
 (free), elsewhere a reduction (one device-to-host sync, only when checks are on); tensor λ and α are checked there
 too. The op raises ``NonFiniteRows``; in eager ``functions`` turns it into the error that names the index.
 
+Masks: the kernels read each row's valid entries first. Every op and backward op also takes the rows' mask,
+``valid`` (last, default None: the rows are valid-first already, as ``_layout.to_rows`` leaves them in eager
+calls). Compiled graphs on the host pass it with the rows in the scores' order, since a graph cannot branch on the
+mask's values but an op can: a prefix mask (padding, causal) goes straight to the kernels, any other is gathered
+valid-first inside the op and its results scattered back (``_ordered``, one wrapper for every op).
+
 Second derivatives: with ``create_graph=True`` the backward runs as differentiable torch expressions of the saved
 output y (and of α), so double backward is exact: the Jacobians of sparsemax, fusedmax and oscarmax are piecewise
 constant in z, those of sq_pnorm_max and entmax get their derivative through y. Without ``create_graph`` the
@@ -23,6 +29,7 @@ backward runs the kernels.
 """
 
 import functools
+import inspect
 import threading
 import warnings
 from dataclasses import dataclass
@@ -31,11 +38,13 @@ from typing import Callable, Optional
 import numba
 import numpy as np
 import torch
+from numba import prange
 from torch import Tensor
 from torch.autograd import Function
 
 from . import _cpu, _cuda, _layout, _torch
 from ._layout import check_tensor_parameter
+from ._numba import njit
 
 PROX_NAMES = {_cpu.PROX_TV: "fusedmax", _cpu.PROX_SORTED: "oscarmax", _cpu.PROX_OWL: "oscarmax"}
 
@@ -280,9 +289,10 @@ def entmax_backward(grad: Tensor, y: Tensor, lengths: Tensor, alpha_rows: Option
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# autograd: setup_context and backward, shared by the custom ops and the eager Functions. ``kernel`` is the
-# backward op (compiled graphs) or its implementation (eager). torch.is_grad_enabled() in a backward means
-# create_graph=True: then the differentiable torch formulas run instead of the kernel.
+# autograd: setup_context and backward, shared by the custom ops and the eager Functions. A setup returns the
+# tensors to save; a backward gets them as ``saved``. ``kernel`` is the backward op (compiled graphs) or its
+# implementation (eager). torch.is_grad_enabled() in a backward means create_graph=True: then the differentiable
+# torch formulas run instead of the kernel. ``layout`` puts rows valid-first for the torch code that needs it.
 
 
 def _per_row_grad(per_row: Tensor, rows: Tensor) -> Tensor:
@@ -291,12 +301,12 @@ def _per_row_grad(per_row: Tensor, rows: Tensor) -> Tensor:
 
 
 def _sparsemax_setup(ctx, inputs, output):
-    ctx.save_for_backward(output, inputs[1])
+    return output, inputs[1]
 
 
-def _sparsemax_grad(ctx, grad_y, kernel):
-    y, lengths = ctx.saved_tensors
-    if torch.is_grad_enabled():
+def _sparsemax_grad(ctx, saved, grad_y, kernel, layout):
+    y, lengths = saved
+    if torch.is_grad_enabled():  # (row by row, blind to the order of a row's entries: no layout)
         return _torch.sparsemax_backward(grad_y, y), None, None
     return kernel(grad_y, y, lengths), None, None
 
@@ -306,32 +316,35 @@ def _prox_setup(ctx, inputs, output):
     y, groups, scale = output
     ctx.mark_non_differentiable(groups, scale)
     ctx.set_materialize_grads(False)  # no (rows, d) zero gradients for groups and scale
-    ctx.save_for_backward(y, groups, scale, lengths, lam_rows)
     ctx.variant = variant
+    return y, groups, scale, lengths, lam_rows
 
 
-def _prox_grad(ctx, grad_y, _grad_groups, _grad_scale, kernel):
+def _prox_grad(ctx, saved, grad_y, _grad_groups, _grad_scale, kernel, layout):
     if grad_y is None:
         return None, None, None, None, None, None
-    y, groups, scale, lengths, lam_rows = ctx.saved_tensors
-    if torch.is_grad_enabled():
-        grad_z = _torch.prox_sparsemax_backward(grad_y, y, groups, scale if ctx.variant == _cpu.PROX_OWL else None,
-                                                lengths)
+    y, groups, scale, lengths, lam_rows = saved
+    if torch.is_grad_enabled():  # TV's runs and the groups' labels need the valid entries first
+        owl_scale = layout.rows(scale) if ctx.variant == _cpu.PROX_OWL else None
+        grad_z = layout.restore(_torch.prox_sparsemax_backward(layout.rows(grad_y), layout.rows(y),
+                                                               layout.rows(groups), owl_scale, lengths))
     else:
         grad_z = kernel(grad_y, y, groups, scale, lengths, ctx.variant)
     grad_lam = None
     if ctx.needs_input_grad[2]:
-        grad_lam = _per_row_grad(_torch.prox_lambda_grad(grad_z, y, groups, lengths, ctx.variant), lam_rows)
+        per_row = _torch.prox_lambda_grad(layout.rows(grad_z), layout.rows(y), layout.rows(groups), lengths,
+                                          ctx.variant)
+        grad_lam = _per_row_grad(per_row, lam_rows)
     return grad_z, None, grad_lam, None, None, None
 
 
 def _sq_pnorm_setup(ctx, inputs, output):
-    ctx.save_for_backward(output, inputs[1])
     ctx.p = inputs[2]
+    return output, inputs[1]
 
 
-def _sq_pnorm_grad(ctx, grad_y, kernel):
-    y, lengths = ctx.saved_tensors
+def _sq_pnorm_grad(ctx, saved, grad_y, kernel, layout):
+    y, lengths = saved
     if torch.is_grad_enabled():
         return _torch.sq_pnorm_backward(grad_y, y, ctx.p), None, None, None
     return kernel(grad_y, y, lengths, ctx.p), None, None, None
@@ -339,12 +352,12 @@ def _sq_pnorm_grad(ctx, grad_y, kernel):
 
 def _entmax_setup(ctx, inputs, output):
     _, lengths, alpha_rows, alpha, _ = inputs
-    ctx.save_for_backward(output, lengths, alpha_rows)
     ctx.alpha = alpha
+    return output, lengths, alpha_rows
 
 
-def _entmax_grad(ctx, grad_y, kernel):
-    y, lengths, alpha_rows = ctx.saved_tensors
+def _entmax_grad(ctx, saved, grad_y, kernel, layout):
+    y, lengths, alpha_rows = saved
     alpha = _alpha_rows(alpha_rows, ctx.alpha, y.dtype)
     if torch.is_grad_enabled():
         grad_z = _torch.entmax_backward(grad_y, y, alpha)
@@ -354,6 +367,118 @@ def _entmax_grad(ctx, grad_y, kernel):
     if ctx.needs_input_grad[2]:
         grad_alpha = _per_row_grad(_torch.entmax_alpha_grad(grad_y, y, alpha), alpha_rows)
     return grad_z, None, grad_alpha, None, None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the rows' order. The kernels read each row's valid entries first (``lengths`` of them). ``_layout.to_rows``
+# gathers them there before the op, except in a compiled graph on the host: a graph cannot branch on the mask's
+# values, so it would gather (and scatter back) on every call. There every op and backward op gets the mask as
+# ``valid`` with rows in the scores' order and decides inside, where values can be read: a prefix mask (padding,
+# causal) goes straight to the kernels, any other is gathered valid-first and the results are scattered back.
+
+
+def _per_entry(tensor, shape) -> bool:
+    """Whether an op's input or output holds one value per entry (z, y, gradients, groups, OWL's scale): the rows'
+    shape. (The 1x1 stub scale has it only for one row of one entry, where the order is the identity.)"""
+    return isinstance(tensor, Tensor) and tensor.shape == shape
+
+
+def _with_valid(signature: inspect.Signature) -> inspect.Signature:
+    valid = inspect.Parameter("valid", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                              annotation=Optional[Tensor])
+    return signature.replace(parameters=[*signature.parameters.values(), valid])
+
+
+def _ordered(impl):
+    """``impl`` (rows valid-first) as a function of the rows in the scores' order and their mask ``valid`` (None:
+    the rows are valid-first already): one wrapper for every op and backward op."""
+    signature = _with_valid(inspect.signature(impl))
+
+    def ordered(*args, **kwargs):
+        inputs, valid = _split_valid(signature, args, kwargs)
+        order = None if valid is None else _order_where_needed(valid)
+        if order is None:
+            return impl(*inputs)
+        shape = inputs[0].shape
+        output = impl(*(t.gather(-1, order) if _per_entry(t, shape) else t for t in inputs))
+        if isinstance(output, tuple):
+            return tuple(_scatter(t, order) if _per_entry(t, shape) else t for t in output)
+        return _scatter(output, order)
+
+    functools.update_wrapper(ordered, impl)
+    ordered.__signature__ = signature
+    return ordered
+
+
+def _order_where_needed(valid: Tensor) -> Optional[Tensor]:
+    """The valid-first order of the rows that ``valid`` masks (any shape with d last, possibly a broadcast view),
+    or None for a prefix mask on the host. Off the host always the order: deciding would be a sync."""
+    if not _layout.on_host(valid.device):
+        return _layout.valid_first_order(valid.reshape(-1, valid.shape[-1]))
+    if _layout.is_stored_prefix(valid):
+        return None
+    return _host_valid_first_order(valid.reshape(-1, valid.shape[-1]))
+
+
+def _host_valid_first_order(valid: Tensor) -> Tensor:
+    """``_layout.valid_first_order`` in one pass: its torch ops take ~50 ms on one thread for 4096 rows of 256
+    (each allocates and first touches an int64 copy), more than the kernels they feed; this takes well under one.
+    (Run for each op and backward op of a compiled graph with a mask that is not a prefix.)"""
+    _follow_torch_threads()
+    order = torch.empty(valid.shape, dtype=torch.int64)
+    _cpu_valid_first_order(_np(valid.contiguous()), order.numpy())
+    return order
+
+
+@njit(cache=True, parallel=True)
+def _cpu_valid_first_order(valid, order):
+    n, d = valid.shape
+    for r in prange(n):
+        slot = 0
+        for j in range(d):
+            if valid[r, j]:
+                order[r, slot] = j
+                slot += 1
+        for j in range(d):
+            if not valid[r, j]:
+                order[r, slot] = j
+                slot += 1
+
+
+def _split_valid(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple[tuple, Optional[Tensor]]:
+    """(the other inputs, valid) of a call; binding costs microseconds, as much as a small kernel: only where the
+    call did not pass every input in order."""
+    if kwargs or len(args) != len(signature.parameters):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        args = bound.args
+    return args[:-1], args[-1]
+
+
+def _scatter(rows: Tensor, order: Tensor) -> Tensor:
+    return torch.empty_like(rows).scatter_(-1, order, rows)  # (a permutation: every entry is written)
+
+
+class _Layout:
+    """For the torch code in a backward (λ's gradient, double backward): rows in the scores' order put valid-first
+    by the order of ``valid`` and back (always: a traced backward cannot branch on values), or left as they are
+    (``valid`` None: they are valid-first already)."""
+
+    def __init__(self, valid: Optional[Tensor]):
+        self.valid = valid
+
+    @functools.cached_property
+    def order(self) -> Tensor:
+        return _layout.valid_first_order(self.valid.reshape(-1, self.valid.shape[-1]))
+
+    def rows(self, tensor: Tensor) -> Tensor:
+        return tensor if self.valid is None else tensor.gather(-1, self.order)
+
+    def restore(self, rows: Tensor) -> Tensor:
+        return rows if self.valid is None else torch.zeros_like(rows).scatter(-1, self.order, rows)
+
+
+_ROWS_AS_GIVEN = _Layout(None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,23 +495,50 @@ class Operator:
 
 
 def _operator(name: str, forward, fake, setup, grad, backward, backward_fake) -> Operator:
+    """The op, backward op and eager Function of a mapping, each taking the rows' mask ``valid`` last
+    (``_ordered``). Where valid is None the eager Function calls the implementations as they are: a few µs of
+    Python per call, as much as a small kernel."""
+    plain_forward, plain_backward = forward, backward
+    forward, backward = _ordered(forward), _ordered(backward)
+    forward_signature, backward_signature = inspect.signature(forward), inspect.signature(backward)
     backward_op = torch.library.custom_op(f"attention::{name}_backward", backward, mutates_args=())
-    backward_op.register_fake(backward_fake)
+    backward_op.register_fake(_ignoring_valid(backward_fake, backward_signature))
     op = torch.library.custom_op(f"attention::{name}", forward, mutates_args=())
-    op.register_fake(fake)
-    op.register_autograd(functools.partial(grad, kernel=backward_op), setup_context=setup)
+    op.register_fake(_ignoring_valid(fake, forward_signature))
+
+    def setup_with_valid(ctx, inputs, output):
+        inputs, valid = _split_valid(forward_signature, inputs, {})
+        ctx.save_for_backward(*setup(ctx, inputs, output), valid)
+
+    def grad_with_valid(ctx, *grads, kernel, plain_kernel):
+        *saved, valid = ctx.saved_tensors
+        if valid is None:
+            return (*grad(ctx, saved, *grads, kernel=plain_kernel, layout=_ROWS_AS_GIVEN), None)
+        grads = grad(ctx, saved, *grads, kernel=lambda *inputs: kernel(*inputs, valid), layout=_Layout(valid))
+        return (*grads, None)
+
+    op.register_autograd(functools.partial(grad_with_valid, kernel=backward_op, plain_kernel=backward_op),
+                         setup_context=setup_with_valid)
 
     def eager_forward(ctx, *inputs):
-        output = forward(*inputs)
-        setup(ctx, inputs, output)
+        inputs, valid = _split_valid(forward_signature, inputs, {})
+        output = plain_forward(*inputs) if valid is None else forward(*inputs, valid)
+        ctx.save_for_backward(*setup(ctx, inputs, output), valid)
         return output
 
     def eager_backward(ctx, *grads):
-        return grad(ctx, *grads, kernel=backward)
+        return grad_with_valid(ctx, *grads, kernel=backward, plain_kernel=plain_backward)
 
     eager = type(f"{name.title().replace('_', '')}Function", (Function,),
                  {"forward": staticmethod(eager_forward), "backward": staticmethod(eager_backward)})
     return Operator(op, backward_op, eager)
+
+
+def _ignoring_valid(fake, signature):
+    def fake_with_valid(*args, **kwargs):
+        return fake(*_split_valid(signature, args, kwargs)[0])
+
+    return fake_with_valid
 
 
 def _like(z, *rest):
@@ -410,8 +562,10 @@ OPERATORS = {"sparsemax": sparsemax, "prox_sparsemax": prox_sparsemax, "sq_pnorm
 
 
 def apply(operator: Operator, rows, *inputs):
-    """The operator's forward on ``inputs``: the custom op while torch.compile/export traces, the eager Function
-    otherwise (whose non-finite-score error is made precise by ``rows``, a ``_layout.Rows``)."""
+    """The operator's forward on ``inputs`` and the mask of ``rows`` (a ``_layout.Rows``): the custom op while
+    torch.compile/export traces, the eager Function otherwise (whose non-finite-score error ``rows`` makes
+    precise)."""
+    inputs = (*inputs, rows.valid)
     if torch.compiler.is_compiling():
         return operator.op(*inputs)
     try:

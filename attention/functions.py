@@ -97,7 +97,7 @@ def sparsemax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor =
               mask: torch.Tensor | None = None) -> torch.Tensor:
     """proj_Δ(x / γ), the argmax of <y, x> - (γ/2)‖y‖² over the simplex (Martins & Astudillo, 2016)."""
     gamma = check_parameter("gamma", "sparsemax", gamma, positive=True)
-    rows = to_rows(scores, dim, mask, "sparsemax")
+    rows = to_rows(scores, dim, mask, "sparsemax", for_op=True)
     return rows.restore(_ops.apply(_ops.sparsemax, rows, rows.scaled(gamma), rows.lengths, _check(rows)))
 
 
@@ -116,7 +116,7 @@ def fusedmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 
     """
     gamma = check_parameter("gamma", "fusedmax", gamma, positive=True)
     lam = check_parameter("lam", "fusedmax", lam, positive=False, values=False)
-    rows = to_rows(scores, dim, mask, "fusedmax")
+    rows = to_rows(scores, dim, mask, "fusedmax", for_op=True)
     y, _, _ = _ops.apply(_ops.prox_sparsemax, rows, rows.scaled(gamma), rows.lengths, *_split(lam, rows, "lam"),
                          _cpu.PROX_TV, _check(rows))
     return rows.restore(y)
@@ -156,7 +156,7 @@ def oscarmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = 
         raise ValueError(f"oscarmax: variant must be one of {sorted(_VARIANTS)}, got {variant!r}")
     if variant == "owl" and isinstance(lam, torch.Tensor) and lam.requires_grad:
         raise ValueError("oscarmax: a learnable lam (a tensor that requires grad) needs variant='exact'")
-    rows = to_rows(scores, dim, mask, "oscarmax")
+    rows = to_rows(scores, dim, mask, "oscarmax", for_op=True)
     y, _, _ = _ops.apply(_ops.prox_sparsemax, rows, rows.scaled(gamma), rows.lengths, *_split(lam, rows, "lam"),
                          _VARIANTS[variant], _check(rows))
     return rows.restore(y)
@@ -177,7 +177,7 @@ def sq_pnorm_max(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tenso
     p = check_parameter("p", "sq_pnorm_max", p, positive=True, low=1.0, high=2.0)
     if isinstance(p, torch.Tensor):
         raise TypeError("sq_pnorm_max: p must be a number")
-    rows = to_rows(scores, dim, mask, "sq_pnorm_max")
+    rows = to_rows(scores, dim, mask, "sq_pnorm_max", for_op=True)
     return rows.restore(_ops.apply(_ops.sq_pnorm_max, rows, rows.scaled(gamma), rows.lengths, p, _check(rows)))
 
 
@@ -208,6 +208,6 @@ def entmax(scores: torch.Tensor, alpha: float = DEFAULTS["entmax"]["alpha"], dim
     """
     alpha = _check_alpha(alpha, values=False)
     gamma = check_parameter("gamma", "entmax", gamma, positive=True)
-    rows = to_rows(scores, dim, mask, "entmax")
+    rows = to_rows(scores, dim, mask, "entmax", for_op=True)
     return rows.restore(_ops.apply(_ops.entmax, rows, rows.scaled(gamma), rows.lengths, *_split(alpha, rows, "alpha"),
                                    _check(rows)))

@@ -19,7 +19,7 @@ import torch
 from conftest import CASES, mapping_of, randn
 
 import attention
-from attention import _cpu, _ops
+from attention import _cpu, _layout, _ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,6 +28,14 @@ def _rows(gen, n=5, d=7, dtype=torch.float64):
     z = randn(gen, n, d, dtype=dtype)
     lengths = torch.tensor([d, 0, 1, 4, d][:n] + [d] * max(0, n - 5))
     return z, lengths
+
+
+def _scattered_mask(gen, n=5, d=7):
+    """A mask that is not a prefix: its rows' valid entries are scattered (and one row has none)."""
+    valid = torch.rand(n, d, generator=gen) < 0.6
+    valid[0, :2] = torch.tensor([False, True])
+    valid[1] = False
+    return valid
 
 
 # -- opcheck: every op -----------------------------------------------------------------------------------------------
@@ -53,8 +61,26 @@ def _op_cases(gen):
     for variant, label in ((_cpu.PROX_TV, "tv"), (_cpu.PROX_SORTED, "sorted")):
         lam = (0.3 * per_row).requires_grad_(True)
         cases[f"prox {label} lam per row"] = (_ops.prox_sparsemax.op, (zg, lengths, lam, 0.0, variant, True))
+    # rows in the scores' order with their mask (as compiled graphs on the host call the ops): a prefix mask
+    # broadcast from (1, 7) and one that is not a prefix, which the ops gather valid-first and scatter back
+    valid = _scattered_mask(gen)
+    count = valid.sum(-1)
+    prefix = (torch.arange(7) < 4).expand(5, 7)
+    cases["sparsemax valid prefix view"] = (_ops.sparsemax.op, (zg, torch.full((5,), 4), True, prefix))
+    cases["sparsemax valid"] = (_ops.sparsemax.op, (zg, count, True, valid))
+    cases["sq_pnorm_max valid"] = (_ops.sq_pnorm_max.op, (zg, count, 1.5, True, valid))
+    cases["entmax alpha per row valid"] = (_ops.entmax.op, (zg, count, (1.1 + per_row).requires_grad_(True), 0.0,
+                                                            True, valid))
+    cases["prox tv lam per row valid"] = (_ops.prox_sparsemax.op, (zg, count, (0.3 * per_row).requires_grad_(True),
+                                                                    0.0, _cpu.PROX_TV, True, valid))
+    cases["prox owl valid"] = (_ops.prox_sparsemax.op, (zg, count, None, 0.2, _cpu.PROX_OWL, True, valid))
     y = _ops.sparsemax_forward(z, lengths, True)
     cases["sparsemax_backward"] = (_ops.sparsemax.backward_op, (grad, y, lengths))
+    cases["sparsemax_backward valid"] = (_ops.sparsemax.backward_op,
+                                         (grad, _ops.sparsemax.op(z, count, True, valid), count, valid))
+    yv, groups_v, scale_v = _ops.prox_sparsemax.op(z, count, None, 0.2, _cpu.PROX_TV, True, valid)
+    cases["prox_sparsemax_backward tv valid"] = (_ops.prox_sparsemax.backward_op,
+                                                 (grad, yv, groups_v, scale_v, count, _cpu.PROX_TV, valid))
     for variant, label in ((_cpu.PROX_TV, "tv"), (_cpu.PROX_SORTED, "sorted"), (_cpu.PROX_OWL, "owl")):
         yp, groups, scale = _ops.prox_sparsemax_forward(z, lengths, None, 0.2, variant, True)
         cases[f"prox_sparsemax_backward {label}"] = (_ops.prox_sparsemax.backward_op,
@@ -93,6 +119,31 @@ def test_ops_equal_the_eager_path(gen):
         zg = z.clone().requires_grad_(True)
         y = call(zg, lengths, lam, 0.0, _cpu.PROX_TV, True)[0]
         results.append((y, *torch.autograd.grad(y, (zg, lam), grad)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_ops_order_rows_by_their_mask(gen):
+    """An op given rows in the scores' order and their mask equals the op on the rows gathered valid-first,
+    scattered back: values, gradients (λ's too), and with create_graph (the torch formulas, which read the rows
+    valid-first too) the same gradients and their derivative in the incoming gradient."""
+    z, _ = _rows(gen)
+    valid = _scattered_mask(gen)
+    count = valid.sum(-1)
+    order = _layout.valid_first_order(valid)
+    assert torch.equal(_ops._host_valid_first_order(valid), order)
+    lam = (0.3 * torch.rand(5, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    probe, direction = randn(gen, 5, 7), randn(gen, 5, 7)
+    results = []
+    for given in (valid, None):
+        zg, grad = z.clone().requires_grad_(True), probe.clone().requires_grad_(True)
+        rows = zg if given is not None else zg.gather(-1, order)
+        y = _ops.prox_sparsemax.op(rows, count, lam, 0.0, _cpu.PROX_TV, True, given)[0]
+        if given is None:
+            y = torch.zeros_like(y).scatter(-1, order, y)
+        first = torch.autograd.grad(y, (zg, lam), probe, retain_graph=True)
+        grads = torch.autograd.grad(y, (zg, lam), grad, create_graph=True)
+        results.append((y, *first, *grads, *torch.autograd.grad(grads[0], grad, direction)))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -151,6 +202,68 @@ def test_compiled_multihead_attention_trains_like_eager(gen):
     x = randn(gen, 2, 5, 16)
     padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
     _compare(lambda q: layer(q, q, q, key_padding_mask=padding, need_weights=False)[0], (x.requires_grad_(True),))
+
+
+def _mask_of(kind, gen, shape):
+    """A mask for scores of ``shape`` (B, H, T, T): a prefix one (causal, as given by a Llama), an all-True padding
+    mask (BERT's, when nothing is padded), and one that is not a prefix."""
+    B, _, T, _ = shape
+    if kind == "causal":
+        return torch.ones(T, T, dtype=torch.bool).tril()
+    if kind == "all-true padding":
+        return torch.ones(B, 1, 1, T, dtype=torch.bool)
+    mask = torch.rand(B, 1, T, T, generator=gen) < 0.7
+    mask[0, 0, 1] = False  # an all-masked row
+    return mask
+
+
+MASKS = ["causal", "all-true padding", "not a prefix"]
+
+
+@pytest.mark.parametrize("kind", MASKS)
+@pytest.mark.parametrize("case", [case for case in CASES if case != "softmax"])
+def test_compiled_masked_rows_equal_eager(case, kind, gen):
+    """In a compiled graph on the host the ops order masked rows themselves (``_ops._ordered``): a prefix mask
+    straight to the kernels, any other gathered and scattered back. Values and gradients equal eager's (bitwise:
+    the same kernels on the same rows, and a permutation moves values without arithmetic)."""
+    fn, _, kw = mapping_of(case)
+    x = randn(gen, 2, 3, 6, 6).requires_grad_(True)
+    mask = _mask_of(kind, gen, x.shape)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda s, m: fn(s, mask=m, **kw), fullgraph=True, backend="aot_eager")
+    probe = randn(gen, *x.shape)
+    got = compiled(x, mask)
+    want = fn(x, mask=mask, **kw)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(torch.autograd.grad(got, x, probe)[0], torch.autograd.grad(want, x, probe)[0],
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_compiled_graph_gathers_only_a_mask_that_is_not_a_prefix(kind, gen, monkeypatch):
+    """The issue's cost: a compiled graph gathered every masked row valid-first (a cumsum and a scatter for the
+    order, a gather of the scores, a scatter back, both again in the backward). Now the graph holds no gather and
+    no scatter, and a prefix mask never builds the order (counted while tracing and while running, forward and
+    backward); one that is not a prefix does, inside the ops."""
+    built = []
+    for module, name in ((_layout, "valid_first_order"), (_ops, "_host_valid_first_order")):
+        function = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda valid, function=function: built.append(1) or function(valid))
+    graphs = []
+
+    def recording(graph, example_inputs):
+        graphs.append(graph.code)
+        return graph.forward
+
+    x = randn(gen, 2, 3, 6, 6).requires_grad_(True)
+    mask = _mask_of(kind, gen, x.shape)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda s, m: attention.fusedmax(s, lam=0.1, mask=m), fullgraph=True, backend=recording)
+    compiled(x, mask).backward(randn(gen, *x.shape))
+    (code,) = graphs
+    assert "attention.prox_sparsemax" in code
+    assert not any(name in code for name in ("gather", "scatter", "cumsum"))
+    assert len(built) == (2 if kind == "not a prefix" else 0)  # (forward and backward op)
 
 
 def test_compiled_checks_still_refuse_nan(gen):
