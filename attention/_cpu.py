@@ -858,38 +858,23 @@ def _pool_buckets(zc, k, m, lam, low, per, nb, bcount, bsum, psum, pcnt, pend):
         b = int((zc[j] - low) * per)
         bcount[b] += 1
         bsum[b] += zc[j]
-    # The open (last) block lives in registers (ts, tc, tend) and only closed blocks on the stack psum/pcnt/pend:
-    # a stack top kept in memory put a store and a reload on every bucket's dependency chain (~20 cycles a bucket,
-    # most of a 512-key row's time). Whether a bucket pools into the open block is a select, not a branch: in the
-    # sparse tails empty and full buckets alternate at random. An empty bucket (s = 0.0, c = 0) always pools and
-    # changes nothing (ts + 0.0 = ts; the test below then repeats one that failed). The comparisons and sums are
-    # _pav_decreasing_row's, operand for operand, so the blocks and their sums are the same to the bit.
-    n_blocks = 0  # closed blocks
+    n_blocks = 0
     rank = 0
-    ts = 0.0  # the open block starts empty: the first bucket pools into it (0 <= 0) and it becomes that bucket
-    tc = 0
-    tend = nb - 1
     for b in range(nb - 1, -1, -1):  # from the largest scores down: rank order
         c = bcount[b]
+        if c == 0:
+            continue
         # the sum of v over ranks rank .. rank + c - 1: sum z - lam sum (m - 1 - r)
         s = bsum[b] - lam * (c * (m - 1 - rank) - 0.5 * c * (c - 1))
         rank += c
-        pool = ts * c <= s * tc  # the open block's mean <= the bucket's: they pool
-        psum[n_blocks] = ts  # closed unless it pools (written either way: no branch)
-        pcnt[n_blocks] = tc
-        pend[n_blocks] = tend
-        n_blocks += 0 if pool else 1
-        ts = ts + s if pool else s
-        tc = tc + c if pool else c
-        tend = b  # the block's lowest bucket
-        while n_blocks > 0 and psum[n_blocks - 1] * tc <= ts * pcnt[n_blocks - 1]:  # as in _pav_decreasing_row
+        while n_blocks > 0 and psum[n_blocks - 1] * c <= s * pcnt[n_blocks - 1]:  # as in _pav_decreasing_row
             n_blocks -= 1
-            ts += psum[n_blocks]
-            tc += pcnt[n_blocks]
-    psum[n_blocks] = ts
-    pcnt[n_blocks] = tc
-    pend[n_blocks] = tend
-    n_blocks += 1
+            s += psum[n_blocks]
+            c += pcnt[n_blocks]
+        psum[n_blocks] = s
+        pcnt[n_blocks] = c
+        pend[n_blocks] = b  # the block's lowest bucket
+        n_blocks += 1
     # each bucket's value and block (empty buckets too: never read)
     start = nb - 1
     for i in range(n_blocks):
