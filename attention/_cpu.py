@@ -925,11 +925,10 @@ def _screened_v_bound(z, m, theta, lam, full, counts, highs):
             highs[b] = x if x > highs[b] else highs[b]
     bound = -np.inf
     below = 0
-    for b in range(_BOUND_BUCKETS - 1, -1, -1):
-        if counts[b] > 0:
-            v = highs[b] - lam * below
-            bound = v if v > bound else bound
-            below += counts[b]
+    for b in range(_BOUND_BUCKETS - 1, -1, -1):  # no test for empty buckets (-inf, count 0: no effect): a branch
+        v = highs[b] - lam * below  # on a random pattern in a row's sparse upper buckets
+        bound = v if v > bound else bound
+        below += counts[b]
     return bound
 
 
