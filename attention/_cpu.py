@@ -1159,8 +1159,9 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
             # sum chained every entry through one memory slot. The label in the middle of the support is summed
             # in a register instead, in the same order from the same 0.0 (adding 0.0 for the others changes no
             # bit: a sum from 0.0 is never -0.0), and only the other labels scatter: a branch, taken the same way
-            # for most entries of such a row (a select and a store to a spare slot cost more than the chain).
-            big = groups[r, sup[s // 2]]
+            # for most entries of such a row (a select and a store to a spare slot cost more than the chain). A
+            # short support (mostly singletons) would mispredict it: no label is taken out there (big = -1).
+            big = groups[r, sup[s // 2]] if s > 16 else -1
             total = 0.0
             count = 0
             for t in range(s):
@@ -1173,7 +1174,7 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
                 if not mine:
                     sums[label] += x
                     sizes[label] += 1
-            mean = total / count
+            mean = total / count if count > 0 else 0.0
             for t in range(s):
                 i = sup[t]
                 label = groups[r, i]
