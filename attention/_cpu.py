@@ -593,7 +593,7 @@ def sparsemax_backward(grad, y, lengths, out):
             _centre_on_support(grad[r], y[r], out[r], lengths[r], d)
 
 
-_INSERTION_SORT_MAX = 96  # below this length a stable insertion sort beats the radix sort's fixed cost
+_INSERTION_SORT_MAX = 96  # below this length ranking by counting beats the radix sort's fixed cost
 _SIGN = np.uint64(1) << np.uint64(63)
 
 
@@ -601,21 +601,22 @@ _SIGN = np.uint64(1) << np.uint64(63)
 def _stable_argsort(v, m, order, keys, keys_tmp, order_tmp, hist):
     """order[:m] = the stable ascending argsort of v[:m] (what np.argsort(v[:m], kind="mergesort") returns).
 
-    Short rows: insertion sort. Long rows: LSD radix sort, 8 bits a pass, on the float64 bit patterns made
+    Short rows: ranks by counting (below). Long rows: LSD radix sort, 8 bits a pass, on the float64 bit patterns made
     order-preserving as unsigned integers (-0.0 first turned into 0.0, so that the two tie as they compare);
     passes where every key has the same byte are skipped (float32 inputs leave the low 29 bits zero).
     """
     if m <= _INSERTION_SORT_MAX:
-        sorted_v = keys[:m].view(np.float64)  # the values in sorted order, next to order: no gathers
+        # each entry's rank, counted: the entries before it that are not larger and those after it that are smaller
+        # (what a stable insertion sort puts ahead of it). The counts are branch-free vectorized passes, where the
+        # insertion sort mispredicted its stopping branch on about every entry (most of a 64-key oscarmax row's time)
         for j in range(m):
             vj = np.float64(v[j])
-            i = j - 1
-            while i >= 0 and sorted_v[i] > vj:
-                sorted_v[i + 1] = sorted_v[i]
-                order[i + 1] = order[i]
-                i -= 1
-            sorted_v[i + 1] = vj
-            order[i + 1] = j
+            rank = 0
+            for i in range(j):
+                rank += 1 if np.float64(v[i]) <= vj else 0
+            for i in range(j + 1, m):
+                rank += 1 if np.float64(v[i]) < vj else 0
+            order[rank] = j
         return
     fkeys = keys[:m].view(np.float64)
     for i in range(m):
@@ -910,11 +911,10 @@ def _screened_v_bound(z, m, theta, lam, full, counts, highs):
             highs[b] = x if x > highs[b] else highs[b]
     bound = -np.inf
     below = 0
-    for b in range(_BOUND_BUCKETS - 1, -1, -1):
-        if counts[b] > 0:
-            v = highs[b] - lam * below
-            bound = v if v > bound else bound
-            below += counts[b]
+    for b in range(_BOUND_BUCKETS - 1, -1, -1):  # no test for empty buckets (-inf, count 0: no effect): a branch
+        v = highs[b] - lam * below  # on a random pattern in a row's sparse upper buckets
+        bound = v if v > bound else bound
+        below += counts[b]
     return bound
 
 
@@ -1131,6 +1131,8 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
             for i in range(m):  # the support, compacted (branch-free: a rejected position is overwritten)
                 sup[s] = i
                 s += 1 if y[r, i] > 0.0 else 0
+            if s == 0:
+                continue
             if s > 16:  # labels are < m: clearing them all is cheaper than visiting the support once more
                 sums[:m] = 0.0
                 sizes[:m] = 0
@@ -1139,13 +1141,33 @@ def prox_sparsemax_backward(grad, y, groups, lengths, out):
                     label = groups[r, sup[t]]
                     sums[label] = 0.0
                     sizes[label] = 0
+            # A long row's support is mostly one pooled block (nearly all of it from 512 keys), whose scattered
+            # sum chained every entry through one memory slot. The label in the middle of the support is summed
+            # in a register instead, in the same order from the same 0.0 (adding 0.0 for the others changes no
+            # bit: a sum from 0.0 is never -0.0), and only the other labels scatter: a branch, taken the same way
+            # for most entries of such a row (a select and a store to a spare slot cost more than the chain). A
+            # short support (mostly singletons) would mispredict it: no label is taken out there (big = -1).
+            big = groups[r, sup[s // 2]] if s > 16 else -1
+            total = 0.0
+            count = 0
             for t in range(s):
-                label = groups[r, sup[t]]
-                sums[label] += out[r, sup[t]]
-                sizes[label] += 1
+                i = sup[t]
+                label = groups[r, i]
+                x = out[r, i]
+                mine = label == big
+                total += x if mine else 0.0
+                count += 1 if mine else 0
+                if not mine:
+                    sums[label] += x
+                    sizes[label] += 1
+            mean = total / count if count > 0 else 0.0
             for t in range(s):
-                label = groups[r, sup[t]]
-                out[r, sup[t]] = sums[label] / sizes[label]
+                i = sup[t]
+                label = groups[r, i]
+                if label == big:
+                    out[r, i] = mean
+                else:
+                    out[r, i] = sums[label] / sizes[label]
 
 
 @njit(cache=True, parallel=True)

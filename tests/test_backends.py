@@ -362,3 +362,70 @@ def test_tv_prox_sweep_stays_in_its_row_when_rounding_breaks_it():
             scores = torch.full((m,), max(min(value, 1e37), -1e37) if dtype == torch.float32 else value, dtype=dtype)
             y = attention.fusedmax(scores, lam=lam)
             torch.testing.assert_close(y, torch.full_like(y, 1 / m))
+
+
+def _scattered_prox_backward(grad, y, groups, lengths):
+    """prox_sparsemax_backward as it was before its register sum (issue 27): the support's gradient, centred by the
+    kernel's own _centre_on_support, summed per label by scattered float64 sums in position order (plain Python
+    floats: IEEE double, the same additions in the same order), then divided by the label's size."""
+    out = np.zeros_like(grad)
+    for r, m in enumerate(lengths):
+        centred = np.empty_like(grad[r])
+        _cpu._centre_on_support(grad[r], y[r], centred, m, grad.shape[1])
+        sums, sizes = {}, {}
+        support = [i for i in range(m) if y[r, i] > 0.0]
+        for i in support:
+            label = int(groups[r, i])
+            sums[label] = sums.get(label, 0.0) + float(centred[i])
+            sizes[label] = sizes.get(label, 0) + 1
+        for i in support:
+            label = int(groups[r, i])
+            out[r, i] = sums[label] / sizes[label]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prox_backward_register_sum_is_the_scattered_sum(dtype):
+    """The sorted prox's backward sums the middle support entry's label in a register and scatters the others: bit
+    for bit the scattered sums of every label, on thousands of rows of 1-700 keys (masked lengths, tied scores,
+    supports of one pooled block, of many blocks and of singletons)."""
+    rng = np.random.default_rng(27)
+    rows = 0
+    for trial in range(60):
+        d = int(rng.choice([3, 17, 64, 128, 300, 512, 700]))
+        n = int(rng.integers(20, 80))
+        z = rng.normal(size=(n, d)) * float(rng.choice([0.01, 0.3, 1.0, 3.0]))
+        if trial % 3 == 0:
+            z = np.round(z, 1)
+        z = z.astype(dtype)
+        lengths = rng.integers(0, d + 1, size=n).astype(np.int64)
+        lengths[: n // 2] = d
+        lam = np.array([float(rng.choice([0.001, 0.01, 0.05, 0.3]))])
+        y, groups = np.empty_like(z), np.empty(z.shape, np.int32)
+        assert _cpu.prox_sparsemax_forward(z, lengths, lam, _cpu.PROX_SORTED, y, groups, np.zeros((1, 1), dtype)) == 0
+        grad = rng.normal(size=(n, d)).astype(dtype)
+        got = np.empty_like(grad)
+        _cpu.prox_sparsemax_backward(grad, y, groups, lengths, got)
+        want = _scattered_prox_backward(grad, y, groups, lengths)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (trial, d, lam)
+        rows += n
+    assert rows > 2000
+
+
+def test_short_stable_argsort_is_a_stable_argsort():
+    """Rows of up to _INSERTION_SORT_MAX entries are ranked by counting (issue 27): the same permutation as a stable
+    sort, ties (and -0.0 against 0.0) in position order, float32 and float64."""
+    rng = np.random.default_rng(5)
+    for trial in range(3000):
+        m = int(rng.integers(1, _cpu._INSERTION_SORT_MAX + 1))
+        v = rng.normal(size=m)
+        if trial % 2:
+            v = np.round(v, int(rng.integers(0, 2)))
+        if trial % 7 == 0:
+            v[rng.random(m) < 0.3] = -0.0
+        v = v.astype(np.float32 if trial % 3 == 0 else np.float64)
+        order = np.full(m, -1, np.int64)
+        keys, keys_tmp = np.empty(m, np.uint64), np.empty(m, np.uint64)
+        _cpu._stable_argsort(v, m, order, keys, keys_tmp, np.empty(m, np.int64), np.empty((8, 256), np.int64))
+        want = np.argsort(v.astype(np.float64) + 0.0, kind="stable")  # + 0.0: -0.0 ties with 0.0, as in the sort
+        assert np.array_equal(order, want), (trial, v)
