@@ -99,6 +99,30 @@ def test_entmax_gamma_and_mask_match_the_package():
                                    entmax.entmax_bisect(x.masked_fill(~mask, -1e4) / gamma, alpha=1.3, n_iter=100))
 
 
+@pytest.mark.parametrize("alpha", [1.1, 1.3, 1.7, 2.0])
+def test_entmax_halley_matches_the_package_on_many_rows(alpha):
+    """For 1 < alpha <= 2 the CPU kernel stops Halley's iteration early and corrects the last pass's powers to the
+    final threshold (_entmax_norm_newton); on rows of every length, spread and with ties, y and the gradient equal
+    the package's bisection run to float64 resolution."""
+    g = torch.Generator().manual_seed(int(alpha * 10))
+    rows, d = 1200, 300
+    x = torch.randn(rows, d, generator=g, dtype=torch.float64)
+    x = x * torch.tensor([0.01, 0.1, 1.0, 3.0, 10.0], dtype=torch.float64).repeat(rows // 5)[:, None]
+    x[::3] = (x[::3] * 2).round() / 2  # ties
+    x[1::7, : d // 2] = x[1::7, :1]  # a block of equal maxima
+    lengths = torch.randint(1, d + 1, (rows,), generator=g)
+    mask = torch.arange(d) < lengths[:, None]
+    w = torch.randn(rows, d, generator=g, dtype=torch.float64)
+    ours_x = x.clone().requires_grad_(True)
+    ref_x = x.clone().requires_grad_(True)
+    ours = attention.entmax(ours_x, alpha=alpha, mask=mask)
+    ref = entmax.entmax_bisect(ref_x.masked_fill(~mask, -1e4), alpha=alpha, n_iter=100)
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-8)
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(ours_x.grad, ref_x.grad, atol=1e-10, rtol=1e-8)
+
+
 @pytest.mark.parametrize("spread", [1e-3, 0.05, 0.3, 1.0])
 def test_entmax15_full_support_shortcut_equals_the_sorted_threshold(spread):
     """Nearly uniform rows take the sort-free full-support threshold in the CPU kernel; rows with a smaller
