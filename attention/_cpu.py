@@ -20,7 +20,8 @@ could be edited while stale compiled kernels kept running.
 """
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import intrinsic
 
 from ._numba import njit  # numba.njit whose disk cache never stops an import or a call (read-only, damaged)
 
@@ -1396,28 +1397,115 @@ def _entmax_start(buf, k, scale):
     return best
 
 
-@njit(cache=True, nogil=True)
+@intrinsic
+def _f2i(typingctx, x):
+    """The bits of a float64 as an int64 (a bitcast: no instruction, vectorizes)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _i2f(typingctx, x):
+    """The float64 with the bits of an int64."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+    return types.float64(types.int64), codegen
+
+
+_FAST = {"reassoc", "nsz", "contract"}
+
+
+@njit(cache=True, inline="always", fastmath=_FAST, error_model="numpy")
+def _pow_fast(t, a):
+    """t^a = exp(a log t) for t > 0 and a log t <= 709, branch-free, so that loops of it vectorize: libm's
+    exp and log are calls, which do not (no SVML here), and they were most of entmax's time. The error is that of
+    exp(a * log(t)) in libm, |a log t| * 1e-16 relative: log t = e ln 2 + 2 atanh(s), s = (m - 1) / (m + 1) for
+    the mantissa m in [sqrt(1/2), sqrt(2)) (|s| <= 0.172: 12 odd terms reach 1e-18), exp y = 2^k exp(r), |r| <=
+    ln(2) / 2 (Cody-Waite's split of ln 2; 14 Taylor terms reach 4e-18). int64 <-> float64 conversions do not
+    vectorize without AVX-512, so the exponents go through the low bits of 2^52 + n. Divisions in this function
+    must not check for zero (error_model numpy): the check is a branch, which stops vectorization."""
+    tiny = t < 1e-290  # subnormals (and their neighbours) scaled by 2^64 first, so that the bits hold e and m
+    t = t * 18446744073709551616.0 if tiny else t
+    bits = _f2i(t)
+    e = _i2f((bits >> 52) | 0x4330000000000000) - (4503599627371583.0 if tiny else 4503599627371519.0)
+    m = _i2f((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    big = m > 1.4142135623730951
+    m = m * 0.5 if big else m
+    e = e + 1.0 if big else e
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    q = 1.0 / 23.0  # Horner written out: a loop over a tuple of coefficients stops vectorization
+    q = q * s2 + 1.0 / 21.0
+    q = q * s2 + 1.0 / 19.0
+    q = q * s2 + 1.0 / 17.0
+    q = q * s2 + 1.0 / 15.0
+    q = q * s2 + 1.0 / 13.0
+    q = q * s2 + 1.0 / 11.0
+    q = q * s2 + 1.0 / 9.0
+    q = q * s2 + 1.0 / 7.0
+    q = q * s2 + 1.0 / 5.0
+    q = q * s2 + 1.0 / 3.0
+    y = a * (e * 0.6931471805599453 + 2.0 * s + 2.0 * s * s2 * q)
+    k = np.floor(y * 1.4426950408889634 + 0.5)
+    r = (y - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
+    x = 1.0 / 6227020800.0
+    x = x * r + 1.0 / 479001600.0
+    x = x * r + 1.0 / 39916800.0
+    x = x * r + 1.0 / 3628800.0
+    x = x * r + 1.0 / 362880.0
+    x = x * r + 1.0 / 40320.0
+    x = x * r + 1.0 / 5040.0
+    x = x * r + 1.0 / 720.0
+    x = x * r + 1.0 / 120.0
+    x = x * r + 1.0 / 24.0
+    x = x * r + 1.0 / 6.0
+    x = x * r + 1.0 / 2.0
+    x = x * r + 1.0 / 1.0
+    x = x * r + 1.0 / 1.0
+    # 2^k from the low bits of 2^52 + 1023 + k; below e^-708 the result is 0 (libm: subnormal, below 5e-324 0)
+    return x * _i2f(_f2i((k if k > -1022.0 else -1022.0) + 4503599627371519.0) << 52) if y > -708.0 else 0.0
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _pow_fast_inplace(x, k, a):
+    """x[:k] = x[:k]^a for x > 0, vectorized (``_pow_fast``)."""
+    for j in range(k):
+        x[j] = _pow_fast(x[j], a)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
 def _entmax_norm_pass(buf, k, tau, power, w):
-    """S = sum t^power, D = sum t^(power - 1), E = sum t^(power - 2) and the smallest t > 0 (1 if none), t = (c -
-    tau)_+; w[:k] = t^power. One exp and one log per candidate above tau."""
+    """S = sum t^power, D = sum t^(power - 1) and E = sum t^(power - 2), t = (c - tau)_+; w[:k] = t^power.
+    Branch-free (t <= 0 is computed as t = 1 and masked), so the one power a candidate vectorizes (``_pow_fast``;
+    a running minimum would not: numba's min is NaN-aware)."""
     s = 0.0
     dsum = 0.0
     esum = 0.0
+    for j in range(k):
+        t = buf[j] - tau
+        # selects, not min/max (NaN-aware in numba: they do not vectorize)
+        keep = 1.0 if t > 0.0 else 0.0
+        t = t if t > 0.0 else 1.0
+        u2 = keep * _pow_fast(t, power - 2.0)
+        u = u2 * t
+        tp = u * t
+        w[j] = tp
+        s += tp
+        dsum += u
+        esum += u2
+    return s, dsum, esum
+
+
+@njit(cache=True, nogil=True)
+def _smallest_above(buf, k, tau):
+    """The smallest c - tau > 0 over buf[:k] (1 if none)."""
     tmin = 1.0
     for j in range(k):
         t = buf[j] - tau
-        if t > 0.0:
-            u2 = np.exp((power - 2.0) * np.log(t))
-            u = u2 * t
-            tp = u * t
-            w[j] = tp
-            s += tp
-            dsum += u
-            esum += u2
-            tmin = min(tmin, t)
-        else:
-            w[j] = 0.0
-    return s, dsum, esum, tmin
+        if 0.0 < t < tmin:
+            tmin = t
+    return tmin
 
 
 @njit(cache=True, nogil=True)
@@ -1504,7 +1592,7 @@ def _entmax_norm_newton(out, m, buf, count, scale, order, w):
     hi = -np.exp(scale * np.log(1.0 / count))
     tau = lo
     for step in range(_NEWTON_MAX_STEPS):
-        s, dsum, esum, tmin = _entmax_norm_pass(buf, count, tau, power, w)
+        s, dsum, esum = _entmax_norm_pass(buf, count, tau, power, w)
         if s >= 1.0:
             lo = tau
             count = _drop_with_index(buf, order, w, count, tau)  # tau <= root: those never enter the support
@@ -1522,7 +1610,8 @@ def _entmax_norm_newton(out, m, buf, count, scale, order, w):
         else:
             delta = 0.5 * (lo + hi) - tau
         new = tau + delta
-        if s == 1.0 or (dsum > 0.0 and power * abs(delta) <= _ENTMAX_X_MAX * tmin):
+        if s == 1.0 or (dsum > 0.0 and power * abs(delta) <= _ENTMAX_X_MAX and
+                        power * abs(delta) <= _ENTMAX_X_MAX * _smallest_above(buf, count, tau)):
             for i in range(m):
                 out[i] = 0.0
             total = 0.0
@@ -1666,8 +1755,13 @@ def entmax_backward(grad, y, lengths, alpha, out):
             total_s = 0.0
             total_gs = 0.0
             for t in range(k):
-                v = np.float64(y[r, sup[t]])
-                sv[t] = np.sqrt(v) if alpha_r == 1.5 else np.exp((2.0 - alpha_r) * np.log(v))
+                sv[t] = np.float64(y[r, sup[t]])
+            if alpha_r == 1.5:
+                for t in range(k):
+                    sv[t] = np.sqrt(sv[t])
+            else:
+                _pow_fast_inplace(sv, k, 2.0 - alpha_r)
+            for t in range(k):
                 total_s += sv[t]
                 total_gs += grad[r, sup[t]] * sv[t]
             if k > 0:
