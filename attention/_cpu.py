@@ -1497,6 +1497,21 @@ def _entmax_norm_pass(buf, k, tau, power, w):
     return s, dsum, esum
 
 
+@njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+def _entmax_correct(buf, w, k, tau, delta, power):
+    """w[:k] = (t - delta)^power to second order from w = t^power, t = (c - tau)_+ (see _entmax_norm_newton);
+    returns their sum. Branch-free (w = 0 where t <= 0), so it vectorizes."""
+    c2 = 0.5 * power * (power - 1.0)
+    total = 0.0
+    for j in range(k):
+        t = buf[j] - tau
+        x = delta / (t if t > 0.0 else 1.0)
+        v = w[j] * (1.0 - x * (power - c2 * x))
+        w[j] = v
+        total += v
+    return total
+
+
 @njit(cache=True, nogil=True)
 def _smallest_above(buf, k, tau):
     """The smallest c - tau > 0 over buf[:k] (1 if none)."""
@@ -1591,6 +1606,8 @@ def _entmax_norm_newton(out, m, buf, count, scale, order, w):
     lo = max(-1.0, _entmax_start(buf, count, scale))
     hi = -np.exp(scale * np.log(1.0 / count))
     tau = lo
+    # the passes compute the power of every entry (branch-free): those at or below the start first leave
+    count = _drop_with_index(buf, order, w, count, lo)
     for step in range(_NEWTON_MAX_STEPS):
         s, dsum, esum = _entmax_norm_pass(buf, count, tau, power, w)
         if s >= 1.0:
@@ -1614,14 +1631,7 @@ def _entmax_norm_newton(out, m, buf, count, scale, order, w):
                         power * abs(delta) <= _ENTMAX_X_MAX * _smallest_above(buf, count, tau)):
             for i in range(m):
                 out[i] = 0.0
-            total = 0.0
-            c2 = 0.5 * power * (power - 1.0)
-            for j in range(count):
-                if w[j] > 0.0:
-                    x = delta / (buf[j] - tau)
-                    v = w[j] * (1.0 - x * (power - c2 * x))
-                    w[j] = v
-                    total += v
+            total = _entmax_correct(buf, w, count, tau, delta, power)
             for j in range(count):
                 out[order[j]] = w[j] / total
             return -1
