@@ -1648,7 +1648,8 @@ def _entmax_row(z, out, m, d, alpha, buf, order, keys, keys_tmp, order_tmp, hist
     the exact sort-based threshold on the candidates. Otherwise f(tau) = sum(y) - 1 is strictly decreasing on
     the bracket [max - 1, max - k^(1 - alpha)] (f >= 0 at the left end, <= 0 at the right), and the same
     safeguarded Newton as ``_sq_pnorm_row`` (bisection when a Newton step leaves the bracket) converges; y is then
-    divided by its sum, as the entmax package does.
+    divided by its sum, as the entmax package does. For alpha <= 2 Halley's method on the p-norm form of the same
+    equation runs first (``_entmax_norm_newton``); the Newton iteration on f is its fallback and alpha > 2's.
     """
     scale = alpha - 1.0
     top, finite = _row_top(z, m)

@@ -200,7 +200,8 @@ def entmax(scores: torch.Tensor, alpha: float = DEFAULTS["entmax"]["alpha"], dim
     Ω_α(y) = (Σ y^α - 1) / (α(α - 1)), the negative Tsallis α-entropy; y = ((α - 1) z - τ)_+^{1/(α-1)}.
 
     α → 1 is softmax, α = 2 sparsemax; α = 1.5 is exact (sort-based threshold), other α use safeguarded Newton
-    (bisection when a Newton step would leave the bracket) to float64 resolution. Sparse for every α > 1.
+    (bisection when a Newton step would leave the bracket; on the CPU for α <= 2, Halley steps on the p-norm
+    form of the same equation) to float64 resolution. Sparse for every α > 1.
 
     ``alpha`` may be a tensor that requires grad (one value, or one per head, row: anything that broadcasts to the
     scores with size 1 along ``dim``; every value > 1, e.g. 1 + softplus(θ)), learned as in Correia et al. (2019),
