@@ -594,7 +594,7 @@ def sparsemax_backward(grad, y, lengths, out):
             _centre_on_support(grad[r], y[r], out[r], lengths[r], d)
 
 
-_INSERTION_SORT_MAX = 96  # below this length ranking by counting beats the radix sort's fixed cost
+_INSERTION_SORT_MAX = 96  # below this length a stable insertion sort beats the radix sort's fixed cost
 _SIGN = np.uint64(1) << np.uint64(63)
 
 
@@ -602,22 +602,21 @@ _SIGN = np.uint64(1) << np.uint64(63)
 def _stable_argsort(v, m, order, keys, keys_tmp, order_tmp, hist):
     """order[:m] = the stable ascending argsort of v[:m] (what np.argsort(v[:m], kind="mergesort") returns).
 
-    Short rows: ranks by counting (below). Long rows: LSD radix sort, 8 bits a pass, on the float64 bit patterns made
+    Short rows: insertion sort. Long rows: LSD radix sort, 8 bits a pass, on the float64 bit patterns made
     order-preserving as unsigned integers (-0.0 first turned into 0.0, so that the two tie as they compare);
     passes where every key has the same byte are skipped (float32 inputs leave the low 29 bits zero).
     """
     if m <= _INSERTION_SORT_MAX:
-        # each entry's rank, counted: the entries before it that are not larger and those after it that are smaller
-        # (what a stable insertion sort puts ahead of it). The counts are branch-free vectorized passes, where the
-        # insertion sort mispredicted its stopping branch on about every entry (most of a 64-key oscarmax row's time)
+        sorted_v = keys[:m].view(np.float64)  # the values in sorted order, next to order: no gathers
         for j in range(m):
             vj = np.float64(v[j])
-            rank = 0
-            for i in range(j):
-                rank += 1 if np.float64(v[i]) <= vj else 0
-            for i in range(j + 1, m):
-                rank += 1 if np.float64(v[i]) < vj else 0
-            order[rank] = j
+            i = j - 1
+            while i >= 0 and sorted_v[i] > vj:
+                sorted_v[i + 1] = sorted_v[i]
+                order[i + 1] = order[i]
+                i -= 1
+            sorted_v[i + 1] = vj
+            order[i + 1] = j
         return
     fkeys = keys[:m].view(np.float64)
     for i in range(m):
