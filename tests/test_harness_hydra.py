@@ -130,7 +130,10 @@ def test_submitit_local_sweep_survives_a_sigterm(tmp_path):
         deadline, victim = time.time() + 300, None
         while victim is None and time.time() < deadline and sweep.poll() is None:
             time.sleep(0.5)
-            if list((tmp_path / "mr").glob("*/*/checkpoints/last.pt")):  # a job is training
+            # both jobs in their training loops (a checkpoint each, no record yet): a job still importing or setting
+            # up has no SIGTERM handler yet, and one that has finished has nothing left to checkpoint
+            training = len(list((tmp_path / "mr").glob("*/*/checkpoints/last.pt"))) == 2
+            if training and not list((tmp_path / "results").glob("snli/*/*.json")):
                 victim = next((int(pid) for pid in os.listdir("/proc") if pid.isdigit() and
                                f"{tmp_path}/mr/.submitit".encode() in _cmdline(pid)), None)
         assert victim is not None, "no submitit job found to stop"
