@@ -120,7 +120,11 @@ while [ $# -gt 0 ]; do
 done
 echo "JobID|State|NodeList"
 [ ${#ids[@]} -gt 0 ] || exit 0
-exec squeue -h --array --states=all -o '%i|%T|%N' -j "$(IFS=,; echo "${ids[*]}")"
+# The controller's transient states are not sacct's: a job being signalled for a requeue shows SIGNALING, which
+# submitit would take for a finished job (and then fail to find its result); sacct shows it RUNNING, then REQUEUED.
+set -o pipefail
+squeue -h --array --states=all -o '%i|%T|%N' -j "$(IFS=,; echo "${ids[*]}")" |
+  sed -e 's/|SIGNALING|/|RUNNING|/' -e 's/|REQUEUE_FED|/|REQUEUED|/' -e 's/|REQUEUE_HOLD|/|REQUEUED|/'
 EOF
   chmod 755 "$DIR/bin/sacct"
 }
