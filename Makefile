@@ -22,7 +22,7 @@ export DATA_DIR
 endif
 
 .PHONY: install install-test test test-slow test-cluster bench bench-tables snli sweep smoke bench-train multi30k iwslt gigaword bench-decode bench-model \
-        demo data evaluate sync align
+        demo data evaluate sync align cost
 
 install: $(INSTALLED)
 
@@ -88,6 +88,11 @@ data: $(INSTALLED)
 evaluate: $(INSTALLED)
 	@test -n "$(RUN)" || { echo "make evaluate RUN=<run dir> [ARGS=\"key=value ...\"]"; exit 2; }
 	$(BIN)/python -m scripts.evaluate $(RUN) $(ARGS)
+
+# what finished runs' models cost against a baseline's (train step, decoded sentence; tasks/cost.py), e.g.
+#   make cost RUNS="multirun/multi30k/*/experiment=multi30k_transformer_cpu,seed=1" OUT=results/transformer/cost.json
+cost: $(INSTALLED)
+	$(BIN)/python -m scripts.cost $(RUNS) $(if $(OUT),--out $(OUT)) $(ARGS)
 
 # upload offline W&B runs, every part of a resumed run in one `wandb sync` (RUNS=multirun/ or outputs/ or a run dir)
 RUNS ?= multirun

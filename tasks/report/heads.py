@@ -91,7 +91,9 @@ def heads_table(records: list) -> str:
                                         + [_fmt(cell.get(param)) for param in PARAMS] + [f"{len(members)} |"]))
         lines.append("")
     lines.append("_nonzero: exactly nonzero weights per row; groups: fused segments per row (clusters for oscarmax); "
-                 "no-grad rows: rows whose Jacobian is zero (the loss cannot move their scores); learned γ/λ/α: the "
+                 "no-grad rows: rows whose Jacobian is zero (the loss cannot move their scores; a row with one "
+                 "key, as the decoder's first position, is one under every mapping, softmax included); learned "
+                 "γ/λ/α: the "
                  "mapping parameters learned for that head, at the end (— where the run does not learn it); all on "
                  "the teacher-forced test set, means over the n runs (seeds)._")
     return "\n".join(lines) + "\n"
