@@ -119,7 +119,7 @@ class Rows:
 
     def restore(self, rows: torch.Tensor) -> torch.Tensor:
         if self.order is not None:
-            rows = torch.zeros_like(rows).scatter(-1, self.order, rows)
+            rows = scatter_back(rows, self.order)
         # (rows, d) scores along their last dim come back as they are: three view calls cost as much as a kernel
         # launch at small shapes
         if rows.shape != self.shape:
@@ -292,6 +292,13 @@ def _counted_order(valid: torch.Tensor) -> torch.Tensor:
     slot = torch.where(valid, before_valid, valid_i.sum(-1, keepdim=True) + before_masked)
     positions = torch.arange(valid.shape[-1], device=valid.device).expand_as(slot)
     return torch.empty_like(slot).scatter_(-1, slot, positions)
+
+
+def scatter_back(rows: torch.Tensor, order: torch.Tensor, *, permutation: bool = False) -> torch.Tensor:
+    """Rows gathered by ``rows.gather(-1, order)`` put back in place: entry k of a row goes to position
+    order[..., k]. A position that the order does not name is 0; ``permutation=True`` says the order names every
+    one (as ``valid_first_order``'s does) and skips filling the zeros. Differentiable (the backward gathers)."""
+    return (torch.empty_like(rows) if permutation else torch.zeros_like(rows)).scatter_(-1, order, rows)
 
 
 def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: str) -> bool:

@@ -374,9 +374,11 @@ def _ordered(impl):
             return impl(*inputs)
         shape = inputs[0].shape
         output = impl(*(t.gather(-1, order) if _per_entry(t, shape) else t for t in inputs))
+        # (the order is a permutation: every entry is written, no zeros to fill first)
         if isinstance(output, tuple):
-            return tuple(_scatter(t, order) if _per_entry(t, shape) else t for t in output)
-        return _scatter(output, order)
+            return tuple(_layout.scatter_back(t, order, permutation=True) if _per_entry(t, shape) else t
+                         for t in output)
+        return _layout.scatter_back(output, order, permutation=True)
 
     functools.update_wrapper(ordered, impl)
     ordered.__signature__ = signature
@@ -401,10 +403,6 @@ def _split_valid(signature: inspect.Signature, args: tuple, kwargs: dict) -> tup
     return args[:-1], args[-1]
 
 
-def _scatter(rows: Tensor, order: Tensor) -> Tensor:
-    return torch.empty_like(rows).scatter_(-1, order, rows)  # (a permutation: every entry is written)
-
-
 class _Layout:
     """For the torch code in a backward (λ's gradient, double backward): rows in the scores' order put valid-first
     by the order of ``valid`` and back (always: a traced backward cannot branch on values), or left as they are
@@ -421,7 +419,7 @@ class _Layout:
         return tensor if self.valid is None else tensor.gather(-1, self.order)
 
     def restore(self, rows: Tensor) -> Tensor:
-        return rows if self.valid is None else torch.zeros_like(rows).scatter(-1, self.order, rows)
+        return rows if self.valid is None else _layout.scatter_back(rows, self.order)
 
 
 _ROWS_AS_GIVEN = _Layout(None)

@@ -147,3 +147,20 @@ def test_valid_first_order_on_the_host_equals_the_torch_ops(monkeypatch):
         if valid.shape[-1]:
             assert torch.equal(host, torch.sort((~valid).to(torch.uint8), dim=-1, stable=True).indices)
     assert len(called) == len(cases)  # the host path ran the kernel each time, the other path never
+
+
+def test_scatter_back_inverts_the_gather():
+    """_layout.scatter_back puts gathered rows back (every caller: Rows.restore, the ops' _ordered and _Layout);
+    a position that the order does not name is 0 unless the order is said to be a permutation."""
+    g = torch.Generator().manual_seed(6)
+    valid = torch.rand(30, 11, generator=g) < 0.5
+    x = torch.randn(30, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    order = _layout.valid_first_order(valid)
+    for permutation in (False, True):
+        back = _layout.scatter_back(x.gather(-1, order), order, permutation=permutation)
+        assert torch.equal(back, x)
+        probe = torch.randn(30, 11, generator=g, dtype=torch.float64)
+        assert torch.equal(torch.autograd.grad(back, x, probe)[0], probe)
+    part = _layout.scatter_back(x.detach(), order[:, :3])  # (names 3 positions of each row)
+    assert torch.equal(part, torch.zeros_like(x).scatter(-1, order[:, :3], x[:, :3]))
+    assert int((part != 0).sum(-1).max()) <= 3
