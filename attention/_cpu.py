@@ -1820,3 +1820,23 @@ def sq_pnorm_backward(grad, y, lengths, p, out):
                 a = wv[t] * grad[r, sup[t]] - coef * v * yg
                 b = wv[t] - coef * v
                 out[r, sup[t]] = (a - ratio * b) / kappa
+
+
+# ---------------------------------------------------------------- the rows' order (``_layout.valid_first_order``)
+
+
+@njit(cache=True, parallel=True)
+def valid_first_order(valid, order):
+    """order[r, k] = the position that goes to slot k of row r of the bool (rows, d) ``valid``: the valid ones
+    first, each group in its original order (a stable sort of the "is masked" flags), in one pass per row."""
+    n, d = valid.shape
+    for r in prange(n):
+        slot = 0
+        for j in range(d):
+            if valid[r, j]:
+                order[r, slot] = j
+                slot += 1
+        for j in range(d):
+            if not valid[r, j]:
+                order[r, slot] = j
+                slot += 1

@@ -9,11 +9,17 @@
 * damaged cache files (a full disk, two processes, a copied folder): loading them raises ``EOFError`` or an
   unpickling error at the first call. A failed load is treated as a miss (the kernel is compiled again and the
   cache rewritten when it can be), a failed save is skipped.
+
+And ``follow_torch_threads``, which every caller of a parallel CPU kernel runs first: numba's thread count
+follows torch's.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numba
+import torch
 
 
 def njit(*args, **options):
@@ -56,3 +62,27 @@ class _GuardedCache:
 
     def __getattr__(self, name):  # cache_path, flush, enable/disable...: numba's own
         return getattr(self._inner, name)
+
+
+_NUMBA_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+_synced = threading.local()  # torch's thread count when this thread last set numba's (numba's count is per thread)
+
+
+def follow_torch_threads():
+    """Run the numba kernels on as many threads as torch uses (torch.set_num_threads is the one knob).
+
+    Both may share one OpenMP runtime, where a numba launch with its own count would silently reset torch's.
+    numba.get_num_threads takes two locks, slower than a small kernel: it is asked only when torch's count changed.
+    """
+    torch_threads = torch.get_num_threads()
+    if getattr(_synced, "torch_threads", None) == torch_threads:
+        return
+    current = numba.get_num_threads()  # the first call starts numba's threads, which may reset OpenMP's count
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    wanted = max(1, min(torch_threads, _NUMBA_MAX_THREADS))
+    if current != wanted:
+        numba.set_num_threads(wanted)
+    _synced.torch_threads = torch.get_num_threads()

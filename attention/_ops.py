@@ -30,21 +30,18 @@ backward runs the kernels.
 
 import functools
 import inspect
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-import numba
 import numpy as np
 import torch
-from numba import prange
 from torch import Tensor
 from torch.autograd import Function
 
 from . import _cpu, _cuda, _layout, _torch
 from ._layout import check_tensor_parameter
-from ._numba import njit
+from ._numba import follow_torch_threads
 
 PROX_NAMES = {_cpu.PROX_TV: "fusedmax", _cpu.PROX_SORTED: "oscarmax", _cpu.PROX_OWL: "oscarmax"}
 
@@ -60,30 +57,6 @@ class NonFiniteRows(ValueError):
 
 def _np(t: Tensor):
     return t.detach().numpy()
-
-
-_NUMBA_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-
-
-_synced = threading.local()  # torch's thread count when this thread last set numba's (numba's count is per thread)
-
-
-def _follow_torch_threads():
-    """Run the numba kernels on as many threads as torch uses (torch.set_num_threads is the one knob).
-
-    Both may share one OpenMP runtime, where a numba launch with its own count would silently reset torch's.
-    numba.get_num_threads takes two locks, slower than a small kernel: it is asked only when torch's count changed.
-    """
-    torch_threads = torch.get_num_threads()
-    if getattr(_synced, "torch_threads", None) == torch_threads:
-        return
-    current = numba.get_num_threads()  # the first call starts numba's threads, which may reset OpenMP's count
-    if torch.get_num_threads() != torch_threads:
-        torch.set_num_threads(torch_threads)
-    wanted = max(1, min(torch_threads, _NUMBA_MAX_THREADS))
-    if current != wanted:
-        numba.set_num_threads(wanted)
-    _synced.torch_threads = torch.get_num_threads()
 
 
 def _values(rows: Optional[Tensor], value: float):
@@ -125,7 +98,7 @@ def _check_parameter_rows(name: str, mapping: str, rows: Optional[Tensor], check
 def sparsemax_forward(z: Tensor, lengths: Tensor, check: bool) -> Tensor:
     z = z.contiguous()
     if _layout.on_host(z.device):  # (through the module: tests route CPU tensors off the host by replacing it)
-        _follow_torch_threads()
+        follow_torch_threads()
         y = torch.empty_like(z)
         _check_host_kernel(_cpu.sparsemax_forward(_np(z), _np(lengths), y.numpy()), check, "sparsemax")
         return y
@@ -137,7 +110,7 @@ def sparsemax_backward(grad: Tensor, y: Tensor, lengths: Tensor) -> Tensor:
     # J = diag(s) - s sᵀ/|S|, s = 1 on the support S of y: keep the gradient on S and remove its mean there
     grad = grad.contiguous()
     if _layout.on_host(grad.device):
-        _follow_torch_threads()
+        follow_torch_threads()
         grad_z = torch.empty_like(grad)
         _cpu.sparsemax_backward(_np(grad), _np(y), _np(lengths), grad_z.numpy())
         return grad_z
@@ -147,7 +120,7 @@ def sparsemax_backward(grad: Tensor, y: Tensor, lengths: Tensor) -> Tensor:
 def cpu_prox_forward(z, lengths, lam, variant):
     """(y, groups, scale, number of non-finite rows) by the CPU kernels; ``lam`` a float or a tensor of one value
     or one per row; ``scale`` is only filled for OWL (a 1x1 zero stub otherwise)."""
-    _follow_torch_threads()
+    follow_torch_threads()
     y = torch.empty_like(z)
     groups = torch.empty(z.shape, dtype=torch.int32)
     scale = torch.empty_like(z) if variant == _cpu.PROX_OWL else torch.zeros(1, 1, dtype=z.dtype)
@@ -220,7 +193,7 @@ def prox_sparsemax_backward(grad: Tensor, y: Tensor, groups: Tensor, scale: Tens
     # (average over each fused run / pooled block, with OWL's signs in D)
     grad = grad.contiguous()
     if _layout.on_host(grad.device):
-        _follow_torch_threads()
+        follow_torch_threads()
         grad_z = torch.empty_like(grad)
         if variant == _cpu.PROX_OWL:
             _cpu.owl_sparsemax_backward(_np(grad), _np(y), _np(groups), _np(scale), _np(lengths), grad_z.numpy())
@@ -235,7 +208,7 @@ def prox_sparsemax_backward(grad: Tensor, y: Tensor, groups: Tensor, scale: Tens
 def sq_pnorm_forward(z: Tensor, lengths: Tensor, p: float, check: bool) -> Tensor:
     z = z.contiguous()
     if _layout.on_host(z.device):
-        _follow_torch_threads()
+        follow_torch_threads()
         y = torch.empty_like(z)
         _check_host_kernel(_cpu.sq_pnorm_forward(_np(z), _np(lengths), p, y.numpy()), check, "sq_pnorm_max")
         return y
@@ -248,7 +221,7 @@ def sq_pnorm_backward(grad: Tensor, y: Tensor, lengths: Tensor, p: float) -> Ten
     # Hessian of ½‖y‖_p² there (diagonal plus rank one); see _torch.sq_pnorm_backward
     grad = grad.contiguous()
     if _layout.on_host(grad.device):
-        _follow_torch_threads()
+        follow_torch_threads()
         grad_z = torch.empty_like(grad)
         _cpu.sq_pnorm_backward(_np(grad), _np(y), _np(lengths), p, grad_z.numpy())
         return grad_z
@@ -268,7 +241,7 @@ def entmax_forward(z: Tensor, lengths: Tensor, alpha_rows: Optional[Tensor], alp
     _check_parameter_rows("alpha", "entmax", alpha_rows, check, positive=True, low=1.0)
     z = z.contiguous()
     if _layout.on_host(z.device):
-        _follow_torch_threads()
+        follow_torch_threads()
         y = torch.empty_like(z)
         bad = _cpu.entmax_forward(_np(z), _np(lengths), _values(alpha_rows, alpha), y.numpy())
         _check_host_kernel(bad, check, "entmax")
@@ -281,7 +254,7 @@ def entmax_backward(grad: Tensor, y: Tensor, lengths: Tensor, alpha_rows: Option
     # implicit differentiation: on the support dy/dz = diag(s) - s sᵀ / Σs with s = y^(2-α)
     grad = grad.contiguous()
     if _layout.on_host(grad.device):
-        _follow_torch_threads()
+        follow_torch_threads()
         grad_z = torch.empty_like(grad)
         _cpu.entmax_backward(_np(grad), _np(y), _np(lengths), _values(alpha_rows, alpha), grad_z.numpy())
         return grad_z
@@ -401,9 +374,11 @@ def _ordered(impl):
             return impl(*inputs)
         shape = inputs[0].shape
         output = impl(*(t.gather(-1, order) if _per_entry(t, shape) else t for t in inputs))
+        # (the order is a permutation: every entry is written, no zeros to fill first)
         if isinstance(output, tuple):
-            return tuple(_scatter(t, order) if _per_entry(t, shape) else t for t in output)
-        return _scatter(output, order)
+            return tuple(_layout.scatter_back(t, order, permutation=True) if _per_entry(t, shape) else t
+                         for t in output)
+        return _layout.scatter_back(output, order, permutation=True)
 
     functools.update_wrapper(ordered, impl)
     ordered.__signature__ = signature
@@ -413,36 +388,9 @@ def _ordered(impl):
 def _order_where_needed(valid: Tensor) -> Optional[Tensor]:
     """The valid-first order of the rows that ``valid`` masks (any shape with d last, possibly a broadcast view),
     or None for a prefix mask on the host. Off the host always the order: deciding would be a sync."""
-    if not _layout.on_host(valid.device):
-        return _layout.valid_first_order(valid.reshape(-1, valid.shape[-1]))
-    if _layout.is_stored_prefix(valid):
+    if _layout.on_host(valid.device) and _layout.is_stored_prefix(valid):
         return None
-    return _host_valid_first_order(valid.reshape(-1, valid.shape[-1]))
-
-
-def _host_valid_first_order(valid: Tensor) -> Tensor:
-    """``_layout.valid_first_order`` in one pass: its torch ops take ~50 ms on one thread for 4096 rows of 256
-    (each allocates and first touches an int64 copy), more than the kernels they feed; this takes well under one.
-    (Run for each op and backward op of a compiled graph with a mask that is not a prefix.)"""
-    _follow_torch_threads()
-    order = torch.empty(valid.shape, dtype=torch.int64)
-    _cpu_valid_first_order(_np(valid.contiguous()), order.numpy())
-    return order
-
-
-@njit(cache=True, parallel=True)
-def _cpu_valid_first_order(valid, order):
-    n, d = valid.shape
-    for r in prange(n):
-        slot = 0
-        for j in range(d):
-            if valid[r, j]:
-                order[r, slot] = j
-                slot += 1
-        for j in range(d):
-            if not valid[r, j]:
-                order[r, slot] = j
-                slot += 1
+    return _layout.valid_first_order(valid.reshape(-1, valid.shape[-1]))
 
 
 def _split_valid(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple[tuple, Optional[Tensor]]:
@@ -453,10 +401,6 @@ def _split_valid(signature: inspect.Signature, args: tuple, kwargs: dict) -> tup
         bound.apply_defaults()
         args = bound.args
     return args[:-1], args[-1]
-
-
-def _scatter(rows: Tensor, order: Tensor) -> Tensor:
-    return torch.empty_like(rows).scatter_(-1, order, rows)  # (a permutation: every entry is written)
 
 
 class _Layout:
@@ -475,7 +419,7 @@ class _Layout:
         return tensor if self.valid is None else tensor.gather(-1, self.order)
 
     def restore(self, rows: Tensor) -> Tensor:
-        return rows if self.valid is None else torch.zeros_like(rows).scatter(-1, self.order, rows)
+        return rows if self.valid is None else _layout.scatter_back(rows, self.order)
 
 
 _ROWS_AS_GIVEN = _Layout(None)

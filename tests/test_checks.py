@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import attention
-from attention import _layout
+from attention import _cpu, _layout
 
 NAMES = {"softmax": {}, "sparsemax": {}, "fusedmax": {"lam": 0.2}, "oscarmax": {"lam": 0.05},
          "sq_pnorm_max": {"p": 1.5}, "entmax": {"alpha": 1.5}}
@@ -121,3 +121,46 @@ def test_valid_first_order_is_a_stable_sort():
     valid = torch.rand(50, 9, generator=g) < 0.5
     order = _layout.valid_first_order(valid)
     torch.testing.assert_close(order, torch.sort((~valid).to(torch.uint8), dim=-1, stable=True).indices)
+
+
+def test_valid_first_order_on_the_host_equals_the_torch_ops(monkeypatch):
+    """On the host the order comes from one numba kernel, elsewhere (and in traced graphs) from torch ops: the same
+    permutation, on rows with none, some and every entry valid, any shape with d last, and 0 rows or 0 entries."""
+    g = torch.Generator().manual_seed(5)
+    cases = []
+    for shape in ((50, 9), (4, 3, 17), (7, 1), (1, 300), (0, 6), (6, 0), (0, 0), (2, 0, 5), (13,)):
+        for p in (0.0, 0.3, 0.7, 1.0):
+            cases.append(torch.rand(shape, generator=g) < p)
+    valid = torch.rand(40, 33, generator=g) < 0.5
+    valid[0], valid[1], valid[2, 5:] = False, True, False  # none, every one, a prefix
+    cases += [valid, valid[:, ::2], valid.t(), valid[:1].expand(6, 33)]  # (and views that are not contiguous)
+    called = []
+    kernel = _cpu.valid_first_order
+    monkeypatch.setattr(_cpu, "valid_first_order", lambda *arrays: called.append(1) or kernel(*arrays))
+    for valid in cases:
+        host = _layout.valid_first_order(valid)
+        with monkeypatch.context() as patch:
+            patch.setattr(_layout, "on_host", lambda device: False)  # the path of every other device
+            counted = _layout.valid_first_order(valid)
+        assert host.dtype == counted.dtype == torch.int64 and host.shape == valid.shape
+        assert torch.equal(host, counted), valid
+        if valid.shape[-1]:
+            assert torch.equal(host, torch.sort((~valid).to(torch.uint8), dim=-1, stable=True).indices)
+    assert len(called) == len(cases)  # the host path ran the kernel each time, the other path never
+
+
+def test_scatter_back_inverts_the_gather():
+    """_layout.scatter_back puts gathered rows back (every caller: Rows.restore, the ops' _ordered and _Layout);
+    a position that the order does not name is 0 unless the order is said to be a permutation."""
+    g = torch.Generator().manual_seed(6)
+    valid = torch.rand(30, 11, generator=g) < 0.5
+    x = torch.randn(30, 11, generator=g, dtype=torch.float64, requires_grad=True)
+    order = _layout.valid_first_order(valid)
+    for permutation in (False, True):
+        back = _layout.scatter_back(x.gather(-1, order), order, permutation=permutation)
+        assert torch.equal(back, x)
+        probe = torch.randn(30, 11, generator=g, dtype=torch.float64)
+        assert torch.equal(torch.autograd.grad(back, x, probe)[0], probe)
+    part = _layout.scatter_back(x.detach(), order[:, :3])  # (names 3 positions of each row)
+    assert torch.equal(part, torch.zeros_like(x).scatter(-1, order[:, :3], x[:, :3]))
+    assert int((part != 0).sum(-1).max()) <= 3

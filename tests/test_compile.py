@@ -131,7 +131,6 @@ def test_ops_order_rows_by_their_mask(gen):
     valid = _scattered_mask(gen)
     count = valid.sum(-1)
     order = _layout.valid_first_order(valid)
-    assert torch.equal(_ops._host_valid_first_order(valid), order)
     lam = (0.3 * torch.rand(5, generator=gen, dtype=torch.float64)).requires_grad_(True)
     probe, direction = randn(gen, 5, 7), randn(gen, 5, 7)
     results = []
@@ -246,9 +245,8 @@ def test_compiled_graph_gathers_only_a_mask_that_is_not_a_prefix(kind, gen, monk
     no scatter, and a prefix mask never builds the order (counted while tracing and while running, forward and
     backward); one that is not a prefix does, inside the ops."""
     built = []
-    for module, name in ((_layout, "valid_first_order"), (_ops, "_host_valid_first_order")):
-        function = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda valid, function=function: built.append(1) or function(valid))
+    function = _layout.valid_first_order
+    monkeypatch.setattr(_layout, "valid_first_order", lambda valid: built.append(1) or function(valid))
     graphs = []
 
     def recording(graph, example_inputs):
