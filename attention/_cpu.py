@@ -267,6 +267,25 @@ def _write_segment(out, groups, k0, last, value, segment):
 
 @njit(cache=True, nogil=True)
 def _tv_prox_sums(z, out, groups, m, lam):
+    """_tv_prox_runs with run indices for labels (0, 1, ...: tv_prox_row's) and its own table of reciprocals: the
+    sweep on its own, for tests and callers outside the kernels."""
+    recip = np.empty(m + 1, dtype=np.float64)
+    _fill_reciprocals(recip, m + 1)
+    _tv_prox_runs(z, out, groups, m, lam, recip, 0, False)
+
+
+@njit(cache=True, nogil=True)
+def _fill_reciprocals(recip, count):
+    """recip[i] = 1.0 / i for 1 <= i < count (recip[0] = inf): the divisions of the TV sweep, made once. The table
+    holds the same correctly rounded quotients the sweep would compute, so reading it changes no bit."""
+    if count > 0:
+        recip[0] = np.inf
+    for i in range(1, count):
+        recip[i] = 1.0 / np.float64(i)
+
+
+@njit(cache=True, nogil=True)
+def _tv_prox_runs(z, out, groups, m, lam, recip, base, heads):
     """tv_prox_row's prox and groups (Condat's direct algorithm, the same sweep, restarts and segment ends), for
     the CPU kernels: its slack variables are kept as one running sum, so the sweep's common step has no branch
     that data decide and no division on its critical path.
@@ -280,21 +299,28 @@ def _tv_prox_sums(z, out, groups, m, lam):
     last segment's value vmin + umin / n is s / n. The running record updates are selects: on nearly uniform
     scores (an untrained model's) they are taken on a fifth of the entries at random, and as branches their
     mispredictions and the division on the slack's dependency chain cost 3-5x the rest of the sweep.
+
+    1 / n is read from ``recip`` (recip[i] = 1.0 / i for i <= m, ``_fill_reciprocals``): the same quotient, so
+    the same bits, without a division per step (its throughput, not the sums' latency, bounded the sweep: 1.75
+    steps per entry on an untrained Llama's causal rows, where restarts rescan). Labels: with ``heads`` each entry
+    gets base + the position in z of its run's first entry (the kernels' labels, for z a run of consecutive
+    positions starting at ``base``), else the run's index (0, 1, ...).
     """
     if m == 0:
         return
     if lam == 0.0:
         for i in range(m):
             out[i] = z[i]
-            groups[i] = i
+            groups[i] = base + i if heads else i
         return
     k = 0
     k0 = 0
     fplus = 0.0  # kplus and kminus, as floats (see below)
     fminus = 0.0
-    segment = 0
+    segment = base if heads else 0
     s = np.float64(z[0])
     n = 1.0
+    count = 1  # n, as an index into recip
     vmin = s - lam
     vmax = s + lam
     twolam = 2.0 * lam
@@ -305,33 +331,35 @@ def _tv_prox_sums(z, out, groups, m, lam):
                 k0 = _write_segment(out, groups, k0, fminus, vmin, segment)
                 if k0 >= m:  # only where rounding broke the sweep's invariant (huge scores): every entry is out
                     return
-                segment += 1
+                segment = base + k0 if heads else segment + 1
                 k = k0
                 fminus = np.float64(k0)
                 vmin = np.float64(z[k0])
                 s = vmin + lam  # (vmax is kept, as in Condat's sweep)
                 n = 1.0
+                count = 1
             elif mean > vmax:
                 k0 = _write_segment(out, groups, k0, fplus, vmax, segment)
                 if k0 >= m:  # (as above)
                     return
-                segment += 1
+                segment = base + k0 if heads else segment + 1
                 k = k0
                 fplus = np.float64(k0)
                 vmax = np.float64(z[k0])
                 s = vmax - lam
                 n = 1.0
+                count = 1
             else:
                 _write_segment(out, groups, k0, k, mean, segment)
                 return
         s1 = s + z[k + 1]
         n1 = n + 1.0
-        inv = 1.0 / n1  # one division, off the sum's dependency chain
+        inv = recip[count + 1]  # 1.0 / n1
         lo = (s1 - lam) * inv
         hi = (s1 + lam) * inv
         if hi < vmin:  # negative jump: the segment ends at kminus with value vmin
             k0 = _write_segment(out, groups, k0, fminus, vmin, segment)
-            segment += 1
+            segment = base + k0 if heads else segment + 1
             k = k0
             fminus = np.float64(k0)
             fplus = fminus
@@ -339,9 +367,10 @@ def _tv_prox_sums(z, out, groups, m, lam):
             vmax = vmin + twolam
             s = vmin + lam
             n = 1.0
+            count = 1
         elif lo > vmax:  # positive jump: the segment ends at kplus with value vmax
             k0 = _write_segment(out, groups, k0, fplus, vmax, segment)
-            segment += 1
+            segment = base + k0 if heads else segment + 1
             k = k0
             fminus = np.float64(k0)
             fplus = fminus
@@ -349,10 +378,12 @@ def _tv_prox_sums(z, out, groups, m, lam):
             vmin = vmax - twolam
             s = vmax - lam
             n = 1.0
+            count = 1
         else:
             k += 1
             s = s1
             n = n1
+            count += 1
             # kminus = k where lo >= vmin, as arithmetic (k only grows, so the max is k or the old kminus): LLVM
             # turns an integer select into a branch, mispredicted on a fifth of the entries
             kf = np.float64(k)
@@ -402,6 +433,21 @@ def _max_and_sum(z, m):
         top = max(top, v)
         total += v
     return top, total
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def _max_min_sum(z, m):
+    """(max, min, sum) of z[:m] in float64, vectorized: ``_max_and_sum`` with the minimum (the same maximum and
+    sum; min(z[:m]) = _min_of of the candidates when every entry is one)."""
+    top = -np.inf
+    low = np.inf
+    total = 0.0
+    for i in range(m):
+        v = np.float64(z[i])
+        top = max(top, v)
+        low = min(low, v)
+        total += v
+    return top, low, total
 
 
 @njit(cache=True, nogil=True)
@@ -532,6 +578,35 @@ def _simplex_threshold(u, k, buf):
         top = u[j] if u[j] > top else top
     count, total = _screen_candidates(u, k, top, buf)
     return top, _michelot(buf, count, total)
+
+
+@njit(cache=True, nogil=True)
+def _simplex_threshold_wide(u, k, buf):
+    """_simplex_threshold(u, k, buf), the same (top, tau) bit for bit, for rows whose entries are mostly within 1
+    of their maximum (fusedmax's prox of nearly uniform scores): when all are, the candidates are every entry, in
+    order, and the branch-free compaction of ``_screen_candidates`` (a store and a counter per entry) is skipped;
+    their sum is taken in the same order from the same 0.0."""
+    top, low = _max_min(u, k)
+    if not low - top > -1.0:  # (u - top is monotone in u: the minimum decides whether every entry passes)
+        count, total = _screen_candidates(u, k, top, buf)
+        return top, _michelot(buf, count, total)
+    total = 0.0
+    for j in range(k):
+        v = u[j] - top
+        buf[j] = v
+        total += v
+    return top, _michelot(buf, k, total)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz", "contract"})
+def _max_min(u, k):
+    """(max, min) of u[:k], vectorized (exact: no rounding in either)."""
+    top = -np.inf
+    low = np.inf
+    for j in range(k):
+        top = max(top, u[j])
+        low = min(low, u[j])
+    return top, low
 
 
 @njit(cache=True, nogil=True)
@@ -687,7 +762,7 @@ def _sorted_prox_row(z, u, groups, scale, m, lam, variant, order, v, pooled, blo
 
 
 @njit(cache=True, nogil=True)
-def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
+def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf, recip):
     """y[:m] = proj_Δ(prox_{lam TV}(z[:m])), screened; groups[i] = the position of the first entry of i's group.
 
     Screening rule: z_i <= t - 4 lam implies y_i = 0, for t = the sparsemax threshold of z, or any lower bound
@@ -699,18 +774,25 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
     proj_Δ ∘ prox (see ``fusedmax``) holds for that TV on a union of chains as for one chain, so the candidates
     get proj_Δ of the per-run prox of the shifted scores.
     """
-    top, finite = _row_top(z, m)
-    if not finite:
+    top, low, total = _max_min_sum(z, m)
+    if not (total - total == 0.0 or _all_finite(z, m)):
         _non_finite_row(y, d)
         for i in range(d):
             groups[i] = -1 if i >= m else i
         return 1
     width = 4.0 * lam + _SCREEN_MARGIN * (1.0 + 4.0 * lam)
     if abs(top) <= _SCREEN_LIMIT:
-        k = _keep_positions(z, m, top - 1.0 - width, zc, pos)
+        if low > top - 1.0 - width:  # every entry kept (nearly uniform scores): _keep_positions' output, vectorized
+            for i in range(m):
+                zc[i] = np.float64(z[i])
+                pos[i] = i
+            k = m
+        else:
+            k = _keep_positions(z, m, top - 1.0 - width, zc, pos)
+            low = _min_of(zc, k)
         # _refine keeps the candidates above a level <= top - width (its threshold is below top): when all are
         # (nearly uniform scores, an untrained model's), the pass that finds the level is skipped
-        if _min_of(zc, k) <= top - width:
+        if low <= top - width:
             k = _refine(zc, pos, k, top, width, buf)[0]
     else:  # too large for the screening bounds to be exact: every entry is a candidate
         k = _keep_positions(z, m, -np.inf, zc, pos)
@@ -744,11 +826,10 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
                 uc[a + 1] = zc[a + 1] + step
                 gc[a] = pos[a]
                 gc[a + 1] = pos[a + 1]
-        else:
-            if abs(top) <= _SCREEN_LIMIT:
-                _tv_prox_sums(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
-            else:  # scores so large that a running sum loses lam: Condat's sweep, on differences
-                _tv_prox_row(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+        elif abs(top) <= _SCREEN_LIMIT:  # labels: the position of each run's first entry, written by the sweep
+            _tv_prox_runs(zc[a:b], uc[a:b], gc[a:b], b - a, lam, recip, pos[a], True)
+        else:  # scores so large that a running sum loses lam: Condat's sweep, on differences
+            _tv_prox_row(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
             previous = -1
             head = 0
             for j in range(a, b):  # segment index -> position of the segment's first entry, unique in the row
@@ -757,7 +838,13 @@ def _tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
                     head = pos[j]
                 gc[j] = head
         a = b
-    if k > 0:
+    if k == m and k > 0:  # every entry a candidate (pos[j] = j): the same values, written in place, vectorized
+        top_u, tau = _simplex_threshold_wide(uc, k, buf)
+        for j in range(k):
+            v = uc[j] - top_u - tau
+            y[j] = v if v > 0.0 else 0.0
+            groups[j] = gc[j]
+    elif k > 0:
         top_u, tau = _simplex_threshold(uc, k, buf)
         for j in range(k):
             v = uc[j] - top_u - tau
@@ -1073,13 +1160,16 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
         dr = ds if d > _INSERTION_SORT_MAX else 0
         hr = 8 * 256 if dr else 0
         db = 2 * d + 2 + _BOUND_BUCKETS if variant == PROX_SORTED else 0  # _pool_buckets', _screened_v_bound's
-        floats = np.empty(3 * d + ds + 2 * db, dtype=np.float64)
+        dt = d + 1 if variant == PROX_TV else 0  # the TV sweep's reciprocals (_fill_reciprocals)
+        floats = np.empty(3 * d + ds + 2 * db + dt, dtype=np.float64)
         zc = floats[:d]
         uc = floats[d:2 * d]
         buf = floats[2 * d:3 * d]
         pooled = floats[3 * d:3 * d + ds]
         bsum = floats[3 * d + ds:3 * d + ds + db]
-        psum = floats[3 * d + ds + db:]
+        psum = floats[3 * d + ds + db:3 * d + ds + 2 * db]
+        recip = floats[3 * d + ds + 2 * db:]
+        _fill_reciprocals(recip, dt)
         ints = np.empty(2 * d + 3 * ds + 2 * dr + hr + 3 * db, dtype=np.int64)
         gc = ints[:d]
         pos = ints[d:2 * d]
@@ -1099,7 +1189,7 @@ def prox_sparsemax_forward(z, lengths, lam, variant, y, groups, scale):
             m = lengths[r]
             lam_r = lam[0] if lam.shape[0] == 1 else lam[r]
             if variant == PROX_TV:
-                bad += _tv_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, gc, pos, buf)
+                bad += _tv_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, gc, pos, buf, recip)
             elif variant == PROX_SORTED:
                 bad += _sorted_sparsemax_row(z[r], y[r], groups[r], m, d, lam_r, zc, uc, pooled, blocks, pos, order,
                                              keys, keys_tmp, order_tmp, hist, buf, bcount, bsum, psum, pcnt, pend)

@@ -7,6 +7,7 @@ torch kernels are called directly, so the code that runs on CUDA tensors is exer
 import numpy as np
 import pytest
 import torch
+from numba import njit
 
 import attention
 from attention import _cpu, _torch
@@ -429,3 +430,216 @@ def test_short_stable_argsort_is_a_stable_argsort():
         _cpu._stable_argsort(v, m, order, keys, keys_tmp, np.empty(m, np.int64), np.empty((8, 256), np.int64))
         want = np.argsort(v.astype(np.float64) + 0.0, kind="stable")  # + 0.0: -0.0 ties with 0.0, as in the sort
         assert np.array_equal(order, want), (trial, v)
+
+
+# fusedmax's forward row kernel and TV sweep as they were before issue 27's fifth round (table of reciprocals in the
+# sweep, which labels runs by their first position; the all-candidates paths of the screen and of the simplex
+# threshold), for the bit-for-bit tests below; docstrings and comments dropped (see git history for them)
+@njit
+def _old_tv_prox_sums(z, out, groups, m, lam):
+    if m == 0:
+        return
+    if lam == 0.0:
+        for i in range(m):
+            out[i] = z[i]
+            groups[i] = i
+        return
+    k = 0
+    k0 = 0
+    fplus = 0.0  # kplus and kminus, as floats (see below)
+    fminus = 0.0
+    segment = 0
+    s = np.float64(z[0])
+    n = 1.0
+    vmin = s - lam
+    vmax = s + lam
+    twolam = 2.0 * lam
+    while True:
+        while k == m - 1:  # right boundary: close the open segment(s)
+            mean = s / n
+            if mean < vmin:
+                k0 = _cpu._write_segment(out, groups, k0, fminus, vmin, segment)
+                if k0 >= m:  # only where rounding broke the sweep's invariant (huge scores): every entry is out
+                    return
+                segment += 1
+                k = k0
+                fminus = np.float64(k0)
+                vmin = np.float64(z[k0])
+                s = vmin + lam  # (vmax is kept, as in Condat's sweep)
+                n = 1.0
+            elif mean > vmax:
+                k0 = _cpu._write_segment(out, groups, k0, fplus, vmax, segment)
+                if k0 >= m:  # (as above)
+                    return
+                segment += 1
+                k = k0
+                fplus = np.float64(k0)
+                vmax = np.float64(z[k0])
+                s = vmax - lam
+                n = 1.0
+            else:
+                _cpu._write_segment(out, groups, k0, k, mean, segment)
+                return
+        s1 = s + z[k + 1]
+        n1 = n + 1.0
+        inv = 1.0 / n1  # one division, off the sum's dependency chain
+        lo = (s1 - lam) * inv
+        hi = (s1 + lam) * inv
+        if hi < vmin:  # negative jump: the segment ends at kminus with value vmin
+            k0 = _cpu._write_segment(out, groups, k0, fminus, vmin, segment)
+            segment += 1
+            k = k0
+            fminus = np.float64(k0)
+            fplus = fminus
+            vmin = np.float64(z[k0])
+            vmax = vmin + twolam
+            s = vmin + lam
+            n = 1.0
+        elif lo > vmax:  # positive jump: the segment ends at kplus with value vmax
+            k0 = _cpu._write_segment(out, groups, k0, fplus, vmax, segment)
+            segment += 1
+            k = k0
+            fminus = np.float64(k0)
+            fplus = fminus
+            vmax = np.float64(z[k0])
+            vmin = vmax - twolam
+            s = vmax - lam
+            n = 1.0
+        else:
+            k += 1
+            s = s1
+            n = n1
+            kf = np.float64(k)
+            fminus = max(fminus, kf * np.float64(lo >= vmin))
+            fplus = max(fplus, kf * np.float64(hi <= vmax))
+            vmin = max(vmin, lo)
+            vmax = min(vmax, hi)
+
+
+@njit
+def _old_tv_sparsemax_row(z, y, groups, m, d, lam, zc, uc, gc, pos, buf):
+    top, finite = _cpu._row_top(z, m)
+    if not finite:
+        _cpu._non_finite_row(y, d)
+        for i in range(d):
+            groups[i] = -1 if i >= m else i
+        return 1
+    width = 4.0 * lam + _cpu._SCREEN_MARGIN * (1.0 + 4.0 * lam)
+    if abs(top) <= _cpu._SCREEN_LIMIT:
+        k = _cpu._keep_positions(z, m, top - 1.0 - width, zc, pos)
+        if _cpu._min_of(zc, k) <= top - width:
+            k = _cpu._refine(zc, pos, k, top, width, buf)[0]
+    else:  # too large for the screening bounds to be exact: every entry is a candidate
+        k = _cpu._keep_positions(z, m, -np.inf, zc, pos)
+    if k < m:  # (with every entry a candidate, each is written below)
+        for i in range(m):
+            y[i] = 0.0
+            groups[i] = i  # a screened entry is a group of its own, outside the support
+    a = 0
+    while a < k:
+        if pos[k - 1] - pos[a] == k - 1 - a:  # the candidates left are consecutive: one run (every entry kept)
+            b = k
+        else:
+            b = a + 1
+            while b < k and pos[b] == pos[b - 1] + 1:
+                b += 1
+        if pos[a] > 0:
+            zc[a] -= lam
+        if pos[b - 1] < m - 1:
+            zc[b - 1] -= lam
+        if b - a == 1:  # most runs: the prox of one entry is itself (no slices, no call)
+            uc[a] = zc[a]
+            gc[a] = pos[a]
+        elif b - a == 2:  # two entries fuse when they are within 2 lam, else move lam towards each other
+            diff = zc[a] - zc[a + 1]
+            if abs(diff) <= 2.0 * lam:
+                uc[a] = uc[a + 1] = 0.5 * (zc[a] + zc[a + 1])
+                gc[a] = gc[a + 1] = pos[a]
+            else:
+                step = lam if diff > 0.0 else -lam
+                uc[a] = zc[a] - step
+                uc[a + 1] = zc[a + 1] + step
+                gc[a] = pos[a]
+                gc[a + 1] = pos[a + 1]
+        else:
+            if abs(top) <= _cpu._SCREEN_LIMIT:
+                _old_tv_prox_sums(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+            else:  # scores so large that a running sum loses lam: Condat's sweep, on differences
+                _cpu._tv_prox_row(zc[a:b], uc[a:b], gc[a:b], b - a, lam)
+            previous = -1
+            head = 0
+            for j in range(a, b):  # segment index -> position of the segment's first entry, unique in the row
+                if gc[j] != previous:
+                    previous = gc[j]
+                    head = pos[j]
+                gc[j] = head
+        a = b
+    if k > 0:
+        top_u, tau = _cpu._simplex_threshold(uc, k, buf)
+        for j in range(k):
+            v = uc[j] - top_u - tau
+            y[pos[j]] = v if v > 0.0 else 0.0
+            groups[pos[j]] = gc[j]
+    for i in range(m, d):
+        y[i] = 0.0
+        groups[i] = -1
+    return 0
+
+
+def _old_tv_forward(z, lengths, lam):
+    n, d = z.shape
+    y, groups = np.empty_like(z), np.empty(z.shape, np.int32)
+    zc, uc, buf = np.empty(d), np.empty(d), np.empty(d)
+    gc, pos = np.empty(d, np.int64), np.empty(d, np.int64)
+    bad = 0
+    for r in range(n):
+        bad += _old_tv_sparsemax_row(z[r], y[r], groups[r], lengths[r], d, lam, zc, uc, gc, pos, buf)
+    return y, groups, bad
+
+
+def test_tv_prox_runs_is_the_dividing_sweep():
+    """_tv_prox_runs reads 1 / n from a table: bit for bit the sweep that divided, with the same run indices, or
+    with ``heads`` base + the position of each run's first entry."""
+    rng = np.random.default_rng(31)
+    rows = list(_tv_rows(rng, 2000)) + [(np.full(5, v), lam, True) for v, lam in [(5e29, 1.5), (-1e16, 0.3)]]
+    for z, lam, _ in rows:
+        m = len(z)
+        want, want_groups = np.empty(m), np.empty(m, np.int64)
+        _old_tv_prox_sums(z, want, want_groups, m, lam)
+        got, got_groups = np.empty(m), np.empty(m, np.int64)
+        _cpu._tv_prox_sums(z, got, got_groups, m, lam)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8)) and (got_groups == want_groups).all()
+        recip = np.empty(m + 1)
+        _cpu._fill_reciprocals(recip, m + 1)
+        heads = np.empty(m, np.int64)
+        _cpu._tv_prox_runs(z, got, heads, m, lam, recip, 7, True)
+        assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+        first = np.searchsorted(want_groups, want_groups)  # the position of each run's first entry
+        assert (heads == 7 + first).all(), (m, lam)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fusedmax_kernel_is_the_previous_kernel_bit_for_bit(dtype):
+    """prox_sparsemax_forward for TV against the row kernel as it was (compiled above): the same weights and labels
+    bit for bit, on causal and full rows of an untrained model's scores (every entry a candidate, the fast paths),
+    spread-out ones (screened, several runs), rows where a few entries are far below (screened but all within 1
+    after the prox), ties, and huge scores (unscreened)."""
+    rng = np.random.default_rng(53)
+    cases = 0
+    for d in (1, 5, 64, 256, 300):
+        for scale, lam in ((0.05, 0.1), (0.01, 0.1), (0.003, 0.01), (0.3, 0.1), (1.0, 0.1), (3.0, 0.5), (0.01, 1e-9)):
+            z = rng.normal(size=(2 * d + 4, d)) * scale
+            z[1] = np.round(z[1], 2)
+            z[2, ::7] -= 2.0  # a few entries screened out of a nearly uniform row
+            z[3] *= 1e17  # too large to screen
+            z = z.astype(dtype)
+            lengths = np.concatenate([np.arange(1, d + 1), np.full(d, d), [0, d, 1, d]]).astype(np.int64)
+            y, groups = np.empty_like(z), np.empty(z.shape, np.int32)
+            bad = _cpu.prox_sparsemax_forward(z, lengths, np.array([lam]), _cpu.PROX_TV, y, groups,
+                                              np.zeros((1, 1), dtype))
+            want_y, want_groups, want_bad = _old_tv_forward(z, lengths, lam)
+            assert bad == want_bad == 0
+            assert np.array_equal(y.view(np.uint8), want_y.view(np.uint8)), (d, scale, lam)
+            assert np.array_equal(groups, want_groups), (d, scale, lam)
+            cases += 1
+    assert cases == 35
