@@ -5,7 +5,8 @@ The plugin's own launcher says neither (it prints the sweep folder only) and ret
 (cancelled, killed, out of memory, ``max_num_timeout`` exceeded) while the others still run: the sweep seemed over.
 Here the sweep prints the Slurm job id, the log files and the squeue/scancel commands once the array is
 submitted, a line per job as it ends, and returns when all have ended; then the first failure is raised, the others
-named; a job whose run failed also says why in its own log (Hydra keeps the error for the sweep only). Everything
+named; a job whose run failed also says why in its own log (Hydra keeps the error for the sweep only). A suspended job
+(``scontrol suspend``) is waited for, where submitit would take it for a job that ended without a result. Everything
 else (the sbatch script, requeueing on a signal, the parameters) is the plugin's, unchanged.
 
 Hydra takes launchers from the ``hydra_plugins`` namespace package only, hence this folder at the repository root
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +28,32 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
+
+# Slurm states of a job that has not ended, besides those submitit waits for (submitit.core.core.Watcher.is_done):
+# submitit takes any other state for the end of a job, so a job suspended by an administrator or by gang
+# scheduling (``scontrol suspend``: SUSPENDED, then RUNNING again) ended the sweep with "has not produced any
+# output (state: SUSPENDED)" while the job went on.
+NOT_ENDED = frozenset({"SUSPENDED", "STOPPED", "CONFIGURING", "RESIZING", "SIGNALING", "REQUEUE_FED", "REQUEUE_HOLD",
+                       "STAGE_OUT"})
+
+
+def has_ended(job) -> bool:
+    """Whether a submitit job has ended: its result is written, or Slurm says it is over."""
+    if job.paths.result_pickle.exists():
+        return True
+    return job.done() and str(job.state).upper() not in NOT_ENDED
+
+
+def as_ended(jobs, poll_s: float = 5.0):
+    """The jobs, each as it ends (submitit.helpers.as_completed, with the states above counted as not ended)."""
+    waiting = list(jobs)
+    while waiting:
+        ended = [job for job in waiting if has_ended(job)]
+        for job in ended:
+            waiting.remove(job)
+            yield job
+        if waiting and not ended:
+            time.sleep(poll_s)
 
 
 class SlurmLauncher(PluginSlurmLauncher):
@@ -63,7 +91,7 @@ class SlurmLauncher(PluginSlurmLauncher):
         log.info(f"Slurm job {array}: {len(jobs)} task(s) (squeue -j {array}; scancel {array}); this command returns "
                  f"when every task has ended\n  logs: {jobs[0].paths.stdout}"
                  + (f" ... {jobs[-1].paths.stdout}" if len(jobs) > 1 else "") + " (and _log.err)")
-        for n, job in enumerate(submitit.helpers.as_completed(jobs, poll_frequency=5), start=1):
+        for n, job in enumerate(as_ended(jobs), start=1):
             error = job.exception()
             log.info(f"  [{n}/{len(jobs)}] {job.job_id} ended" + (f", died: {error}" if error is not None else ""))
         # a job that died left no result (its error is raised here); one whose run raised returns it as FAILED

@@ -187,3 +187,29 @@ def test_the_slurm_launcher_is_a_hydra_plugin():
     config = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "launcher" / "slurm.yaml")
     launchers = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
     assert config.hydra.launcher._target_ in launchers
+
+
+def test_a_suspended_job_has_not_ended(tmp_path):
+    """submitit takes a SUSPENDED job (scontrol suspend) for one that ended without a result: the sweep raised while
+    its jobs went on. The launcher waits for it (hydra_plugins/structured_attention_slurm.py: has_ended)."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.structured_attention_slurm import as_ended, has_ended
+
+    class Job:
+        """A submitit job whose Slurm state goes through ``states``, one poll (``done``) at a time."""
+
+        def __init__(self, name, states):
+            self.name, self.states, self.state = name, list(states), None
+            self.paths = SimpleNamespace(result_pickle=tmp_path / f"{name}_result.pkl")
+
+        def done(self):  # submitit's rule (Watcher.is_done)
+            self.state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            return self.state not in ("READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED")
+
+    assert not has_ended(Job("a", ["SUSPENDED"])) and not has_ended(Job("b", ["RUNNING"]))
+    assert has_ended(Job("c", ["FAILED"])) and has_ended(Job("d", ["CANCELLED"]))
+    (tmp_path / "e_result.pkl").write_bytes(b"")
+    assert has_ended(Job("e", ["SUSPENDED"]))  # its result is written: over, whatever the state says
+    jobs = [Job("slow", ["SUSPENDED", "SUSPENDED", "RUNNING", "COMPLETED"]), Job("fast", ["COMPLETED"])]
+    assert [job.name for job in as_ended(jobs, poll_s=0)] == ["fast", "slow"]
