@@ -12,6 +12,13 @@ from conftest import CASES, mapping_of
 from attention import _layout, sdpa
 
 
+@pytest.fixture(autouse=True)
+def numba_for_every_mask(monkeypatch):
+    """The numba path for every mask here, however small (by default small masks take torch's ops)."""
+    monkeypatch.setattr(_layout, "NUMBA_MASK_ENTRIES", 0)
+    monkeypatch.setattr(_layout, "NUMBA_ALL_ENTRIES", 0)
+
+
 def reference(valid):
     return valid.sum(-1), _layout._is_prefix(valid)
 
@@ -94,6 +101,22 @@ def test_mappings_with_a_mask_edited_between_calls(case):
 def test_masks_nothing(index):
     valid = list(random_masks())[index]
     assert sdpa._masks_nothing(valid) == bool(valid.all())
+
+
+@pytest.mark.parametrize("numba", [True, False])
+def test_both_paths_by_size(monkeypatch, numba):
+    """The default thresholds: a mask of the Llama step's size takes numba, a generation step's torch; both give
+    the same rows."""
+    monkeypatch.undo()
+    calls = []
+    real = _layout.stored_lengths
+    monkeypatch.setattr(_layout, "stored_lengths", lambda valid: calls.append(1) or real(valid))
+    t = 64 if numba else 8
+    mask = torch.ones(t, t, dtype=torch.bool).tril()[None, None].expand(2, 1, t, t)
+    scores = torch.randn(2, 2, t, t)
+    rows = _layout.to_rows(scores, -1, mask, "fusedmax", for_op=True)
+    assert bool(calls) == numba and rows.order is None
+    assert torch.equal(rows.lengths, mask.expand(2, 2, t, t).sum(-1).reshape(-1))
 
 
 def test_no_pass_over_a_broadcast_mask(monkeypatch):
