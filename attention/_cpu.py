@@ -1930,3 +1930,33 @@ def valid_first_order(valid, order):
             if not valid[r, j]:
                 order[r, slot] = j
                 slot += 1
+
+
+# ------------------------------------------------ a mask's lengths and prefix test (``_layout.to_rows``)
+
+
+@njit(cache=True)
+def mask_lengths(valid, lengths):
+    """lengths[r] = the number of True entries of row r of the (rows, d) ``valid`` (a bool mask viewed as uint8:
+    0/1); returns whether every row is a prefix (no False followed by a True), in one pass (torch needs a sum and
+    a shifted and/any pass). Branch-free in the inner loop, so it vectorizes."""
+    n, d = valid.shape
+    rises = 0
+    for r in range(n):
+        count = np.int64(valid[r, 0])
+        rise = np.int64(0)
+        for j in range(1, d):
+            count += valid[r, j]
+            rise += valid[r, j] & (valid[r, j - 1] ^ 1)  # a True right after a False
+        lengths[r] = count
+        rises += rise
+    return rises == 0
+
+
+@njit(cache=True)
+def all_true(valid):
+    """Whether every entry of the flat bool ``valid`` is True, stopping at the first False."""
+    for i in range(valid.shape[0]):
+        if not valid[i]:
+            return False
+    return True

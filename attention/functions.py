@@ -63,6 +63,10 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = G
         return torch.softmax(z, dim=dim).to(scores.dtype)
     # -inf at masked entries: exp gives them exactly 0 wherever the row has a valid entry (the max is then finite).
     # A row with none gets 0 instead (finite: no nan, also not in the backward) and is zeroed after the softmax.
+    # The mask as stored (transformers passes a causal mask broadcast to the batch with stride 0): the where's
+    # below then read and write the (T, T) once, not once per batch entry; they broadcast to the same values.
+    if mask.numel() >= _layout.NUMBA_MASK_ENTRIES and not torch.compiler.is_compiling():  # (~6 us of views)
+        mask = _layout.stored(mask)
     alive = mask.any(dim, keepdim=True)
     fill = torch.where(alive, -torch.inf, 0.0).to(z.dtype)
     if finite:

@@ -72,7 +72,12 @@ def attend(query, key, value, allowed=None, additive=None, dropout_p=0.0, scale=
 def _masks_nothing(allowed: torch.Tensor) -> bool:
     """Whether a bool mask allows every key, read where that costs no device sync (on the CPU, outside a compiled
     graph, which cannot branch on values); elsewhere the mask is simply applied."""
-    return _layout.on_host(allowed.device) and not torch.compiler.is_compiling() and bool(allowed.all())
+    if not _layout.on_host(allowed.device) or torch.compiler.is_compiling():
+        return False
+    # eager: its stored entries, up to the first False (a causal mask stops in its first row); traced: torch's op
+    if allowed.numel() >= _layout.NUMBA_ALL_ENTRIES and _layout._values_readable(allowed):
+        return _layout.all_true(allowed)
+    return bool(allowed.all())
 
 
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
