@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -272,7 +273,16 @@ def requeue_if_submitit(stopped: Preempted) -> None:
                     if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue"), None)
     if requeue is not None:
         log.warning("submitit: requeueing this job; it resumes from the checkpoint")
-        requeue(stopped.signum, None)
+        try:
+            requeue(stopped.signum, None)
+        except subprocess.CalledProcessError as error:
+            # submitit runs `scontrol requeue <this job>`; Slurm cancels the job's step for the requeue and may kill
+            # scontrol with it (SIGTERM) before it returns. The requeue took effect, so exit as submitit does after
+            # one, without a result: a result would tell the sweep that the job ended while it starts again.
+            if error.returncode != -signal.SIGTERM or "requeue" not in error.cmd:
+                raise
+            log.warning("submitit: `scontrol requeue` was killed by the requeue it asked for; exiting")
+            sys.exit(-1)
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")

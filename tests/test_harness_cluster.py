@@ -213,3 +213,32 @@ def test_a_suspended_job_has_not_ended(tmp_path):
     assert has_ended(Job("e", ["SUSPENDED"]))  # its result is written: over, whatever the state says
     jobs = [Job("slow", ["SUSPENDED", "SUSPENDED", "RUNNING", "COMPLETED"]), Job("fast", ["COMPLETED"])]
     assert [job.name for job in as_ended(jobs, poll_s=0)] == ["fast", "slow"]
+
+
+def test_a_requeue_that_kills_its_own_scontrol_exits_without_a_result():
+    """Slurm cancels a job's step for `scontrol requeue` and may kill that scontrol (SIGTERM) before it returns: the
+    requeue took effect, so the job exits as after a requeue (SystemExit, no result for submitit to write); the sweep
+    took the error for a failed run in CI once (test_preempted_and_timed_out_jobs_resume_where_they_stopped)."""
+    import subprocess
+
+    import tasks.train as train_mod
+
+    def handler_raising(error):
+        def checkpoint_and_try_requeue(signum, frame):  # the name of submitit's handler
+            raise error
+        return checkpoint_and_try_requeue
+
+    stopped = Preempted(signal.SIGUSR2, 5)
+    killed = subprocess.CalledProcessError(-signal.SIGTERM, ["scontrol", "requeue", "123"])
+    refused = subprocess.CalledProcessError(1, ["scontrol", "requeue", "123"])
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        signal.signal(signal.SIGUSR2, handler_raising(killed))
+        with pytest.raises(SystemExit) as exited:
+            train_mod.requeue_if_submitit(stopped)
+        assert exited.value.code == -1
+        signal.signal(signal.SIGUSR2, handler_raising(refused))  # scontrol refused: a real failure, raised
+        with pytest.raises(subprocess.CalledProcessError):
+            train_mod.requeue_if_submitit(stopped)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
