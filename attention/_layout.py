@@ -307,7 +307,7 @@ def _is_prefix(valid: torch.Tensor) -> bool:
 def is_stored_prefix(valid: torch.Tensor) -> bool:
     """_is_prefix of a mask that may be a broadcast view, read as it is stored: a causal (T, T) mask broadcast to
     a batch is read once, not once per (batch, head)."""
-    return _is_prefix(valid[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in valid.stride())])
+    return _is_prefix(stored(valid))
 
 
 def valid_first_order(valid: torch.Tensor) -> torch.Tensor:
