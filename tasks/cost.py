@@ -12,7 +12,10 @@ trained one's. Round r times every run once, in an order rotated by r, on the ru
 training steps (forward, backward, gradient clipping, Adam step, on a copy of the model: the checkpoint's weights
 stay for decoding; the same first batches of epoch 1 for every run) and beam search over the whole ``--split``
 (the task's decoding settings). Medians over rounds are kept and divided by the baseline's: the ratios are what to
-compare, since a shared machine moves absolute times alike for runs timed in turn. The records' time per epoch and
+compare, since a shared machine moves absolute times alike for runs timed in turn. The fastest round's ratio (each
+run's least time over the baseline's least) and the spread of the rounds (slowest / fastest) stand beside: on a
+machine whose load comes and goes, the least time is the estimate least touched by it, and a spread of tens of
+percent says the medians' ratios are no finer than that. The records' time per epoch and
 decoding time, taken when the runs ran (under whatever load the machine had then), are shown beside.
 """
 
@@ -146,7 +149,11 @@ def measure(runs: list[TimedRun], baseline: str, rounds: int, split: str, progre
         step, decode = statistics.median(run.step_seconds), statistics.median(run.decode_seconds)
         rows.append({"label": run.label, "attention": run.attention, "seed": run.seed, "run_dir": str(run.run_dir),
                      "step_ms": 1000 * step, "step_ratio": step / base_step,
+                     "step_ratio_fastest": min(run.step_seconds) / min(base.step_seconds),
+                     "step_spread": max(run.step_seconds) / min(run.step_seconds),
                      "sentence_ms": 1000 * decode / max(run.sentences, 1), "decode_ratio": decode / base_decode,
+                     "decode_ratio_fastest": min(run.decode_seconds) / min(base.decode_seconds),
+                     "decode_spread": max(run.decode_seconds) / min(run.decode_seconds),
                      "step_s_rounds": run.step_seconds, "decode_s_rounds": run.decode_seconds,
                      "sentences": run.sentences, "recorded": run.as_recorded()})
     for row in rows:
@@ -159,15 +166,22 @@ def measure(runs: list[TimedRun], baseline: str, rounds: int, split: str, progre
 def table(result: dict) -> str:
     """The markdown table of a measurement."""
     base = result["baseline"]
-    lines = [f"| configuration | train step (ms) | ÷ {base} | decoded sentence (ms) | ÷ {base} "
-             f"| epoch as run (s) | ÷ {base} |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| configuration | train step (ms) | ÷ {base} | fastest ÷ | spread | decoded sentence (ms) | ÷ {base} "
+             f"| fastest ÷ | spread | epoch as run (s) | ÷ {base} |", "|---|" + "---:|" * 10]
     for row in result["rows"]:
         recorded = row["recorded"]
         epoch = f"{recorded['epoch_s']:.0f}" if recorded.get("epoch_s") else "–"
         epoch_ratio = f"{recorded['epoch_ratio']:.2f}" if recorded.get("epoch_ratio") else "–"
-        lines.append(f"| {row['label']} | {row['step_ms']:.0f} | {row['step_ratio']:.2f} | {row['sentence_ms']:.1f} "
-                     f"| {row['decode_ratio']:.2f} | {epoch} | {epoch_ratio} |")
-    return "\n".join(lines) + "\n"
+        # measurements written before the fastest-round columns existed have none: a dash, not a made-up number
+        fastest = {key: f"{row[key]:.2f}" if key in row else "–"
+                   for key in ("step_ratio_fastest", "step_spread", "decode_ratio_fastest", "decode_spread")}
+        lines.append(f"| {row['label']} | {row['step_ms']:.0f} | {row['step_ratio']:.2f} "
+                     f"| {fastest['step_ratio_fastest']} | {fastest['step_spread']} | {row['sentence_ms']:.1f} "
+                     f"| {row['decode_ratio']:.2f} | {fastest['decode_ratio_fastest']} | {fastest['decode_spread']} "
+                     f"| {epoch} | {epoch_ratio} |")
+    legend = (f"÷ {base}: medians over {result['rounds']} rounds, divided; fastest ÷: least time over the baseline's "
+              "least; spread: a configuration's slowest round over its fastest.")
+    return "\n".join(lines) + "\n\n" + legend + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

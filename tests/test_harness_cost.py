@@ -33,9 +33,16 @@ def test_cost_of_finished_runs_against_the_baseline(runs, capsys):
         # the record's own timing, as run, is read beside the measurement
         assert row["recorded"]["epoch_s"] > 0 and row["recorded"]["commit"]
     assert rows["fusedmax"]["step_ratio"] == pytest.approx(rows["fusedmax"]["step_ms"] / rows["softmax"]["step_ms"])
+    # the fastest rounds' ratio and each configuration's spread, from the rounds kept in the record
+    fused, soft = rows["fusedmax"], rows["softmax"]
+    assert fused["step_ratio_fastest"] == pytest.approx(min(fused["step_s_rounds"]) / min(soft["step_s_rounds"]))
+    assert fused["decode_ratio_fastest"] == pytest.approx(min(fused["decode_s_rounds"]) / min(soft["decode_s_rounds"]))
+    assert soft["step_ratio_fastest"] == 1.0 and fused["step_spread"] >= 1.0 and fused["decode_spread"] >= 1.0
+    assert fused["step_spread"] == pytest.approx(max(fused["step_s_rounds"]) / min(fused["step_s_rounds"]))
     assert result["git"]["commit"] and "tasks.cost" in result["command"]
     table = out.with_suffix(".md").read_text()
     assert "| fusedmax |" in table and "÷ softmax" in table and result["git"]["commit"] in table
+    assert f"| {fused['step_ratio_fastest']:.2f} | {fused['step_spread']:.2f} |" in table
 
 
 def test_cost_errors_name_what_to_fix(runs, capsys):
