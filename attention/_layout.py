@@ -293,8 +293,11 @@ def stored_lengths(valid: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def all_true(mask: torch.Tensor) -> bool:
-    """bool(mask.all()) for a bool host tensor whose values can be read: its stored entries only, up to the first
-    False (a causal mask stops at its first row)."""
+    """bool(mask.all()) for a bool host tensor. Where its values can be read (eager) and it is large enough
+    (NUMBA_ALL_ENTRIES), one numba pass over its stored entries only, up to the first False (a causal mask stops at
+    its first row); else torch's op (a traced graph records it)."""
+    if not (mask.numel() >= NUMBA_ALL_ENTRIES and _values_readable(mask)):
+        return bool(mask.all())
     small = stored(mask)
     return bool(_cpu.all_true(small.contiguous().view(-1).numpy())) if small.numel() else True
 
@@ -306,7 +309,10 @@ def _is_prefix(valid: torch.Tensor) -> bool:
 
 def is_stored_prefix(valid: torch.Tensor) -> bool:
     """_is_prefix of a mask that may be a broadcast view, read as it is stored: a causal (T, T) mask broadcast to
-    a batch is read once, not once per (batch, head)."""
+    a batch is read once, not once per (batch, head). A large host mask whose values can be read: the numba pass
+    of ``stored_lengths`` (as ``to_rows`` reads it), else torch's ops."""
+    if valid.numel() >= NUMBA_MASK_ENTRIES and on_host(valid.device) and _values_readable(valid):
+        return stored_lengths(valid)[1]
     return _is_prefix(stored(valid))
 
 

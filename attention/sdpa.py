@@ -74,10 +74,7 @@ def _masks_nothing(allowed: torch.Tensor) -> bool:
     graph, which cannot branch on values); elsewhere the mask is simply applied."""
     if not _layout.on_host(allowed.device) or torch.compiler.is_compiling():
         return False
-    # eager: its stored entries, up to the first False (a causal mask stops in its first row); traced: torch's op
-    if allowed.numel() >= _layout.NUMBA_ALL_ENTRIES and _layout._values_readable(allowed):
-        return _layout.all_true(allowed)
-    return bool(allowed.all())
+    return _layout.all_true(allowed)
 
 
 def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

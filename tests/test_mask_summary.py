@@ -59,6 +59,7 @@ def test_stored_lengths_are_torchs(index):
     assert lengths.dtype == torch.int64
     assert torch.equal(lengths.expand(valid.shape[:-1]), expected_lengths)
     assert prefix == expected_prefix
+    assert _layout.is_stored_prefix(valid) == expected_prefix  # the compiled ops' test, by the same pass
     assert _layout.all_true(valid) == bool(valid.all())
 
 
