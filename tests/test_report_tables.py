@@ -389,3 +389,28 @@ def test_transformer_runs_one_row_per_learned_setting_and_no_head_sections_as_te
     md = to_markdown(table)  # one configuration: a Δ against softmax is due (n/a here: no per-example statistics)
     assert "| entmax (learned=gamma,alpha) | 33.50 ± 0.71 | — | 2 | n/a |" in md
     assert "different configurations" not in md
+
+
+def test_headline_has_a_column_for_every_mapping_with_runs_and_names_other_configurations():
+    """entmax gets a column beside the paper's four where a dataset has plain entmax runs; a mapping's other
+    configurations (adaptive entmax) are named under the table instead of dropping the dataset."""
+    def transformer(attention, seed, bleu, learn=("gamma",)):
+        config = {"task": {"name": "multi30k", "data": {"src_lang": "de", "tgt_lang": "en"},
+                           "model": {"kind": "transformer", "learn": list(learn)}}}
+        return record("multi30k", attention, seed, {"bleu": bleu, "support": 3.0}, config=config)
+
+    plain = [transformer(name, s, base + s) for name, base in (("softmax", 30.0), ("entmax", 31.0)) for s in (1, 2)]
+    text = headline({e.key: build_table(e, plain, {}) for e in EXPERIMENTS})
+    header = next(line for line in text.splitlines() if line.startswith("| dataset"))
+    assert header.endswith("| oscarmax | entmax | nonzero per row |")
+    row = next(line for line in text.splitlines() if line.startswith("| Multi30k"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] == "31.50" and cells[7].startswith("32.50") and cells[8] == "3.0 / — / — / — / 3.0"
+    assert "other configurations" not in text
+
+    adaptive = plain + [transformer("entmax", s, 32.0 + s, learn=("gamma", "alpha")) for s in (1, 2)]
+    text = headline({e.key: build_table(e, adaptive, {}) for e in EXPERIMENTS})
+    assert "| Multi30k" in text  # the dataset stays, with its plain mappings
+    assert "| oscarmax | nonzero per row |" in text  # no plain entmax row left: no column
+    assert ("other configurations, in the full tables: Multi30k de→en: entmax (learned=gamma), "
+            "entmax (learned=gamma,alpha)") in text

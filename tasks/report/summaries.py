@@ -7,49 +7,64 @@ from __future__ import annotations
 
 from .grouping import has_runs, shown_datasets
 from .render import MISSING, fmt_number
-from .runs import ATTENTION_ORDER
+from .runs import ATTENTION_ORDER, MAPPING_ORDER
 
 
 def headline(tables: dict) -> str:
     """One line per dataset with runs: each mapping's headline metric with its Δ vs softmax and p-value, and how
-    many positions its attention spreads over, for the top of a document. Datasets whose runs carry a preset note
-    (e.g. "a pipeline check, not a result") or several configurations are left to the full tables, and said so."""
-    lines = ["### At a glance: test metric per mapping (Δ vs softmax, p) and nonzero attention weights per row", "",
-             "| dataset | metric | seeds | " + " | ".join(ATTENTION_ORDER) + " | nonzero per row |",
-             "|:---|:---|---:|" + "---:|" * (len(ATTENTION_ORDER) + 1)]
-    left_out = []
+    many positions its attention spreads over, for the top of a document. The paper's four mappings always have a
+    column, the framework's other mappings (entmax, sq_pnorm_max) where some dataset has runs of them. Datasets whose
+    runs carry a preset note (e.g. "a pipeline check, not a result") or only configurations (a sweep's settings) are
+    left to the full tables, and said so;
+    other configurations of a mapping (e.g. "entmax (α learned)") are named under the table, their rows are in the
+    full tables."""
+    shown = []  # (table, dataset, its rows with runs)
+    left_out, configurations = [], []
     for table in tables.values():
-        metric = next(m for m in table.experiment.metrics if m.compare)
         for ds in shown_datasets(table)[0]:
             if not has_runs(table, ds):
                 continue
             rows = [row for row in table.rows_of(ds) if table.n.get((row, ds.key))]
-            if table.remarks.get(ds.key) or any(" " in row for row in rows):
-                left_out.append(ds.label)
+            if table.remarks.get(ds.key) or not any(row in MAPPING_ORDER for row in rows):
+                left_out.append(ds.label)  # a note, or configurations only (a sweep's settings): no plain mapping
                 continue
-            values, spread = [], []
-            for row in ATTENTION_ORDER:
-                cell = table.cells.get((row, ds.key, metric.key))
-                support = table.cells.get((row, ds.key, "support"))
-                spread.append(MISSING["md"] if support is None else f"{support.mean:.1f}")
-                if cell is None or cell.n == 0:
-                    values.append(MISSING["md"])
-                    continue
-                text = fmt_number(cell.mean, metric.digits)
-                comparison = table.comparisons.get((row, ds.key, metric.key))
-                if comparison is not None and not isinstance(comparison, str):
-                    text += f" ({comparison.delta:+.2f}, {comparison.p_text})"
-                values.append(text)
-            seeds = sorted({table.n[(row, ds.key)] for row in rows})
-            n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-            lines.append(f"| {ds.label} | {metric.label} | {n} | " + " | ".join(values) + " | "
-                         + " / ".join(spread) + " |")
+            shown.append((table, ds, rows))
+            others = [row for row in rows if row not in MAPPING_ORDER]
+            if others:
+                configurations.append(f"{ds.label}: {', '.join(others)}")
+    extra = [name for name in MAPPING_ORDER if name not in ATTENTION_ORDER
+             and any(name in rows for _, _, rows in shown)]
+    columns = list(ATTENTION_ORDER) + extra
+    lines = ["### At a glance: test metric per mapping (Δ vs softmax, p) and nonzero attention weights per row", "",
+             "| dataset | metric | seeds | " + " | ".join(columns) + " | nonzero per row |",
+             "|:---|:---|---:|" + "---:|" * (len(columns) + 1)]
+    for table, ds, rows in shown:
+        metric = next(m for m in table.experiment.metrics if m.compare)
+        values, spread = [], []
+        for row in columns:
+            cell = table.cells.get((row, ds.key, metric.key))
+            support = table.cells.get((row, ds.key, "support"))
+            spread.append(MISSING["md"] if support is None else f"{support.mean:.1f}")
+            if cell is None or cell.n == 0:
+                values.append(MISSING["md"])
+                continue
+            text = fmt_number(cell.mean, metric.digits)
+            comparison = table.comparisons.get((row, ds.key, metric.key))
+            if comparison is not None and not isinstance(comparison, str):
+                text += f" ({comparison.delta:+.2f}, {comparison.p_text})"
+            values.append(text)
+        seeds = sorted({table.n[(row, ds.key)] for row in rows if row in columns} or {0})
+        n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        lines.append(f"| {ds.label} | {metric.label} | {n} | " + " | ".join(values) + " | "
+                     + " / ".join(spread) + " |")
     notes_ = ["mean over seeds; in brackets the paired difference to softmax over the same seeds and the two-sided "
               "p-value of a paired bootstrap over test examples", "nonzero per row: exactly nonzero attention weights "
-              f"per row on the test set, in the order {' / '.join(ATTENTION_ORDER)} (softmax: every position)",
+              f"per row on the test set, in the order {' / '.join(columns)} (softmax: every position)",
               "standard deviations, intervals and the other statistics are in the full tables"]
     if left_out:
         notes_.append(f"left out here (see the full tables): {', '.join(left_out)}")
+    if configurations:
+        notes_.append(f"other configurations, in the full tables: {'; '.join(configurations)}")
     return "\n".join(lines + ["", f"_{'; '.join(notes_)}._", ""])
 
 
