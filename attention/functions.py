@@ -57,10 +57,11 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = G
     finite = False
     if checks_enabled(scores.device) and not torch.compiler.is_compiling():  # no branch on values in a graph
         finite = validate_scores(scores, mask, "softmax")
-    z = scores.to(torch.float64 if scores.dtype == torch.float64 else torch.float32)
+    z = scores if scores.dtype in (torch.float32, torch.float64) else scores.to(torch.float32)
     z = z if gamma == 1.0 else z / gamma
     if mask is None:
-        return torch.softmax(z, dim=dim).to(scores.dtype)
+        y = torch.softmax(z, dim=dim)
+        return y if y.dtype == scores.dtype else y.to(scores.dtype)  # (a no-op .to still costs a dispatch)
     # -inf at masked entries: exp gives them exactly 0 wherever the row has a valid entry (the max is then finite).
     # A row with none gets 0 instead (finite: no nan, also not in the backward) and is zeroed after the softmax.
     # The mask as stored (transformers passes a causal mask broadcast to the batch with stride 0): the where's
@@ -79,7 +80,7 @@ def softmax(scores: torch.Tensor, dim: int = -1, gamma: float | torch.Tensor = G
     # (through the module: tests route CPU tensors off the host by replacing it)
     if not _layout.on_host(scores.device) or torch.compiler.is_compiling() or not bool(alive.all()):
         y = torch.where(alive, y, 0)
-    return y.to(scores.dtype)
+    return y if y.dtype == scores.dtype else y.to(scores.dtype)
 
 
 def _softmax_rows(scores, dim, gamma, mask):
