@@ -216,6 +216,31 @@ def test_one_block_test_is_sound():
     assert _cpu._pools_into_one_block(z, 1000, 0.01, z.sum(), np.empty(1000), np.empty(1000, np.int64))
 
 
+def test_one_block_test_is_sound_inside_the_lowest_bucket():
+    """Zeros and three scores near -2 that share the lowest value bucket, m = 400, lam = 0.01: PAV gives two blocks
+    (the lowest score alone) and the test must not say one, which it did when it checked the lowest bucket's inner
+    ranks by a convexity argument whose upper end (j = m) it skips; the kernel then equals the whole-row solution."""
+    import numpy as np
+
+    lam, m = 0.01, 400
+    hits = 0
+    for delta in np.linspace(0.02, 0.03, 6):
+        for total in np.linspace(5.95, 6.05, 11):
+            x = (total - delta) / 3
+            z = np.zeros(m)
+            z[:3] = [-x - delta, -x, -x]
+            v = np.sort(z)[::-1] - lam * (m - 1 - np.arange(m))
+            pooled, blocks = np.empty(m), np.empty(m, np.int64)
+            _cpu._pav_decreasing_row(np.ascontiguousarray(v), pooled, blocks, m)
+            if blocks.max() == 0:
+                continue
+            hits += 1
+            assert not _cpu._pools_into_one_block(z, m, lam, z.sum(), np.empty(m), np.empty(m, np.int64)), (delta, x)
+            y = _cpu_prox_forward(torch.tensor(z[None]), torch.tensor([m]), lam, _cpu.PROX_SORTED)[0]
+            np.testing.assert_allclose(y[0].numpy(), _whole_row_oscarmax(z.copy(), lam), atol=1e-12)
+    assert hits > 10  # rows of two blocks, the case this is about
+
+
 def _whole_row_oscarmax(z, lam):
     """The exact oscarmax of one row without screening or buckets: a stable sort, PAV, sparsemax (reference)."""
     m = len(z)
