@@ -917,6 +917,7 @@ def _pools_into_one_block(z, m, lam, total, sums, counts):
 
 _FIRST_RANKS = 16  # the first screen keeps entries within lam * 16 of the sparsemax threshold (see below)
 _WIDEN = 8.0  # each failed screen widens by this factor, up to the proven width lam (m - 1)
+_POOLING_SPREAD = 0.7  # rows with top - mean <= this * lam (m - 1) start at the proven width (see below)
 _BUCKET_SPAN = 1.0 - 1e-6  # bucket width / lam: below 1 by far more than the bucket index's rounding (~B 2^-52)
 
 
@@ -1029,9 +1030,12 @@ def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos
     lam (m - 1), so tau >= (sum_S u - 1) / |S| >= t - lam (m - 1)) always passes in exact arithmetic, but it keeps
     most of a row of a few hundred standard-normal scores at lam = 0.01 (2.55 below t at m = 256), whose support is
     a handful of entries: the first screen is narrower (lam * _FIRST_RANKS below t), and widens on failure.
-    A row that pools heavily (top - mean within lam (m - 1), near the one-block regime below) has a large support:
-    it starts at the proven width. The candidates are then sorted (insertion or radix sort), or bucketed by value
-    where buckets of width lam are few (``_pool_buckets``: no sort at all).
+    A row that pools heavily (top - mean within _POOLING_SPREAD lam (m - 1), near the one-block regime below) has a
+    large support: it starts at the proven width. (Standard-normal rows at lam = 0.01 show where that regime starts:
+    with top - mean below 0.6 lam (m - 1) most supports are hundreds, between 0.7 and 1 a handful (means 2-8, from
+    256 to 512 keys); at a factor of 1, a quarter of the rows of 256 keys sorted or bucketed ~200 candidates for
+    that handful, a third of the kernel's time.) The candidates are then sorted (insertion or radix sort), or
+    bucketed by value where buckets of width lam are few (``_pool_buckets``: no sort at all).
     """
     full = lam * (m - 1)
     top, total = _max_and_sum(z, m)
@@ -1056,7 +1060,7 @@ def _sorted_sparsemax_row(z, y, groups, m, d, lam, negc, uc, pooled, blocks, pos
     screen = abs(top) <= _SCREEN_LIMIT  # else the bounds are not exact: the whole row at once
     # narrow first only where the proven width is wide against the sparsemax region (1 below the top) and the row
     # is not near the one-block regime; else a failed first screen costs more than it saves
-    width = full if full <= 1.0 or top - total / m <= full else min(full, lam * _FIRST_RANKS)
+    width = full if full <= 1.0 or top - total / m <= _POOLING_SPREAD * full else min(full, lam * _FIRST_RANKS)
     theta = -np.inf
     for i in range(m):
         y[i] = 0.0

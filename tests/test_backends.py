@@ -278,6 +278,25 @@ def test_oscarmax_long_rows_match_the_whole_row_solution(d):
                     assert members.max() - members.min() <= 1e-12
 
 
+def test_oscarmax_rows_between_the_pooling_regimes():
+    """Rows whose spread top - mean lies between _POOLING_SPREAD and 1 times lam (m - 1) start at the narrow screen
+    (most have a handful of weights; 256 standard-normal keys at lam = 0.01 put a quarter of their rows there), and
+    those of them that pool into a large support must widen it: every row equals the whole-row solution."""
+    rng = np.random.default_rng(5)
+    band = large = 0
+    for d in (256, 384, 448, 512):
+        lam = 0.01
+        z = rng.normal(size=(400, d))
+        spread = (z.max(1) - z.mean(1)) / (lam * (d - 1))
+        z = z[(spread > _cpu._POOLING_SPREAD) & (spread <= 1.0)]
+        band += len(z)
+        y = _cpu_prox_forward(torch.tensor(z), torch.full((len(z),), d), lam, _cpu.PROX_SORTED)[0].numpy()
+        for r in range(len(z)):
+            np.testing.assert_allclose(y[r], _whole_row_oscarmax(z[r].copy(), lam), atol=1e-12, err_msg=f"d={d}")
+            large += (y[r] > 0).sum() > 20
+    assert band > 300 and large > 0  # the band's rows, and some that the narrow screen cannot hold
+
+
 def test_screened_v_bound_is_an_upper_bound():
     """_screened_v_bound bounds z_(k) - lam (m - 1 - k) over the entries at or below theta, by sorted ranks."""
     rng = np.random.default_rng(3)
