@@ -366,7 +366,7 @@ def validate_scores(scores: torch.Tensor, mask: torch.Tensor | None, mapping: st
     (as far as the first sum tells: False may also be an overflow)."""
     if math.isfinite(scores.sum().item()):  # (the sum's value: torch.isfinite of a 0-dim tensor is 4 more ops)
         return True
-    if mask is None or not bool(torch.isfinite(torch.where(mask, scores, 0).sum())):
+    if mask is None or not math.isfinite(torch.where(mask, scores, 0).sum().item()):
         check_finite(scores, mask, mapping)
     return False
 

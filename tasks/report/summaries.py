@@ -15,9 +15,8 @@ def headline(tables: dict) -> str:
     many positions its attention spreads over, for the top of a document. The paper's four mappings always have a
     column, the framework's other mappings (entmax, sq_pnorm_max) where some dataset has runs of them. Datasets whose
     runs carry a preset note (e.g. "a pipeline check, not a result") or only configurations (a sweep's settings) are
-    left to the full tables, and said so;
-    other configurations of a mapping (e.g. "entmax (α learned)") are named under the table, their rows are in the
-    full tables."""
+    left to the full tables, and said so; other configurations of a mapping (e.g. "entmax (learned=gamma,alpha)")
+    are named under the table, their rows are in the full tables."""
     shown = []  # (table, dataset, its rows with runs)
     left_out, configurations = [], []
     for table in tables.values():
@@ -53,7 +52,7 @@ def headline(tables: dict) -> str:
             if comparison is not None and not isinstance(comparison, str):
                 text += f" ({comparison.delta:+.2f}, {comparison.p_text})"
             values.append(text)
-        seeds = sorted({table.n[(row, ds.key)] for row in rows if row in columns} or {0})
+        seeds = sorted({table.n[(row, ds.key)] for row in rows if row in columns})  # (a shown dataset has one)
         n = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
         lines.append(f"| {ds.label} | {metric.label} | {n} | " + " | ".join(values) + " | "
                      + " / ".join(spread) + " |")
